@@ -1,0 +1,14 @@
+//! `rivulet explain`: print the four graphs.
+use std::path::Path;
+
+use super::PlanArgs;
+use crate::error::Result;
+use crate::plan::compile;
+use crate::plan::explain::{render, ExplainFormat, GraphKind};
+
+pub fn run(pipeline: &Path, graph: GraphKind, format: ExplainFormat, plan: &PlanArgs) -> Result<i32> {
+    let c = compile(pipeline, &plan.overrides, plan.parallelism())?;
+    let out = render(&c.logical, &c.execution, graph, format);
+    println!("{}", out.trim_end());
+    Ok(0)
+}

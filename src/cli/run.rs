@@ -1,0 +1,57 @@
+//! `rivulet run`: plan, execute with progress on a terminal, print the summary.
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::progress::Progress;
+use super::summary::Summary;
+use super::PlanArgs;
+use crate::error::Result;
+use crate::exec::runtime::execute;
+use crate::plan::compile;
+
+/// Sets polars' environment before its first use: the size of its thread pool, and table
+/// printing without elided rows (the stdout sink prints every row).
+fn configure_polars(threads: Option<usize>) {
+    let set = |key: &str, value: String| {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: called at start-up, before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
+    };
+    if let Some(n) = threads {
+        // SAFETY: as above.
+        unsafe { std::env::set_var("POLARS_MAX_THREADS", n.to_string()) };
+    }
+    set("POLARS_FMT_MAX_ROWS", "-1".into());
+    set("POLARS_FMT_MAX_COLS", "-1".into());
+    set("POLARS_FMT_STR_LEN", "200".into());
+    set("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1".into());
+    set("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "0".into());
+}
+
+pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: Option<usize>) -> Result<i32> {
+    configure_polars(threads);
+    let compiled = compile(pipeline, &plan.overrides, plan.parallelism())?;
+    let exec = &compiled.execution;
+    let show_progress = !quiet && std::io::stderr().is_terminal();
+    let progress = show_progress.then(|| Progress::new(&exec.job.stream));
+    let tick = |m: &crate::exec::metrics::Metrics| {
+        if let Some(p) = &progress {
+            p.update(m);
+        }
+    };
+    let report = execute(exec, Arc::new(AtomicBool::new(false)), show_progress.then_some(&tick as _));
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let report = report?;
+    let summary = Summary::new(exec, &report);
+    if json {
+        println!("{}", summary.to_json());
+    } else if !quiet {
+        eprint!("{}", summary.to_text());
+    }
+    Ok(0)
+}

@@ -1,0 +1,77 @@
+//! The run summary: rows in / out / filtered and time per operator, as a table or JSON.
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::exec::metrics::NodeMetrics;
+use crate::exec::runtime::RunReport;
+use crate::plan::execution::ExecutionGraph;
+
+pub struct Row {
+    name: String,
+    operation: String,
+    parallelism: usize,
+    rows_in: u64,
+    rows_out: u64,
+    filtered: u64,
+    seconds: f64,
+    bytes: u64,
+}
+
+pub struct Summary {
+    pipeline: String,
+    elapsed: f64,
+    rows: Vec<Row>,
+}
+
+impl Summary {
+    pub fn new(exec: &ExecutionGraph, report: &RunReport) -> Self {
+        let stream = &exec.job.stream;
+        let rows = stream
+            .nodes
+            .iter()
+            .zip(&report.metrics.nodes)
+            .map(|(n, m)| Row {
+                name: n.name.clone(),
+                operation: n.label.clone(),
+                parallelism: n.parallelism,
+                rows_in: NodeMetrics::get(&m.rows_in),
+                rows_out: NodeMetrics::get(&m.rows_out),
+                filtered: NodeMetrics::get(&m.filtered),
+                seconds: NodeMetrics::get(&m.nanos) as f64 / 1e9,
+                bytes: NodeMetrics::get(&m.bytes),
+            })
+            .collect();
+        Summary { pipeline: stream.name.clone(), elapsed: report.elapsed.as_secs_f64(), rows }
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!("pipeline '{}' finished in {:.3} s\n", self.pipeline, self.elapsed);
+        let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
+        let ow = self.rows.iter().map(|r| r.operation.len()).max().unwrap_or(9).max(9);
+        let _ = writeln!(s, "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>9}", "operator", "operation", "p", "rows in", "rows out", "filtered", "time");
+        for r in &self.rows {
+            let _ = write!(s, "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>8.3}s", r.name, r.operation, r.parallelism, r.rows_in, r.rows_out, r.filtered, r.seconds);
+            if r.bytes > 0 {
+                let _ = write!(s, "  ({:.1} MB read)", r.bytes as f64 / 1e6);
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> String {
+        let ops: Vec<_> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name, "operation": r.operation, "parallelism": r.parallelism,
+                    "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered,
+                    "seconds": r.seconds, "bytes_read": r.bytes,
+                })
+            })
+            .collect();
+        serde_json::to_string_pretty(&json!({"pipeline": self.pipeline, "elapsed_seconds": self.elapsed, "operators": ops})).unwrap_or_default()
+    }
+}

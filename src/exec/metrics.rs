@@ -1,0 +1,51 @@
+//! Per-operator counters shared by all subtasks of a run, read for progress and the summary.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Counters of one node of the graph (summed over its subtasks).
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    /// Rows received (sources: rows read).
+    pub rows_in: AtomicU64,
+    /// Rows emitted (sinks: rows written).
+    pub rows_out: AtomicU64,
+    /// Rows removed by a filter.
+    pub filtered: AtomicU64,
+    /// Time spent in this node's own work, in nanoseconds, summed over subtasks.
+    pub nanos: AtomicU64,
+    /// Sources: bytes read.
+    pub bytes: AtomicU64,
+    /// Sources: splits (files or parts of files) finished.
+    pub splits: AtomicU64,
+}
+
+impl NodeMetrics {
+    /// Adds to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Adds elapsed time.
+    pub fn add_time(&self, d: Duration) {
+        self.nanos.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Relaxed)
+    }
+}
+
+/// Counters for every node, indexed by node id.
+#[derive(Debug)]
+pub struct Metrics {
+    /// One entry per node of the stream graph.
+    pub nodes: Vec<NodeMetrics>,
+}
+
+impl Metrics {
+    /// Zeroed counters for `n` nodes.
+    pub fn new(n: usize) -> Self {
+        Metrics { nodes: (0..n).map(|_| NodeMetrics::default()).collect() }
+    }
+}

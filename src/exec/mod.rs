@@ -1,0 +1,13 @@
+//! The runtime: subtasks on a dedicated thread pool, connected by bounded channels that carry
+//! data and control messages; operators, sources and sinks. Owns no pipeline-file parsing.
+pub mod exchange;
+pub mod message;
+pub mod metrics;
+pub mod operator;
+pub mod operators;
+pub mod sink;
+pub mod sinks;
+pub mod runtime;
+pub mod source;
+pub mod sources;
+pub mod task;

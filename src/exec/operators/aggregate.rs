@@ -1,0 +1,306 @@
+//! Keyed aggregation in two phases: a partial aggregate before the hash exchange (chained to
+//! its upstream, so only one row per key and subtask crosses the exchange) and a final aggregate
+//! after it. Both keep their state as polars frames and compact it as it grows.
+use std::sync::Arc;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use super::stateless::SEQ_COLUMN;
+use crate::error::{Error, Result};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operator::{Collector, Operator};
+use crate::plan::expr::{clean, AggFunc};
+
+/// One named aggregate of an aggregate operator.
+#[derive(Clone, Debug)]
+pub struct AggSpec {
+    /// Output column name.
+    pub name: String,
+    /// The function.
+    pub func: AggFunc,
+    /// The argument expression (None for `count(*)`).
+    pub arg: Option<Expr>,
+}
+
+/// What an aggregate operator computes: group keys and named aggregates.
+#[derive(Clone, Debug)]
+pub struct AggregatePlan {
+    /// Grouping columns; empty for one global group.
+    pub keys: Vec<String>,
+    /// The aggregates, in output order.
+    pub aggs: Vec<AggSpec>,
+}
+
+impl AggregatePlan {
+    /// True when some aggregate depends on input order (`first`, `last`).
+    pub fn needs_sequence(&self) -> bool {
+        self.aggs.iter().any(|a| matches!(a.func, AggFunc::First | AggFunc::Last))
+    }
+
+    fn part(i: usize, what: &str) -> String {
+        format!("__a{i}_{what}")
+    }
+
+    fn keyless(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Expressions that reduce raw rows to partial state.
+    fn partial_exprs(&self) -> Vec<Expr> {
+        let mut out = Vec::new();
+        for (i, a) in self.aggs.iter().enumerate() {
+            let p = |w: &str| Self::part(i, w);
+            let x = || a.arg.clone().unwrap_or_else(|| lit(1));
+            let seq = || col(SEQ_COLUMN);
+            match a.func {
+                AggFunc::Count if a.arg.is_none() => out.push(len().cast(DataType::Int64).alias(p("v"))),
+                AggFunc::Count => out.push(x().count().cast(DataType::Int64).alias(p("v"))),
+                AggFunc::Sum => out.extend([x().sum().alias(p("v")), x().count().cast(DataType::Int64).alias(p("n"))]),
+                AggFunc::Mean => out.extend([x().cast(DataType::Float64).sum().alias(p("v")), x().count().cast(DataType::Int64).alias(p("n"))]),
+                AggFunc::Min => out.push(x().min().alias(p("v"))),
+                AggFunc::Max => out.push(x().max().alias(p("v"))),
+                AggFunc::First => out.extend([x().sort_by([seq()], SortMultipleOptions::default()).first().alias(p("v")), seq().min().alias(p("q"))]),
+                AggFunc::Last => out.extend([x().sort_by([seq()], SortMultipleOptions::default()).last().alias(p("v")), seq().max().alias(p("q"))]),
+                AggFunc::CountDistinct => out.push(self.listed(x().drop_nulls().unique()).alias(p("v"))),
+            }
+        }
+        out
+    }
+
+    /// Expressions that combine several partial states of the same key into one.
+    fn merge_exprs(&self) -> Vec<Expr> {
+        let mut out = Vec::new();
+        for (i, a) in self.aggs.iter().enumerate() {
+            let c = |w: &str| col(Self::part(i, w));
+            let p = |w: &str| Self::part(i, w);
+            match a.func {
+                AggFunc::Count => out.push(c("v").sum().alias(p("v"))),
+                AggFunc::Sum | AggFunc::Mean => out.extend([c("v").sum().alias(p("v")), c("n").sum().alias(p("n"))]),
+                AggFunc::Min => out.push(c("v").min().alias(p("v"))),
+                AggFunc::Max => out.push(c("v").max().alias(p("v"))),
+                AggFunc::First => out.extend([c("v").sort_by([c("q")], SortMultipleOptions::default()).first().alias(p("v")), c("q").min().alias(p("q"))]),
+                AggFunc::Last => out.extend([c("v").sort_by([c("q")], SortMultipleOptions::default()).last().alias(p("v")), c("q").max().alias(p("q"))]),
+                AggFunc::CountDistinct => out.push(self.listed(c("v").explode(ExplodeOptions { empty_as_null: true, keep_nulls: true }).drop_nulls().unique()).alias(p("v"))),
+            }
+        }
+        out
+    }
+
+    /// Expressions that turn merged state into the output columns.
+    fn final_exprs(&self) -> Vec<Expr> {
+        let mut out: Vec<Expr> = self.keys.iter().map(|k| col(k.as_str())).collect();
+        for (i, a) in self.aggs.iter().enumerate() {
+            let c = |w: &str| col(Self::part(i, w));
+            let e = match a.func {
+                AggFunc::Count | AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last => c("v"),
+                AggFunc::Sum => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v")),
+                AggFunc::Mean => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v") / c("n").cast(DataType::Float64)),
+                AggFunc::CountDistinct => c("v").list().len().cast(DataType::Int64),
+            };
+            out.push(e.alias(a.name.as_str()));
+        }
+        out
+    }
+
+    /// Without keys there is one group, computed with `select`, where a per-group list must be
+    /// made explicit.
+    fn listed(&self, e: Expr) -> Expr {
+        if self.keyless() { e.implode(false) } else { e }
+    }
+
+    fn reduce(&self, lf: LazyFrame, exprs: Vec<Expr>) -> LazyFrame {
+        if self.keyless() {
+            lf.select(exprs)
+        } else {
+            let keys: Vec<Expr> = self.keys.iter().map(|k| col(k.as_str())).collect();
+            lf.group_by(keys).agg(exprs)
+        }
+    }
+
+    /// Raw rows -> partial state.
+    pub fn partial(&self, lf: LazyFrame) -> LazyFrame {
+        self.reduce(lf, self.partial_exprs())
+    }
+
+    /// Partial states -> one merged state per key.
+    pub fn merge(&self, lf: LazyFrame) -> LazyFrame {
+        self.reduce(lf, self.merge_exprs())
+    }
+
+    /// Merged state -> output rows.
+    pub fn finalize(&self, lf: LazyFrame) -> LazyFrame {
+        lf.select(self.final_exprs())
+    }
+
+    /// The whole computation in one go, on a frame holding all rows (for schemas and tests).
+    pub fn single_phase(&self, lf: LazyFrame) -> LazyFrame {
+        self.finalize(self.merge(self.partial(lf)))
+    }
+}
+
+/// Which half of the two-phase aggregation an operator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the exchange: raw rows in, partial state out.
+    Partial,
+    /// After the exchange: partial state in, output rows out.
+    Final,
+}
+
+/// State of one subtask of an aggregate: frames of partial state, compacted as they grow.
+pub struct AggregateOperator {
+    name: String,
+    node: usize,
+    plan: AggregatePlan,
+    phase: Phase,
+    state: Vec<DataFrame>,
+    state_rows: usize,
+    compact_at: usize,
+    batch_rows: usize,
+    input_schema: SchemaRef,
+    metrics: Arc<Metrics>,
+}
+
+impl AggregateOperator {
+    /// A new, empty operator for node `node`, whose input rows have `input_schema`.
+    pub fn new(name: String, node: usize, plan: AggregatePlan, phase: Phase, batch_rows: usize, input_schema: SchemaRef, metrics: Arc<Metrics>) -> Self {
+        let compact_at = 4 * batch_rows;
+        AggregateOperator { name, node, plan, phase, state: Vec::new(), state_rows: 0, compact_at, batch_rows, input_schema, metrics }
+    }
+
+    fn fail(&self, e: PolarsError) -> Error {
+        Error::execution("operator", &self.name, clean(&e))
+    }
+
+    /// Merges all state frames into one, so state is one row per key seen by this subtask.
+    fn compact(&mut self) -> Result<()> {
+        if self.state.len() <= 1 {
+            return Ok(());
+        }
+        let frames: Vec<LazyFrame> = self.state.drain(..).map(DataFrame::lazy).collect();
+        let all = concat(frames, UnionArgs::default()).map_err(|e| self.fail(e))?;
+        let merged = self.plan.merge(all).collect().map_err(|e| self.fail(e))?;
+        self.state_rows = merged.height();
+        // Grow the threshold with the state, so many distinct keys cost amortised linear time.
+        self.compact_at = self.compact_at.max(2 * self.state_rows);
+        self.state.push(merged);
+        Ok(())
+    }
+}
+
+impl Operator for AggregateOperator {
+    fn process(&mut self, batch: DataFrame, _out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        let partial = match self.phase {
+            Phase::Partial => self.plan.partial(batch.lazy()).collect().map_err(|e| self.fail(e))?,
+            Phase::Final => batch,
+        };
+        self.state_rows += partial.height();
+        self.state.push(partial);
+        if self.state_rows >= self.compact_at {
+            self.compact()?;
+        }
+        self.metrics.nodes[self.node].add_time(start.elapsed());
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        self.compact()?;
+        let merged = self.state.pop();
+        let result = match (self.phase, merged) {
+            (Phase::Partial, None) => return Ok(()),
+            (Phase::Partial, Some(df)) => df,
+            (Phase::Final, Some(df)) => self.plan.finalize(df.lazy()).collect().map_err(|e| self.fail(e))?,
+            // A global aggregate over no rows still answers one row (count 0, others null).
+            (Phase::Final, None) if self.plan.keyless() => {
+                let empty = DataFrame::empty_with_schema(&self.input_schema).lazy();
+                self.plan.finalize(self.plan.merge(empty)).collect().map_err(|e| self.fail(e))?
+            }
+            (Phase::Final, None) => return Ok(()),
+        };
+        let m = &self.metrics.nodes[self.node];
+        m.add_time(start.elapsed());
+        NodeMetrics::add(&m.rows_out, result.height() as u64);
+        let mut offset = 0;
+        while offset < result.height() {
+            out.collect(result.slice(offset as i64, self.batch_rows))?;
+            offset += self.batch_rows;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::expr::AggFunc::*;
+
+    fn plan(keys: &[&str]) -> AggregatePlan {
+        let agg = |name: &str, func, arg: Option<Expr>| AggSpec { name: name.into(), func, arg };
+        AggregatePlan {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            aggs: vec![
+                agg("n", Count, None),
+                agg("s", Sum, Some(col("x"))),
+                agg("m", Mean, Some(col("x"))),
+                agg("lo", Min, Some(col("x"))),
+                agg("f", First, Some(col("x"))),
+                agg("l", Last, Some(col("x"))),
+                agg("d", CountDistinct, Some(col("x"))),
+            ],
+        }
+    }
+
+    fn data() -> DataFrame {
+        df!(
+            "k" => ["a", "b", "a", "a", "b", "c"],
+            "x" => [Some(1i64), Some(2), None, Some(1), Some(5), None],
+            SEQ_COLUMN => [0u64, 1, 2, 3, 4, 5],
+        )
+        .unwrap()
+    }
+
+    fn sorted(df: DataFrame) -> DataFrame {
+        df.sort(["k"], SortMultipleOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn two_phases_equal_one_phase() {
+        let p = plan(&["k"]);
+        let one = sorted(p.single_phase(data().lazy()).collect().unwrap());
+        // Split the rows over two partial aggregates, as two subtasks would.
+        let a = p.partial(data().slice(0, 3).lazy()).collect().unwrap();
+        let b = p.partial(data().slice(3, 3).lazy()).collect().unwrap();
+        let merged = p.merge(concat([a.lazy(), b.lazy()], UnionArgs::default()).unwrap());
+        let two = sorted(p.finalize(merged).collect().unwrap());
+        assert_eq!(one, two);
+        let expected = df!(
+            "k" => ["a", "b", "c"],
+            "n" => [3i64, 2, 1],
+            "s" => [Some(2i64), Some(7), None],
+            "m" => [Some(1.0), Some(3.5), None],
+            "lo" => [Some(1i64), Some(2), None],
+            "f" => [Some(1i64), Some(2), None],
+            "l" => [Some(1i64), Some(5), None],
+            "d" => [1i64, 2, 0],
+        )
+        .unwrap();
+        assert_eq!(two, expected);
+    }
+
+    #[test]
+    fn keyless_aggregate_gives_one_row() {
+        let p = plan(&[]);
+        let out = p.single_phase(data().lazy()).collect().unwrap();
+        assert_eq!(out.height(), 1);
+        assert_eq!(out.column("n").unwrap().i64().unwrap().get(0), Some(6));
+        assert_eq!(out.column("d").unwrap().i64().unwrap().get(0), Some(3));
+        let empty = p.single_phase(data().clear().lazy()).collect().unwrap();
+        assert_eq!(empty.column("n").unwrap().i64().unwrap().get(0), Some(0));
+        assert_eq!(empty.column("s").unwrap().i64().unwrap().get(0), None);
+    }
+}

@@ -1,0 +1,3 @@
+//! Operators: fused stateless steps and two-phase aggregation.
+pub mod aggregate;
+pub mod stateless;

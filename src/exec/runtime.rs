@@ -1,0 +1,194 @@
+//! Runs an execution graph: builds every subtask, connects them with bounded channels, runs
+//! each on its own thread of a dedicated rayon pool, and commits sink output on success.
+//!
+//! Each subtask gets its own pool thread (`broadcast` runs exactly one closure per thread), so
+//! a subtask blocked on a full or empty channel never holds a thread another subtask needs:
+//! no deadlock at any parallelism. The first error is kept, every subtask is told to stop,
+//! channels close as subtasks exit, and sink output of a failed run is deleted.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::exchange::{ExchangeOutput, Target};
+use super::message::Envelope;
+use super::metrics::Metrics;
+use super::operator::Operator;
+use super::operators::aggregate::{AggregateOperator, Phase};
+use super::operators::stateless::StatelessOperator;
+use super::sink::{commit_all, PendingCommit, Sink};
+use super::sinks::{FileSink, StdoutSink};
+use super::source::SourceContext;
+use super::sources::FileSource;
+use super::task::{Subtask, TaskInput, TaskOutput};
+use crate::error::{Error, Result};
+use crate::plan::execution::ExecutionGraph;
+use crate::plan::logical::NodeKind;
+
+/// What a finished run reports.
+pub struct RunReport {
+    /// Counters per node of the stream graph.
+    pub metrics: Arc<Metrics>,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+}
+
+/// Called about once per 100 ms while the job runs (progress display).
+pub type Ticker<'a> = &'a (dyn Fn(&Metrics) + Sync);
+
+/// Runs the job to completion. `cancel` may be set from outside (Ctrl-C) to stop it.
+pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ticker<'_>>) -> Result<RunReport> {
+    let start = Instant::now();
+    let job = &exec.job;
+    let stream = &job.stream;
+    let metrics = Arc::new(Metrics::new(stream.nodes.len()));
+
+    // One bounded queue per downstream subtask; each upstream channel gets an index there.
+    let mut queues: Vec<Vec<(Sender<Envelope>, Option<Receiver<Envelope>>, usize)>> = job
+        .vertices
+        .iter()
+        .map(|v| (0..v.parallelism).map(|_| {
+            let (tx, rx) = bounded(stream.channel_capacity);
+            (tx, Some(rx), 0)
+        }).collect())
+        .collect();
+    let mut outputs: Vec<Vec<Vec<ExchangeOutput>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
+    for (e, edge) in job.edges.iter().enumerate() {
+        let up = job.vertices[edge.from].parallelism;
+        for from in 0..up {
+            let mut targets = Vec::new();
+            for c in exec.edge_channels(e).filter(|c| c.from == from) {
+                let q = &mut queues[edge.to][c.to];
+                targets.push(Target { sender: q.0.clone(), channel: q.2 });
+                q.2 += 1;
+            }
+            let name = stream.nodes[edge.from_node].name.clone();
+            outputs[edge.from][from].push(ExchangeOutput::new(edge.partitioning.clone(), targets, from, name));
+        }
+    }
+
+    let splits: Vec<Option<Arc<Vec<_>>>> = stream
+        .nodes
+        .iter()
+        .map(|n| match &n.kind {
+            NodeKind::Source(config) => config.splits().map(|s| Some(Arc::new(s))),
+            _ => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+
+    let mut subtasks: Vec<Mutex<Option<Subtask>>> = Vec::new();
+    for (t, vertex) in job.vertices.iter().enumerate() {
+        for i in 0..vertex.parallelism {
+            let first = vertex.nodes[0];
+            let last = *vertex.nodes.last().expect("a task has operators");
+            let context = SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone() };
+            let input = match &stream.nodes[first].kind {
+                NodeKind::Source(config) => {
+                    let splits = splits[first].clone().expect("sources have splits");
+                    TaskInput::Source(Box::new(FileSource::new(Arc::new(config.clone()), splits, first, metrics.clone())))
+                }
+                _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), channels: queues[t][i].2 },
+            };
+            let output = match &stream.nodes[last].kind {
+                NodeKind::FileSink(config) => {
+                    let sink: Box<dyn Sink> = Box::new(FileSink::new(config.clone(), i, stream.nodes[last].schema.clone()));
+                    TaskOutput::Sink { sink, node: last, metrics: metrics.clone() }
+                }
+                NodeKind::StdoutSink(style) => {
+                    let sink: Box<dyn Sink> = Box::new(StdoutSink::new(stream.nodes[last].name.clone(), *style, stream.nodes[last].schema.clone()));
+                    TaskOutput::Sink { sink, node: last, metrics: metrics.clone() }
+                }
+                _ => TaskOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
+            };
+            let operators = build_operators(exec, t, &metrics);
+            let name = crate::plan::explain::subtask_name(exec, t, i);
+            subtasks.push(Mutex::new(Some(Subtask { name, input, operators, output, context })));
+        }
+    }
+    // Only subtasks hold senders now: a queue closes when all its upstream subtasks are gone.
+    drop(queues);
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(subtasks.len())
+        .thread_name(|i| format!("rivulet-subtask-{i}"))
+        .build()
+        .map_err(|e| Error::execution("job", &stream.name, format!("cannot start threads: {e}")))?;
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let pending: Mutex<Vec<PendingCommit>> = Mutex::new(Vec::new());
+    let running = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        if let Some(tick) = ticker {
+            let metrics = metrics.clone();
+            let running = &running;
+            scope.spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    tick(&metrics);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                tick(&metrics);
+            });
+        }
+        pool.broadcast(|ctx| {
+            let subtask = subtasks[ctx.index()].lock().expect("subtask slot").take().expect("each subtask runs once");
+            let name = subtask.name.clone();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| subtask.run()))
+                .unwrap_or_else(|panic| Err(Error::execution("subtask", &name, format!("panicked: {}", panic_message(&panic)))));
+            match result {
+                Ok(Some(commit)) => pending.lock().expect("pending").push(commit),
+                Ok(None) | Err(Error::Cancelled) => {}
+                Err(e) => {
+                    let mut slot = first_error.lock().expect("error slot");
+                    if slot.is_none() {
+                        *slot = Some(e);
+                    }
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+        running.store(false, Ordering::Relaxed);
+    });
+    let pending = pending.into_inner().expect("pending");
+    let error = first_error.into_inner().expect("error slot");
+    let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled));
+    if let Some(e) = error {
+        pending.into_iter().for_each(PendingCommit::abort);
+        return Err(e);
+    }
+    commit_all(pending)?;
+    Ok(RunReport { metrics, elapsed: start.elapsed() })
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
+/// The operators of task `t` between its input and its output, fused where possible.
+fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> Vec<Box<dyn Operator>> {
+    let stream = &exec.job.stream;
+    let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+    for group in exec.job.fused_groups(t) {
+        let node = &stream.nodes[group[0]];
+        let input_schema = stream.inputs(group[0]).next().map(|e| stream.nodes[e.from].schema.clone());
+        match &node.kind {
+            NodeKind::Stateless(_) => {
+                let steps = group
+                    .iter()
+                    .map(|&id| match &stream.nodes[id].kind {
+                        NodeKind::Stateless(step) => (id, stream.nodes[id].name.clone(), step.clone()),
+                        _ => unreachable!("fused groups hold stateless steps only"),
+                    })
+                    .collect();
+                ops.push(Box::new(StatelessOperator::new(steps, metrics.clone())));
+            }
+            NodeKind::PartialAggregate(plan) | NodeKind::FinalAggregate(plan) => {
+                let phase = if matches!(node.kind, NodeKind::PartialAggregate(_)) { Phase::Partial } else { Phase::Final };
+                let schema = input_schema.expect("aggregates have an input");
+                ops.push(Box::new(AggregateOperator::new(node.name.clone(), group[0], plan.clone(), phase, stream.batch_rows, schema, metrics.clone())));
+            }
+            // Sources and sinks are the task's input and output, not chained operators.
+            _ => {}
+        }
+    }
+    ops
+}

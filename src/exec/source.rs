@@ -1,0 +1,50 @@
+//! The source contract: a subtask polls its source for batches until it says it is finished.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use polars::prelude::DataFrame;
+
+use crate::error::Result;
+
+/// What a poll returned.
+#[derive(Debug)]
+pub enum Poll {
+    /// A batch of rows.
+    Batch(DataFrame),
+    /// Nothing available right now (tail mode); poll again later.
+    Idle,
+    /// No more data will ever come (bounded input done).
+    Finished,
+}
+
+/// What a source subtask knows about its place in the job.
+#[derive(Clone, Debug)]
+pub struct SourceContext {
+    /// Index of this subtask among the source's subtasks.
+    pub subtask: usize,
+    /// Number of subtasks of the source.
+    pub parallelism: usize,
+    /// Most rows in one emitted batch.
+    pub batch_rows: usize,
+    /// Set when the job is failing or stopping: return promptly.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl SourceContext {
+    /// True when the job asked every subtask to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads a part of the input (this subtask's splits).
+///
+/// `open` is called once on the subtask's thread, then `poll` until it returns `Finished` or
+/// an error. An `Err` fails the job and must name the file, line and column when it is about
+/// the data.
+pub trait Source: Send {
+    /// Prepares reading this subtask's share of the input.
+    fn open(&mut self, ctx: &SourceContext) -> Result<()>;
+    /// Next batch, `Idle` when none is ready yet, or `Finished`.
+    fn poll(&mut self) -> Result<Poll>;
+}

@@ -1,0 +1,104 @@
+//! JSON lines: schema inference and parsing chunks of lines with polars; serde_json names the
+//! exact line and column of invalid JSON when polars rejects a chunk.
+use std::io::{BufRead, BufReader, Cursor};
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+
+use polars::prelude::*;
+
+use super::discover::Split;
+use super::lines::line_of;
+use super::values::truncate;
+use super::{ChunkParser, SourceConfig};
+use crate::error::{Error, Result};
+use crate::plan::expr::clean;
+
+/// Infers the schema from the first `infer_rows` lines of `path`.
+pub fn infer(path: &Path, infer_rows: usize) -> std::result::Result<Schema, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sample = Vec::new();
+    for line in BufReader::new(file).split(b'\n').take(infer_rows) {
+        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
+        sample.extend_from_slice(&line);
+        sample.push(b'\n');
+    }
+    if sample.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!("{}: the file is empty (expected JSON objects, one per line)", path.display()));
+    }
+    let df = JsonReader::new(Cursor::new(&sample))
+        .with_json_format(JsonFormat::JsonLines)
+        .infer_schema_len(NonZeroUsize::new(infer_rows))
+        .finish()
+        .map_err(|e| match first_invalid_line(&sample) {
+            Some((line, col, msg)) => format!("{}:{line}:{col}: invalid JSON: {msg}", path.display()),
+            None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
+        })?;
+    Ok((**df.schema()).clone())
+}
+
+/// Parses chunks of JSON lines with the source's schema; declared types are cast strictly.
+pub struct JsonChunkParser {
+    config: Arc<SourceConfig>,
+}
+
+impl JsonChunkParser {
+    /// A parser for `config`'s files.
+    pub fn new(config: Arc<SourceConfig>) -> Self {
+        JsonChunkParser { config }
+    }
+}
+
+impl ChunkParser for JsonChunkParser {
+    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>) -> Result<DataFrame> {
+        let c = &self.config;
+        let projection = c.projection.as_ref().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect());
+        let result = JsonReader::new(Cursor::new(&chunk))
+            .with_json_format(JsonFormat::JsonLines)
+            .with_schema(c.raw_schema.clone())
+            .with_projection(projection)
+            .finish();
+        let df = result.map_err(|e| {
+            let base = line_of(&split.path, offset);
+            match first_invalid_line(&chunk) {
+                Some((line, column, msg)) => Error::Input { path: split.path.clone(), line: base + line - 1, column, message: format!("invalid JSON: {msg}") },
+                None => Error::Input { path: split.path.clone(), line: base, column: 1, message: format!("cannot read the JSON lines from here on: {}", clean(&e)) },
+            }
+        })?;
+        super::cast_declared(c, df).map_err(|e| Error::Input {
+            path: split.path.clone(),
+            line: line_of(&split.path, offset),
+            column: 1,
+            message: format!("cannot convert to the declared types (in the lines from here on): {}", clean(&e)),
+        })
+    }
+}
+
+/// The first line that is not a JSON object: (1-based line, column, message with the text).
+fn first_invalid_line(chunk: &[u8]) -> Option<(u64, u64, String)> {
+    for (i, line) in chunk.split(|&b| b == b'\n').enumerate() {
+        let text = String::from_utf8_lossy(line);
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(trimmed) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(other) => return Some((i as u64 + 1, 1, format!("expected an object, found {}", truncate(&other.to_string(), 80)))),
+            Err(e) => return Some((i as u64 + 1, e.column() as u64, format!("{e}: {}", truncate(trimmed, 120)))),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_line_is_found() {
+        let chunk = b"{\"a\": 1}\n\n{\"a\": 2,}\n";
+        let (line, col, msg) = first_invalid_line(chunk).unwrap();
+        assert_eq!((line, col), (3, 9), "{msg}");
+    }
+}

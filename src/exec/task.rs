@@ -1,0 +1,152 @@
+//! One subtask: its input (a source, or a channel fed by upstream subtasks), its chain of
+//! operators, and its output (exchanges to downstream subtasks, or a sink).
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use polars::prelude::DataFrame;
+
+use super::exchange::ExchangeOutput;
+use super::message::{Envelope, Message};
+use super::metrics::{Metrics, NodeMetrics};
+use super::operator::{Chain, Collector, Operator};
+use super::operators::stateless::SEQ_COLUMN;
+use super::sink::{PendingCommit, Sink};
+use super::source::{Poll, Source, SourceContext};
+use crate::error::{Error, Result};
+
+/// Where a subtask's rows come from.
+pub enum TaskInput {
+    /// A source it polls.
+    Source(Box<dyn Source>),
+    /// A queue fed by `channels` upstream channels, each ending with `End`.
+    Channels {
+        /// The subtask's bounded input queue.
+        receiver: Receiver<Envelope>,
+        /// Number of upstream channels.
+        channels: usize,
+    },
+}
+
+/// Where a subtask's rows go.
+pub enum TaskOutput {
+    /// To downstream subtasks, over one exchange per outgoing edge.
+    Exchanges(Vec<ExchangeOutput>),
+    /// Out of the pipeline.
+    Sink {
+        /// The sink.
+        sink: Box<dyn Sink>,
+        /// Its node id, for counting rows written.
+        node: usize,
+        /// Shared counters.
+        metrics: Arc<Metrics>,
+    },
+}
+
+impl Collector for TaskOutput {
+    fn collect(&mut self, batch: DataFrame) -> Result<()> {
+        match self {
+            TaskOutput::Exchanges(exchanges) => match exchanges.as_mut_slice() {
+                [one] => one.collect(batch),
+                many => many.iter_mut().try_for_each(|x| x.collect(batch.clone())),
+            },
+            TaskOutput::Sink { sink, node, metrics } => {
+                let batch = if batch.schema().contains(SEQ_COLUMN) { batch.drop(SEQ_COLUMN).map_err(|e| Error::execution("sink", "?", e))? } else { batch };
+                let m = &metrics.nodes[*node];
+                NodeMetrics::add(&m.rows_in, batch.height() as u64);
+                let start = std::time::Instant::now();
+                sink.write(&batch)?;
+                m.add_time(start.elapsed());
+                NodeMetrics::add(&m.rows_out, batch.height() as u64);
+                Ok(())
+            }
+        }
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<()> {
+        match self {
+            TaskOutput::Exchanges(exchanges) => exchanges.iter_mut().try_for_each(|x| x.watermark(watermark)),
+            TaskOutput::Sink { .. } => Ok(()),
+        }
+    }
+}
+
+/// Everything one subtask runs.
+pub struct Subtask {
+    /// `task[index]`, for messages.
+    pub name: String,
+    /// Input.
+    pub input: TaskInput,
+    /// Chained operators.
+    pub operators: Vec<Box<dyn Operator>>,
+    /// Output.
+    pub output: TaskOutput,
+    /// Position in the job and the cancel flag.
+    pub context: SourceContext,
+}
+
+impl Subtask {
+    /// Runs to the end of input; returns the sink output to commit, if any. `Err(Cancelled)`
+    /// means another subtask failed first.
+    pub fn run(mut self) -> Result<Option<PendingCommit>> {
+        if let TaskOutput::Sink { sink, .. } = &mut self.output {
+            sink.open()?;
+        }
+        let mut chain = Chain::new(&mut self.operators, &mut self.output);
+        match &mut self.input {
+            TaskInput::Source(source) => {
+                source.open(&self.context)?;
+                loop {
+                    if self.context.cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    match source.poll()? {
+                        Poll::Batch(df) => chain.collect(df)?,
+                        Poll::Idle => std::thread::sleep(Duration::from_millis(5)),
+                        Poll::Finished => break,
+                    }
+                }
+            }
+            TaskInput::Channels { receiver, channels } => {
+                let mut ended = vec![false; *channels];
+                let mut open = *channels;
+                let mut watermarks = vec![i64::MIN; *channels];
+                let mut current = i64::MIN;
+                while open > 0 {
+                    match receiver.recv_timeout(Duration::from_millis(50)) {
+                        Ok(Envelope { channel, message }) => match message {
+                            Message::Batch(df) => chain.collect(df)?,
+                            Message::Watermark(w) => {
+                                watermarks[channel] = watermarks[channel].max(w);
+                                // An operator's watermark is the minimum over its open inputs.
+                                let min = (0..*channels).filter(|&c| !ended[c]).map(|c| watermarks[c]).min().unwrap_or(i64::MAX);
+                                if min > current {
+                                    current = min;
+                                    chain.watermark(min)?;
+                                }
+                            }
+                            Message::Barrier(_) => {}
+                            Message::End => {
+                                if !std::mem::replace(&mut ended[channel], true) {
+                                    open -= 1;
+                                }
+                            }
+                        },
+                        Err(RecvTimeoutError::Timeout) if self.context.cancelled() => return Err(Error::Cancelled),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return Err(Error::Cancelled),
+                    }
+                }
+            }
+        }
+        chain.finish()?;
+        drop(chain);
+        match &mut self.output {
+            TaskOutput::Exchanges(exchanges) => {
+                exchanges.iter_mut().try_for_each(ExchangeOutput::end)?;
+                Ok(None)
+            }
+            TaskOutput::Sink { sink, .. } => sink.finish(),
+        }
+    }
+}

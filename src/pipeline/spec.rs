@@ -1,0 +1,609 @@
+//! The pipeline file's components as plain Rust types, read from a [`Node`] tree.
+//!
+//! Reading never stops at the first problem: every unknown key, wrong type and missing value is
+//! collected, and the components that could be read are kept so later checks can run on them.
+use std::path::PathBuf;
+
+use polars::prelude::{DataType, TimeUnit};
+
+use super::diagnostics::Diagnostics;
+use super::document::{Key, Node, Origin, Value};
+use super::suggest::did_you_mean;
+
+/// A value and where it was written.
+#[derive(Clone, Debug)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub origin: Origin,
+}
+
+impl<T> Located<T> {
+    /// Pairs a value with its origin.
+    pub fn new(value: T, origin: Origin) -> Self {
+        Located { value, origin }
+    }
+}
+
+/// Flink's chaining controls for one component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Chain {
+    /// Chain with the upstream operator when possible (the default).
+    #[default]
+    Allowed,
+    /// Start a new chain at this operator (Flink `startNewChain`).
+    New,
+    /// Never chain this operator, in or out (Flink `disableChaining`).
+    Never,
+}
+
+/// Keys every source, operator and sink has.
+#[derive(Clone, Debug)]
+pub struct Common {
+    /// Unique name.
+    pub name: Located<String>,
+    /// Parallelism override.
+    pub parallelism: Option<Located<usize>>,
+    /// Chaining control.
+    pub chain: Chain,
+    /// Slot sharing group (default "default").
+    pub slot_sharing_group: String,
+    /// Where the component's table starts.
+    pub origin: Origin,
+}
+
+/// File formats sources read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceFormat {
+    /// Comma (or other) separated values.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// A `[[source]]`.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// Name, parallelism, chaining.
+    pub common: Common,
+    /// File format.
+    pub format: SourceFormat,
+    /// File, directory or glob, relative to the pipeline file's directory.
+    pub path: Located<String>,
+    /// Declared schema (column, type); inferred from the files when absent.
+    pub schema: Option<Vec<(Located<String>, Located<DataType>)>>,
+    /// CSV: the first line is a header.
+    pub header: bool,
+    /// CSV: field separator.
+    pub delimiter: u8,
+    /// Rows sampled to infer the schema.
+    pub infer_rows: usize,
+    /// Files larger than this are read as several byte ranges in parallel (CSV, JSON lines).
+    pub split_bytes: u64,
+}
+
+/// How an operator's input is partitioned, when the user asks for a specific exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitioningHint {
+    /// Keep records on the same subtask index.
+    Forward,
+    /// Round-robin batches over all downstream subtasks.
+    Rebalance,
+    /// Every downstream subtask receives every batch.
+    Broadcast,
+}
+
+/// What an operator does.
+#[derive(Clone, Debug)]
+pub enum OpKind {
+    /// Keep rows where the SQL condition is true.
+    Filter(Located<String>),
+    /// Output exactly these SQL expressions (with optional `AS alias`).
+    Select(Vec<Located<String>>),
+    /// Add or replace columns: name = SQL expression.
+    With(Vec<(Located<String>, Located<String>)>),
+    /// Rename columns: old = new.
+    Rename(Vec<(Located<String>, Located<String>)>),
+    /// Remove columns.
+    Drop(Vec<Located<String>>),
+    /// Change column types: column = type.
+    Cast(Vec<(Located<String>, Located<DataType>)>),
+    /// Group by `key_by` (none: one global group) and compute named aggregates.
+    Aggregate {
+        /// Grouping columns.
+        key_by: Vec<Located<String>>,
+        /// Output name = aggregate call, e.g. `hits = "count(*)"`.
+        aggregates: Vec<(Located<String>, Located<String>)>,
+    },
+}
+
+impl OpKind {
+    /// Short name of the operation, as shown by `explain`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OpKind::Filter(_) => "filter",
+            OpKind::Select(_) => "select",
+            OpKind::With(_) => "with",
+            OpKind::Rename(_) => "rename",
+            OpKind::Drop(_) => "drop",
+            OpKind::Cast(_) => "cast",
+            OpKind::Aggregate { .. } => "aggregate",
+        }
+    }
+}
+
+/// An `[[op]]`.
+#[derive(Clone, Debug)]
+pub struct OpSpec {
+    /// Name, parallelism, chaining.
+    pub common: Common,
+    /// Names of the upstream sources or operators.
+    pub inputs: Vec<Located<String>>,
+    /// Exchange requested for the input edge(s).
+    pub partitioning: Option<Located<PartitioningHint>>,
+    /// The operation.
+    pub kind: OpKind,
+}
+
+/// Where a sink writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// The terminal.
+    Stdout,
+    /// CSV files.
+    Csv,
+    /// Parquet files.
+    Parquet,
+    /// JSON-lines files.
+    Jsonl,
+}
+
+/// How the stdout sink prints rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StdoutStyle {
+    /// A pretty table (all rows, printed at the end).
+    Table,
+    /// CSV with a header, streamed.
+    Csv,
+    /// JSON lines, streamed.
+    Jsonl,
+}
+
+/// A `[[sink]]`.
+#[derive(Clone, Debug)]
+pub struct SinkSpec {
+    /// Name, parallelism, chaining.
+    pub common: Common,
+    /// The upstream source or operator.
+    pub input: Located<String>,
+    /// Output format.
+    pub format: SinkFormat,
+    /// Output file (single_file) or directory of part files.
+    pub path: Option<Located<String>>,
+    /// Stdout only: how rows are printed.
+    pub style: StdoutStyle,
+    /// Write one file (sink parallelism 1) instead of a directory of part files.
+    pub single_file: bool,
+    /// CSV only: write a header line.
+    pub header: bool,
+}
+
+/// A whole pipeline file.
+#[derive(Clone, Debug)]
+pub struct PipelineSpec {
+    /// Pipeline name.
+    pub name: String,
+    /// Default parallelism (None: the command line's `-p`, or the number of cores).
+    pub parallelism: Option<usize>,
+    /// Rows per batch a source emits at most.
+    pub batch_rows: usize,
+    /// Capacity of every channel between subtasks, in batches.
+    pub channel_capacity: usize,
+    /// Sources in file order.
+    pub sources: Vec<SourceSpec>,
+    /// Operators in file order.
+    pub ops: Vec<OpSpec>,
+    /// Sinks in file order.
+    pub sinks: Vec<SinkSpec>,
+    /// Directory relative paths are resolved against (the pipeline file's directory).
+    pub base_dir: PathBuf,
+}
+
+/// Reads one table's keys, remembering which were used so the rest can be reported.
+struct TableReader<'a> {
+    entries: &'a [(Key, Node)],
+    used: Vec<bool>,
+    component: Option<String>,
+    origin: Origin,
+}
+
+impl<'a> TableReader<'a> {
+    fn new(node: &'a Node, component: Option<String>, diags: &mut Diagnostics) -> Option<Self> {
+        match &node.value {
+            Value::Table(entries) => {
+                Some(TableReader { entries, used: vec![false; entries.len()], component, origin: node.origin.clone() })
+            }
+            other => {
+                diags.push(node.origin.clone(), component, format!("expected a table, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a Node> {
+        let i = self.entries.iter().position(|(k, _)| k.name == key)?;
+        self.used[i] = true;
+        Some(&self.entries[i].1)
+    }
+
+    fn err(&self, diags: &mut Diagnostics, origin: &Origin, msg: impl Into<String>) {
+        diags.push(origin.clone(), self.component.clone(), msg);
+    }
+
+    fn string(&mut self, key: &str, diags: &mut Diagnostics) -> Option<Located<String>> {
+        let node = self.take(key)?;
+        match &node.value {
+            Value::Str(s) => Some(Located::new(s.clone(), node.origin.clone())),
+            other => {
+                self.err(diags, &node.origin, format!("`{key}` must be a string, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, key: &str, diags: &mut Diagnostics) -> Option<Located<String>> {
+        if self.entries.iter().any(|(k, _)| k.name == key) {
+            self.string(key, diags)
+        } else {
+            self.err(diags, &self.origin.clone(), format!("missing required key `{key}`"));
+            None
+        }
+    }
+
+    fn bool(&mut self, key: &str, default: bool, diags: &mut Diagnostics) -> bool {
+        match self.take(key) {
+            None => default,
+            Some(Node { value: Value::Bool(b), .. }) => *b,
+            Some(n) => {
+                self.err(diags, &n.origin, format!("`{key}` must be true or false, found {}", n.value.kind()));
+                default
+            }
+        }
+    }
+
+    fn positive(&mut self, key: &str, diags: &mut Diagnostics) -> Option<Located<usize>> {
+        let node = self.take(key)?;
+        match &node.value {
+            Value::Int(i) if *i >= 1 => Some(Located::new(*i as usize, node.origin.clone())),
+            other => {
+                self.err(diags, &node.origin, format!("`{key}` must be a whole number >= 1, found {other}"));
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, key: &str, diags: &mut Diagnostics) -> Option<Vec<Located<String>>> {
+        let node = self.take(key)?;
+        match &node.value {
+            Value::Str(s) => Some(vec![Located::new(s.clone(), node.origin.clone())]),
+            Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(|n| match &n.value {
+                        Value::Str(s) => Some(Located::new(s.clone(), n.origin.clone())),
+                        other => {
+                            self.err(diags, &n.origin, format!("`{key}` items must be strings, found {}", other.kind()));
+                            None
+                        }
+                    })
+                    .collect(),
+            ),
+            other => {
+                self.err(diags, &node.origin, format!("`{key}` must be a string or an array of strings, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    /// A table of `name = "string"` pairs, in file order.
+    fn string_map(&mut self, key: &str, diags: &mut Diagnostics) -> Option<Vec<(Located<String>, Located<String>)>> {
+        let node = self.take(key)?;
+        let Value::Table(entries) = &node.value else {
+            self.err(diags, &node.origin, format!("`{key}` must be a table of name = \"value\", found {}", node.value.kind()));
+            return None;
+        };
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            match &v.value {
+                Value::Str(s) => out.push((Located::new(k.name.clone(), k.origin.clone()), Located::new(s.clone(), v.origin.clone()))),
+                other => self.err(diags, &v.origin, format!("`{key}.{}` must be a string, found {}", k.name, other.kind())),
+            }
+        }
+        Some(out)
+    }
+
+    fn common(&mut self, name: Located<String>, diags: &mut Diagnostics) -> Common {
+        let parallelism = self.positive("parallelism", diags);
+        let chain = match self.string("chain", diags) {
+            None => Chain::Allowed,
+            Some(c) => match c.value.as_str() {
+                "new" => Chain::New,
+                "never" => Chain::Never,
+                "allowed" | "default" => Chain::Allowed,
+                other => {
+                    self.err(diags, &c.origin, format!("`chain` must be \"new\", \"never\" or \"allowed\", found {other:?}"));
+                    Chain::Allowed
+                }
+            },
+        };
+        let slot_sharing_group = self.string("slot_sharing_group", diags).map_or_else(|| "default".to_string(), |s| s.value);
+        Common { name, parallelism, chain, slot_sharing_group, origin: self.origin.clone() }
+    }
+
+    /// Reports every key that was not read, suggesting the nearest allowed one.
+    fn finish(&self, allowed: &[&str], diags: &mut Diagnostics) {
+        for ((key, _), used) in self.entries.iter().zip(&self.used) {
+            if !used {
+                let hint = did_you_mean(&key.name, allowed.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                diags.push(
+                    key.origin.clone(),
+                    self.component.clone(),
+                    format!("unknown key `{}`{hint}; allowed keys: {}", key.name, allowed.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
+const TOP_KEYS: [&str; 8] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "source", "op", "sink"];
+const SOURCE_KEYS: [&str; 7] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes"];
+const OP_KEYS: [&str; 10] = ["input", "filter", "select", "with", "rename", "drop", "cast", "key_by", "aggregate", "partitioning"];
+const SINK_KEYS: [&str; 6] = ["input", "format", "path", "style", "single_file", "header"];
+
+fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
+    COMMON_KEYS.iter().chain(extra).copied().collect()
+}
+
+/// Parses a type name of the pipeline file into a polars type.
+pub fn parse_type(name: &str) -> Option<DataType> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "int" | "integer" | "bigint" | "int64" | "long" => DataType::Int64,
+        "int32" => DataType::Int32,
+        "float" | "double" | "float64" | "real" => DataType::Float64,
+        "float32" => DataType::Float32,
+        "string" | "str" | "text" | "varchar" | "utf8" => DataType::String,
+        "bool" | "boolean" => DataType::Boolean,
+        "date" => DataType::Date,
+        "datetime" | "timestamp" => DataType::Datetime(TimeUnit::Microseconds, None),
+        "time" => DataType::Time,
+        _ => return None,
+    })
+}
+
+/// The type names [`parse_type`] accepts, for error messages.
+pub const TYPE_NAMES: &str = "int, int32, float, float32, string, bool, date, datetime, time";
+
+fn type_map(reader: &mut TableReader<'_>, key: &str, diags: &mut Diagnostics) -> Option<Vec<(Located<String>, Located<DataType>)>> {
+    let pairs = reader.string_map(key, diags)?;
+    Some(
+        pairs
+            .into_iter()
+            .filter_map(|(col, ty)| match parse_type(&ty.value) {
+                Some(t) => Some((col, Located::new(t, ty.origin))),
+                None => {
+                    reader.err(diags, &ty.origin, format!("unknown type {:?} for column '{}'; expected one of: {TYPE_NAMES}", ty.value, col.value));
+                    None
+                }
+            })
+            .collect(),
+    )
+}
+
+fn component_name(reader: &mut TableReader<'_>, kind: &str, index: usize, required: bool, diags: &mut Diagnostics) -> Located<String> {
+    let fallback = Located::new(format!("{kind}-{}", index + 1), reader.origin.clone());
+    let name = if required { reader.required_string("name", diags) } else { reader.string("name", diags) };
+    match name {
+        Some(n) if n.value.trim().is_empty() || n.value.contains(['.', '/']) => {
+            reader.err(diags, &n.origin, format!("name {:?} must be non-empty and contain no '.' or '/'", n.value));
+            fallback
+        }
+        Some(n) => n,
+        None => fallback,
+    }
+}
+
+fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SourceSpec> {
+    let mut r = TableReader::new(node, Some(format!("source #{}", index + 1)), diags)?;
+    let name = component_name(&mut r, "source", index, true, diags);
+    r.component = Some(format!("source '{}'", name.value));
+    let common = r.common(name, diags);
+    let format = r.required_string("format", diags).and_then(|f| match f.value.as_str() {
+        "csv" => Some(SourceFormat::Csv),
+        "parquet" => Some(SourceFormat::Parquet),
+        "jsonl" | "ndjson" | "json" => Some(SourceFormat::Jsonl),
+        other => {
+            r.err(diags, &f.origin, format!("unknown source format {other:?}; expected csv, parquet or jsonl"));
+            None
+        }
+    });
+    let path = r.required_string("path", diags);
+    let schema = type_map(&mut r, "schema", diags);
+    let header = r.bool("header", true, diags);
+    let delimiter = r.string("delimiter", diags).and_then(|d| match d.value.as_bytes() {
+        [b] if d.value.is_ascii() => Some(*b),
+        _ if d.value == "\\t" => Some(b'\t'),
+        _ => {
+            r.err(diags, &d.origin, format!("`delimiter` must be one ASCII character, found {:?}", d.value));
+            None
+        }
+    });
+    let infer_rows = r.positive("infer_rows", diags).map_or(1000, |v| v.value);
+    let split_bytes = r.positive("split_bytes", diags).map_or(32 << 20, |v| v.value as u64);
+    r.finish(&allowed(&SOURCE_KEYS), diags);
+    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter: delimiter.unwrap_or(b','), infer_rows, split_bytes })
+}
+
+fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec> {
+    let mut r = TableReader::new(node, Some(format!("operator #{}", index + 1)), diags)?;
+    let name = component_name(&mut r, "op", index, true, diags);
+    r.component = Some(format!("operator '{}'", name.value));
+    let common = r.common(name, diags);
+    let inputs = match r.string_list("input", diags) {
+        Some(i) if !i.is_empty() => i,
+        Some(_) => {
+            r.err(diags, &r.origin.clone(), "`input` must name at least one source or operator");
+            Vec::new()
+        }
+        None => {
+            r.err(diags, &r.origin.clone(), "missing required key `input`");
+            Vec::new()
+        }
+    };
+    let partitioning = r.string("partitioning", diags).and_then(|p| {
+        let hint = match p.value.as_str() {
+            "forward" => PartitioningHint::Forward,
+            "rebalance" => PartitioningHint::Rebalance,
+            "broadcast" => PartitioningHint::Broadcast,
+            other => {
+                r.err(diags, &p.origin, format!("`partitioning` must be \"forward\", \"rebalance\" or \"broadcast\", found {other:?}"));
+                return None;
+            }
+        };
+        Some(Located::new(hint, p.origin))
+    });
+    let mut kinds: Vec<(&str, OpKind)> = Vec::new();
+    if let Some(f) = r.string("filter", diags) {
+        kinds.push(("filter", OpKind::Filter(f)));
+    }
+    if let Some(s) = r.string_list("select", diags) {
+        kinds.push(("select", OpKind::Select(s)));
+    }
+    if let Some(w) = r.string_map("with", diags) {
+        kinds.push(("with", OpKind::With(w)));
+    }
+    if let Some(m) = r.string_map("rename", diags) {
+        kinds.push(("rename", OpKind::Rename(m)));
+    }
+    if let Some(d) = r.string_list("drop", diags) {
+        kinds.push(("drop", OpKind::Drop(d)));
+    }
+    if let Some(c) = type_map(&mut r, "cast", diags) {
+        kinds.push(("cast", OpKind::Cast(c)));
+    }
+    let key_by = r.string_list("key_by", diags);
+    if let Some(aggregates) = r.string_map("aggregate", diags) {
+        if aggregates.is_empty() {
+            r.err(diags, &r.origin.clone(), "`aggregate` must name at least one output, e.g. hits = \"count(*)\"");
+        }
+        kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates }));
+    } else if key_by.is_some() {
+        r.err(diags, &r.origin.clone(), "`key_by` needs `aggregate` (what to compute per key)");
+    }
+    r.finish(&allowed(&OP_KEYS), diags);
+    match kinds.len() {
+        1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1 }),
+        0 => {
+            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, aggregate");
+            None
+        }
+        _ => {
+            let names: Vec<_> = kinds.iter().map(|(k, _)| *k).collect();
+            r.err(diags, &r.origin.clone(), format!("an operator does one thing, found {}: split it into one operator each", names.join(" and ")));
+            None
+        }
+    }
+}
+
+fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkSpec> {
+    let mut r = TableReader::new(node, Some(format!("sink #{}", index + 1)), diags)?;
+    let name = component_name(&mut r, "sink", index, false, diags);
+    r.component = Some(format!("sink '{}'", name.value));
+    let common = r.common(name, diags);
+    let input = r.required_string("input", diags);
+    let format = r.required_string("format", diags).and_then(|f| match f.value.as_str() {
+        "stdout" => Some(SinkFormat::Stdout),
+        "csv" => Some(SinkFormat::Csv),
+        "parquet" => Some(SinkFormat::Parquet),
+        "jsonl" | "ndjson" => Some(SinkFormat::Jsonl),
+        other => {
+            r.err(diags, &f.origin, format!("unknown sink format {other:?}; expected stdout, csv, parquet or jsonl"));
+            None
+        }
+    });
+    let path = r.string("path", diags);
+    let style = r.string("style", diags).map_or(StdoutStyle::Table, |s| match s.value.as_str() {
+        "table" => StdoutStyle::Table,
+        "csv" => StdoutStyle::Csv,
+        "jsonl" => StdoutStyle::Jsonl,
+        other => {
+            r.err(diags, &s.origin, format!("`style` must be \"table\", \"csv\" or \"jsonl\", found {other:?}"));
+            StdoutStyle::Table
+        }
+    });
+    let single_file = r.bool("single_file", false, diags);
+    let header = r.bool("header", true, diags);
+    match (format, &path) {
+        (Some(SinkFormat::Stdout), Some(p)) => r.err(diags, &p.origin, "a stdout sink takes no `path`"),
+        (Some(f), None) if f != SinkFormat::Stdout => r.err(diags, &r.origin.clone(), "a file sink needs `path`"),
+        _ => {}
+    }
+    r.finish(&allowed(&SINK_KEYS), diags);
+    Some(SinkSpec { common, input: input?, format: format?, path, style, single_file, header })
+}
+
+fn components<'a>(r: &mut TableReader<'a>, key: &str, diags: &mut Diagnostics) -> Vec<&'a Node> {
+    match r.take(key) {
+        None => Vec::new(),
+        Some(Node { value: Value::Array(items), .. }) => items.iter().collect(),
+        Some(n @ Node { value: Value::Table(_), .. }) => vec![n],
+        Some(n) => {
+            r.err(diags, &n.origin, format!("`{key}` must be an array of tables ([[{key}]]), found {}", n.value.kind()));
+            Vec::new()
+        }
+    }
+}
+
+/// Reads the spec out of a document tree; problems go to `diags`, the readable parts are kept.
+pub fn read_spec(root: &Node, base_dir: PathBuf, diags: &mut Diagnostics) -> PipelineSpec {
+    let mut spec = PipelineSpec {
+        name: "pipeline".into(),
+        parallelism: None,
+        batch_rows: 65_536,
+        channel_capacity: 4,
+        sources: Vec::new(),
+        ops: Vec::new(),
+        sinks: Vec::new(),
+        base_dir,
+    };
+    let Some(mut r) = TableReader::new(root, None, diags) else { return spec };
+    if let Some(n) = r.required_string("name", diags) {
+        spec.name = n.value;
+    }
+    r.string("description", diags);
+    spec.parallelism = r.positive("parallelism", diags).map(|p| p.value);
+    spec.batch_rows = r.positive("batch_rows", diags).map_or(spec.batch_rows, |v| v.value);
+    spec.channel_capacity = r.positive("channel_capacity", diags).map_or(spec.channel_capacity, |v| v.value);
+    for (i, n) in components(&mut r, "source", diags).into_iter().enumerate() {
+        spec.sources.extend(read_source(n, i, diags));
+    }
+    for (i, n) in components(&mut r, "op", diags).into_iter().enumerate() {
+        spec.ops.extend(read_op(n, i, diags));
+    }
+    for (i, n) in components(&mut r, "sink", diags).into_iter().enumerate() {
+        spec.sinks.extend(read_sink(n, i, diags));
+    }
+    r.finish(&TOP_KEYS, diags);
+    if spec.sources.is_empty() {
+        diags.push(root.origin.clone(), None, "the pipeline has no [[source]]");
+    }
+    if spec.sinks.is_empty() {
+        diags.push(root.origin.clone(), None, "the pipeline has no [[sink]]: nothing would be written");
+    }
+    spec
+}

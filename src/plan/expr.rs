@@ -1,0 +1,154 @@
+//! SQL expression strings of the pipeline file compiled to polars expressions, with the error's
+//! column inside the string when the SQL parser can tell it.
+use polars::prelude::*;
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+use crate::pipeline::{Located, Origin};
+
+/// A compile error: where in the file, and what is wrong.
+pub type ExprError = (Origin, String);
+
+/// Compiles a SQL expression (optionally `expr AS alias`).
+pub fn compile(text: &Located<String>) -> Result<Expr, ExprError> {
+    syntax_check(text)?;
+    polars::sql::sql_expr(&text.value).map_err(|e| (text.origin.clone(), format!("invalid expression {:?}: {}", text.value, clean(&e))))
+}
+
+/// Parses with sqlparser alone to find the line and column of a syntax error.
+fn syntax_check(text: &Located<String>) -> Result<(), ExprError> {
+    let result = Parser::new(&GenericDialect).try_with_sql(&text.value).and_then(|mut p| {
+        p.parse_select_item()?;
+        p.expect_token(&sqlparser::tokenizer::Token::EOF)
+    });
+    let Err(e) = result else { return Ok(()) };
+    let msg = e.to_string();
+    // sqlparser ends its messages with " at Line: L, Column: C" (1-based).
+    let (what, origin) = match msg.rsplit_once(" at Line: ") {
+        Some((what, pos)) => {
+            let mut nums = pos.split(", Column: ").map(|n| n.trim().parse::<usize>().unwrap_or(1));
+            let (line, col) = (nums.next().unwrap_or(1), nums.next().unwrap_or(1));
+            (what.to_string(), text.origin.shifted(line - 1, col - 1))
+        }
+        None => (msg.clone(), text.origin.clone()),
+    };
+    let what = what.trim_start_matches("sql parser error: ");
+    Err((origin, format!("invalid expression {:?}: {what}", text.value)))
+}
+
+/// A polars error as one readable line.
+pub fn clean(e: &PolarsError) -> String {
+    let s = e.to_string();
+    let s = s.split("\n\nResolved plan until failure").next().unwrap_or(&s);
+    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// The input columns an expression reads.
+pub fn columns_of(e: &Expr) -> Vec<String> {
+    polars_plan::utils::expr_to_leaf_column_names(e).into_iter().map(|s| s.to_string()).collect()
+}
+
+/// Aggregate functions of `aggregate = { out = "func(arg)" }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggFunc {
+    /// Rows (`count(*)`) or non-null values (`count(x)`).
+    Count,
+    /// Sum of non-null values (null when there are none).
+    Sum,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Arithmetic mean of non-null values.
+    Mean,
+    /// Value of the first row in input order (file order, then line order).
+    First,
+    /// Value of the last row in input order.
+    Last,
+    /// Number of distinct non-null values.
+    CountDistinct,
+}
+
+/// Names accepted in aggregate calls, for error messages.
+pub const AGG_NAMES: &str = "count, sum, min, max, mean (avg), first, last, count_distinct (count(distinct x))";
+
+/// One parsed aggregate call.
+#[derive(Clone, Debug)]
+pub struct AggCall {
+    /// The function.
+    pub func: AggFunc,
+    /// Its argument; None for `count(*)`.
+    pub arg: Option<Expr>,
+}
+
+/// Parses `func(arg)`; the argument is any SQL expression (`sum(price * qty)`).
+pub fn parse_aggregate(text: &Located<String>) -> Result<AggCall, ExprError> {
+    let s = text.value.trim();
+    let bad = |msg: String| (text.origin.clone(), msg);
+    let open = s.find('(').filter(|_| s.ends_with(')')).ok_or_else(|| bad(format!("expected an aggregate call like sum(x), found {s:?}")))?;
+    let name = s[..open].trim().to_ascii_lowercase();
+    let mut inner = s[open + 1..s.len() - 1].trim();
+    let mut func = match name.as_str() {
+        "count" => AggFunc::Count,
+        "sum" => AggFunc::Sum,
+        "min" => AggFunc::Min,
+        "max" => AggFunc::Max,
+        "mean" | "avg" => AggFunc::Mean,
+        "first" => AggFunc::First,
+        "last" => AggFunc::Last,
+        "count_distinct" | "n_unique" => AggFunc::CountDistinct,
+        other => {
+            let hint = crate::pipeline::did_you_mean(other, ["count", "sum", "min", "max", "mean", "avg", "first", "last", "count_distinct"])
+                .map(|h| format!(" (did you mean {h}?)"))
+                .unwrap_or_default();
+            return Err(bad(format!("unknown aggregate {other:?}{hint}; expected one of: {AGG_NAMES}")));
+        }
+    };
+    if func == AggFunc::Count && inner.len() > 9 && inner[..9].eq_ignore_ascii_case("distinct ") {
+        func = AggFunc::CountDistinct;
+        inner = inner[9..].trim();
+    }
+    if inner == "*" {
+        return if func == AggFunc::Count { Ok(AggCall { func, arg: None }) } else { Err(bad(format!("{name}(*) is not defined; name a column"))) };
+    }
+    if inner.is_empty() {
+        return Err(bad(format!("{name}() needs an argument")));
+    }
+    let offset = text.value.find(inner).unwrap_or(0);
+    let arg = compile(&Located::new(inner.to_string(), text.origin.shifted(0, offset)))?;
+    Ok(AggCall { func, arg: Some(arg) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(s: &str) -> Located<String> {
+        Located::new(s.to_string(), Origin::at(3, 10))
+    }
+
+    #[test]
+    fn syntax_error_points_at_the_token() {
+        let (origin, msg) = compile(&loc("status >= = 500")).unwrap_err();
+        assert_eq!(origin, Origin::at(3, 20), "{msg}");
+        assert!(msg.contains("invalid expression"), "{msg}");
+    }
+
+    #[test]
+    fn aggregates_parse() {
+        assert_eq!(parse_aggregate(&loc("count(*)")).unwrap().func, AggFunc::Count);
+        assert_eq!(parse_aggregate(&loc("COUNT(DISTINCT path)")).unwrap().func, AggFunc::CountDistinct);
+        assert_eq!(parse_aggregate(&loc("avg(a * b)")).unwrap().func, AggFunc::Mean);
+        assert!(parse_aggregate(&loc("sum(*)")).is_err());
+        let (_, msg) = parse_aggregate(&loc("summ(x)")).unwrap_err();
+        assert!(msg.contains("did you mean sum?"), "{msg}");
+    }
+
+    #[test]
+    fn columns_of_expression() {
+        let e = compile(&loc("a + b * 2 > c")).unwrap();
+        let mut cols = columns_of(&e);
+        cols.sort();
+        assert_eq!(cols, ["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,140 @@
+//! The job graph: operators connected by forward edges with equal parallelism, the same slot
+//! sharing group and chaining allowed are fused into one task (Flink's operator chaining);
+//! every other edge is an exchange between tasks and states why the chain broke there.
+use super::logical::{LogicalGraph, NodeKind, Partitioning};
+use crate::pipeline::Chain;
+
+/// A task: a chain of operators run by one thread per subtask, calling each other directly.
+#[derive(Clone, Debug)]
+pub struct JobVertex {
+    /// Names of the chained operators joined by " -> ".
+    pub name: String,
+    /// Node ids of the stream graph, in chain order.
+    pub nodes: Vec<usize>,
+    /// Number of subtasks.
+    pub parallelism: usize,
+    /// Slot sharing group.
+    pub slot_sharing_group: String,
+}
+
+/// An exchange between two tasks.
+#[derive(Clone, Debug)]
+pub struct JobEdge {
+    /// Upstream task.
+    pub from: usize,
+    /// Downstream task.
+    pub to: usize,
+    /// Upstream node (last of its chain, or a node with several consumers).
+    pub from_node: usize,
+    /// Downstream node (first of its chain).
+    pub to_node: usize,
+    /// Distribution of records.
+    pub partitioning: Partitioning,
+    /// Why the two operators are not chained.
+    pub reason: String,
+}
+
+/// Tasks and exchanges, over the optimised stream graph they were built from.
+#[derive(Clone, Debug)]
+pub struct JobGraph {
+    /// The optimised graph of single operators.
+    pub stream: LogicalGraph,
+    /// Tasks in topological order.
+    pub vertices: Vec<JobVertex>,
+    /// Exchanges.
+    pub edges: Vec<JobEdge>,
+}
+
+/// Why the edge `from -> to` cannot be chained, or None when it can.
+fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitioning) -> Option<String> {
+    let (u, v) = (&g.nodes[from], &g.nodes[to]);
+    if u.parallelism != v.parallelism {
+        return Some(format!("parallelism {} -> {}", u.parallelism, v.parallelism));
+    }
+    match partitioning {
+        Partitioning::Forward => {}
+        Partitioning::Hash(keys) => return Some(format!("hash exchange on [{}]", keys.join(", "))),
+        other => return Some(format!("{other} exchange")),
+    }
+    if u.slot_sharing_group != v.slot_sharing_group {
+        return Some(format!("slot sharing group '{}' -> '{}'", u.slot_sharing_group, v.slot_sharing_group));
+    }
+    if v.chain == Chain::New {
+        return Some(format!("chain = new on '{}'", v.name));
+    }
+    if v.chain == Chain::Never {
+        return Some(format!("chain = never on '{}'", v.name));
+    }
+    if u.chain == Chain::Never {
+        return Some(format!("chain = never on '{}'", u.name));
+    }
+    let ins = g.inputs(to).count();
+    if ins > 1 {
+        return Some(format!("'{}' has {ins} inputs", v.name));
+    }
+    let outs = g.outputs(from).count();
+    if outs > 1 {
+        return Some(format!("'{}' feeds {outs} consumers", u.name));
+    }
+    None
+}
+
+/// Chains the optimised stream graph into tasks.
+pub fn build(stream: LogicalGraph) -> JobGraph {
+    let mut vertex_of = vec![usize::MAX; stream.nodes.len()];
+    let mut vertices: Vec<JobVertex> = Vec::new();
+    let mut edges = Vec::new();
+    for id in 0..stream.nodes.len() {
+        let inputs: Vec<_> = stream.inputs(id).cloned().collect();
+        let chained = match inputs.as_slice() {
+            [e] if chain_break(&stream, e.from, id, &e.partitioning).is_none() => Some(vertex_of[e.from]),
+            _ => None,
+        };
+        let node = &stream.nodes[id];
+        let v = match chained {
+            Some(v) => {
+                vertices[v].nodes.push(id);
+                vertices[v].name = format!("{} -> {}", vertices[v].name, node.name);
+                v
+            }
+            None => {
+                vertices.push(JobVertex { name: node.name.clone(), nodes: vec![id], parallelism: node.parallelism, slot_sharing_group: node.slot_sharing_group.clone() });
+                let v = vertices.len() - 1;
+                for e in &inputs {
+                    let reason = chain_break(&stream, e.from, id, &e.partitioning).unwrap_or_default();
+                    edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, partitioning: e.partitioning.clone(), reason });
+                }
+                v
+            }
+        };
+        vertex_of[id] = v;
+    }
+    JobGraph { stream, vertices, edges }
+}
+
+impl JobGraph {
+    /// Groups of consecutive stateless nodes of a task that run as one polars pass per batch
+    /// (at most one filter each, so every operator's row counts stay exact).
+    pub fn fused_groups(&self, vertex: usize) -> Vec<Vec<usize>> {
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut filters = 0;
+        let mut open = false;
+        for &id in &self.vertices[vertex].nodes {
+            let NodeKind::Stateless(step) = &self.stream.nodes[id].kind else {
+                groups.push(vec![id]);
+                open = false;
+                continue;
+            };
+            let is_filter = matches!(step, crate::exec::operators::stateless::Step::Filter(_));
+            if open && !(is_filter && filters == 1) {
+                groups.last_mut().expect("open group").push(id);
+            } else {
+                groups.push(vec![id]);
+                filters = 0;
+                open = true;
+            }
+            filters += usize::from(is_filter);
+        }
+        groups
+    }
+}

@@ -1,0 +1,47 @@
+//! From the spec to something that runs: the logical graph, the job graph (chains), the
+//! execution graph (subtasks and channels), the physical placement (slots), and `explain`.
+pub mod expr;
+pub mod logical;
+pub mod execution;
+pub mod explain;
+pub mod job_graph;
+pub mod optimize;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::pipeline::{load_text, Override};
+
+/// A pipeline file turned into its graphs, ready to explain or run.
+pub struct Compiled {
+    /// One node per source, operator and sink of the file.
+    pub logical: logical::LogicalGraph,
+    /// Optimised, chained and expanded into subtasks.
+    pub execution: execution::ExecutionGraph,
+}
+
+/// Reads, checks and plans a pipeline file. Every problem in the file (structure, expressions,
+/// columns, types) is reported together as [`Error::Spec`]. `parallelism` is the command
+/// line's `-p`, which overrides the file's default; without either, the number of cores.
+pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>) -> Result<Compiled> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let (spec, mut diags) = load_text(&text, yaml, base_dir, overrides)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default = parallelism.or(spec.parallelism).unwrap_or(cores);
+    let graph = logical::build(&spec, default, &mut diags);
+    let fail = |mut diags: crate::pipeline::Diagnostics| {
+        diags.sort();
+        diags.path = path.to_path_buf();
+        diags.text = text.clone();
+        Error::Spec(diags)
+    };
+    let logical = match graph {
+        Some(g) if diags.is_empty() => g,
+        _ => return Err(fail(diags)),
+    };
+    let stream = optimize::optimize(&logical).map_err(|e| Error::execution("pipeline", &logical.name, optimize::describe(&e)))?;
+    let job = job_graph::build(stream);
+    Ok(Compiled { logical, execution: execution::ExecutionGraph::build(job) })
+}

@@ -55,6 +55,7 @@ impl Error {
     /// Exit code for this error: 2 for a wrong pipeline file or command line, 1 for data or I/O.
     pub fn exit_code(&self) -> i32 {
         match self {
+            Error::Spec(d) if d.all_data() => 1,
             Error::Spec(_) | Error::Usage(_) => 2,
             Error::Input { .. } | Error::Execution { .. } | Error::Io { .. } | Error::Cancelled => 1,
         }

@@ -82,6 +82,7 @@ impl PlanArgs {
 /// Runs the command line and returns the process exit code: 0 success, 1 the run failed on
 /// data or I/O, 2 the pipeline file or the command line is wrong.
 pub fn main() -> i32 {
+    polars::error::set_warning_function(polars_warning);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -100,6 +101,15 @@ pub fn main() -> i32 {
             report(&e);
             e.exit_code()
         }
+    }
+}
+
+/// polars' warnings, minus deprecations: SQL's `DATE '...'` and `CAST(x AS DATE)` compile to
+/// string-to-date casts that polars marks deprecated, but they mean what the user wrote, and
+/// the warning would repeat for every batch.
+fn polars_warning(message: &str, kind: polars::error::PolarsWarning) {
+    if !matches!(kind, polars::error::PolarsWarning::Deprecation) {
+        eprintln!("warning (polars): {message}");
     }
 }
 

@@ -28,7 +28,7 @@ fn configure_polars(threads: Option<usize>) {
     set("POLARS_FMT_MAX_COLS", "-1".into());
     set("POLARS_FMT_STR_LEN", "200".into());
     set("POLARS_FMT_TABLE_HIDE_DATAFRAME_SHAPE_INFORMATION", "1".into());
-    set("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "0".into());
+    set("POLARS_TABLE_WIDTH", "65535".into());
 }
 
 pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: Option<usize>) -> Result<i32> {

@@ -22,6 +22,15 @@ pub struct Summary {
     pipeline: String,
     elapsed: f64,
     rows: Vec<Row>,
+    peak_rss: Option<u64>,
+}
+
+/// Peak resident memory of this process so far, in bytes (Linux `VmHWM`).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl Summary {
@@ -42,11 +51,15 @@ impl Summary {
                 bytes: NodeMetrics::get(&m.bytes),
             })
             .collect();
-        Summary { pipeline: stream.name.clone(), elapsed: report.elapsed.as_secs_f64(), rows }
+        Summary { pipeline: stream.name.clone(), elapsed: report.elapsed.as_secs_f64(), rows, peak_rss: peak_rss() }
     }
 
     pub fn to_text(&self) -> String {
-        let mut s = format!("pipeline '{}' finished in {:.3} s\n", self.pipeline, self.elapsed);
+        let mut s = format!("pipeline '{}' finished in {:.3} s", self.pipeline, self.elapsed);
+        if let Some(rss) = self.peak_rss {
+            let _ = write!(s, ", peak memory {:.0} MB", rss as f64 / 1e6);
+        }
+        s.push('\n');
         let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
         let ow = self.rows.iter().map(|r| r.operation.len()).max().unwrap_or(9).max(9);
         let _ = writeln!(s, "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>9}", "operator", "operation", "p", "rows in", "rows out", "filtered", "time");
@@ -72,6 +85,6 @@ impl Summary {
                 })
             })
             .collect();
-        serde_json::to_string_pretty(&json!({"pipeline": self.pipeline, "elapsed_seconds": self.elapsed, "operators": ops})).unwrap_or_default()
+        serde_json::to_string_pretty(&json!({"pipeline": self.pipeline, "elapsed_seconds": self.elapsed, "peak_rss_bytes": self.peak_rss, "operators": ops})).unwrap_or_default()
     }
 }

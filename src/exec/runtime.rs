@@ -20,7 +20,7 @@ use super::operators::stateless::StatelessOperator;
 use super::sink::{commit_all, PendingCommit, Sink};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::SourceContext;
-use super::sources::FileSource;
+use super::sources::{FileSource, SplitLog};
 use super::task::{Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
@@ -68,11 +68,14 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
         }
     }
 
-    let splits: Vec<Option<Arc<Vec<_>>>> = stream
+    let splits: Vec<Option<(Arc<Vec<_>>, Arc<SplitLog>)>> = stream
         .nodes
         .iter()
         .map(|n| match &n.kind {
-            NodeKind::Source(config) => config.splits().map(|s| Some(Arc::new(s))),
+            NodeKind::Source(config) => config.splits().map(|s| {
+                let log = Arc::new(SplitLog::new(s.len()));
+                Some((Arc::new(s), log))
+            }),
             _ => Ok(None),
         })
         .collect::<Result<_>>()?;
@@ -85,8 +88,8 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
             let context = SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone() };
             let input = match &stream.nodes[first].kind {
                 NodeKind::Source(config) => {
-                    let splits = splits[first].clone().expect("sources have splits");
-                    TaskInput::Source(Box::new(FileSource::new(Arc::new(config.clone()), splits, first, metrics.clone())))
+                    let (splits, log) = splits[first].clone().expect("sources have splits");
+                    TaskInput::Source(Box::new(FileSource::new(Arc::new(config.clone()), splits, log, first, metrics.clone())))
                 }
                 _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), channels: queues[t][i].2 },
             };
@@ -150,7 +153,16 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
     });
     let pending = pending.into_inner().expect("pending");
     let error = first_error.into_inner().expect("error slot");
-    let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled));
+    let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled)).or_else(|| {
+        // Every text file must have been read exactly once, end to end.
+        stream.nodes.iter().zip(&splits).find_map(|(node, s)| {
+            let (splits, log) = s.as_ref()?;
+            match &node.kind {
+                NodeKind::Source(c) if c.format != crate::pipeline::SourceFormat::Parquet => log.verify(splits, c).err(),
+                _ => None,
+            }
+        })
+    });
     if let Some(e) = error {
         pending.into_iter().for_each(PendingCommit::abort);
         return Err(e);

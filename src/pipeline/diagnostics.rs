@@ -13,12 +13,14 @@ pub struct Diagnostic {
     pub component: Option<String>,
     /// What is wrong and what was expected.
     pub message: String,
+    /// The problem is in the input data (found while sampling it), not in the pipeline file.
+    pub data: bool,
 }
 
 impl Diagnostic {
-    /// A new diagnostic.
+    /// A new diagnostic about the pipeline file.
     pub fn new(origin: Origin, component: Option<String>, message: impl Into<String>) -> Self {
-        Diagnostic { origin, component, message: message.into() }
+        Diagnostic { origin, component, message: message.into(), data: false }
     }
 }
 
@@ -42,6 +44,16 @@ impl Diagnostics {
     /// Adds a problem.
     pub fn push(&mut self, origin: Origin, component: Option<String>, message: impl Into<String>) {
         self.items.push(Diagnostic::new(origin, component, message));
+    }
+
+    /// Adds a problem found in the input data while planning (e.g. a ragged row in the sample).
+    pub fn push_data(&mut self, origin: Origin, component: Option<String>, message: impl Into<String>) {
+        self.items.push(Diagnostic { data: true, ..Diagnostic::new(origin, component, message) });
+    }
+
+    /// True when every problem is in the input data rather than in the pipeline file.
+    pub fn all_data(&self) -> bool {
+        !self.items.is_empty() && self.items.iter().all(|d| d.data)
     }
 
     /// True when nothing is wrong.

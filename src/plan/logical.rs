@@ -18,7 +18,7 @@ use crate::exec::sinks::SinkConfig;
 use crate::exec::sources::{discover, infer_schema, SourceConfig};
 use crate::pipeline::{
     did_you_mean, Chain, Common, Diagnostics, Located, OpKind, OpSpec, Origin, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec,
-    SourceSpec, StdoutStyle,
+    SourceFormat, SourceSpec, StdoutStyle,
 };
 
 /// How records of an edge are distributed over the downstream subtasks.
@@ -238,10 +238,25 @@ impl Builder<'_> {
             Err(msg) => return self.err(&s.path.origin, who, msg),
         };
         let declared: Vec<(String, DataType)> = s.schema.iter().flatten().map(|(c, t)| (c.value.clone(), t.value.clone())).collect();
+        if s.format == SourceFormat::Csv && !s.header && declared.is_empty() {
+            return self.err(&s.common.origin, who, "header = false needs a declared `schema` naming every column in order");
+        }
         let (raw, schema) = match infer_schema(s.format, &files, s.header, s.delimiter, s.infer_rows, &declared) {
             Ok(v) => v,
-            Err(msg) => return self.err(&s.path.origin, who, msg),
+            Err(msg) => return self.diags.push_data(s.path.origin.clone(), Some(who), msg),
         };
+        let mut missing = false;
+        for (col, _) in s.schema.iter().flatten() {
+            if !raw.contains(&col.value) && !(s.format == SourceFormat::Csv && !s.header) {
+                let names: Vec<_> = raw.iter_names().map(|n| n.to_string()).collect();
+                let hint = did_you_mean(&col.value, names.iter().map(String::as_str)).map(|h| format!(" (did you mean '{h}'?)")).unwrap_or_default();
+                self.err(&col.origin, who.clone(), format!("declared column '{}' is not in the files{hint}; columns: {}", col.value, names.join(", ")));
+                missing = true;
+            }
+        }
+        if missing {
+            return;
+        }
         let format = format!("{:?}", s.format).to_lowercase();
         let config = SourceConfig {
             name: s.common.name.value.clone(),
@@ -399,7 +414,13 @@ impl Builder<'_> {
         };
         let schema = match out {
             Ok(df) => (**df.schema()).clone(),
-            Err(e) => return self.err(&op.common.origin, who, clean(&e)),
+            Err(e) => {
+                let origin = match &op.kind {
+                    OpKind::Filter(f) => f.origin.clone(),
+                    _ => op.common.origin.clone(),
+                };
+                return self.err(&origin, who, clean(&e));
+            }
         };
         let (parallelism, partitioning) = self.op_partitioning(op, input, &kind, &who);
         let label = op.kind.label().to_string();

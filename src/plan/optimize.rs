@@ -70,11 +70,15 @@ fn needed_from_input(node: &Node, input_schema: &Schema, wanted: &BTreeSet<Strin
             let made: BTreeSet<String> = es.iter().filter_map(|e| e.clone().meta().output_name().ok().map(|n| n.to_string())).collect();
             wanted.iter().filter(|w| !made.contains(*w)).cloned().chain(es.iter().flat_map(columns_of)).collect()
         }
+        // Rename, drop and cast name their columns strictly: those must be read even when
+        // nothing downstream uses them.
         NodeKind::Stateless(Step::Rename(pairs)) => wanted
             .iter()
             .map(|w| pairs.iter().find(|(_, new)| new == w).map_or_else(|| w.clone(), |(old, _)| old.clone()))
+            .chain(pairs.iter().map(|(old, _)| old.clone()))
             .collect(),
-        NodeKind::Stateless(Step::Drop(_)) | NodeKind::Stateless(Step::Cast(_)) => wanted.clone(),
+        NodeKind::Stateless(Step::Drop(cols)) => wanted.iter().chain(cols).cloned().collect(),
+        NodeKind::Stateless(Step::Cast(pairs)) => wanted.iter().cloned().chain(pairs.iter().map(|(c, _)| c.clone())).collect(),
         NodeKind::PartialAggregate(plan) | NodeKind::Aggregate(plan) => {
             plan.keys.iter().cloned().chain(plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of)).collect()
         }
@@ -104,7 +108,11 @@ fn push_projection(g: &mut LogicalGraph) -> PolarsResult<()> {
     for (id, node) in g.nodes.iter_mut().enumerate() {
         if let NodeKind::Source(config) = &mut node.kind {
             let total = config.schema.len();
-            let cols: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).filter(|c| wanted[id].contains(c)).collect();
+            let mut cols: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).filter(|c| wanted[id].contains(c)).collect();
+            if cols.is_empty() {
+                // Only rows are counted: read the first column to know how many there are.
+                cols.extend(config.schema.iter_names().next().map(|n| n.to_string()));
+            }
             if cols.len() < total {
                 node.notes.push(format!("projected: {}/{total} columns ({})", cols.len(), cols.join(", ")));
                 config.projection = Some(cols);

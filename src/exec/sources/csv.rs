@@ -7,7 +7,7 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::discover::Split;
-use super::lines::line_of;
+use super::lines::{line_of, CsvShape};
 use super::values::{truncate, type_problem};
 use super::{ChunkParser, SourceConfig};
 use crate::error::{Error, Result};
@@ -23,19 +23,44 @@ pub fn infer(path: &Path, header: bool, delimiter: u8, infer_rows: usize, declar
         return Err(format!("{}: the file is empty (expected a header line)", path.display()));
     }
     if !header {
-        if declared.is_empty() {
-            return Err(format!("{}: header = false needs a declared `schema` naming every column in order", path.display()));
-        }
         return Ok(declared.iter().map(|(n, t)| Field::new(n.as_str().into(), t.clone())).collect());
     }
+    // Read only the sample: polars would map the whole file.
+    let sample = super::lines::head_lines(path, infer_rows + 1, Some(b'"')).map_err(|e| format!("{}: {e}", path.display()))?;
     let df = read_options(delimiter)
         .with_has_header(true)
-        .with_n_rows(Some(infer_rows))
         .with_infer_schema_length(Some(infer_rows))
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .and_then(|r| r.finish())
-        .map_err(|e| format!("{}: cannot infer the schema: {}", path.display(), clean(&e)))?;
+        .into_reader_with_file_handle(Cursor::new(&sample))
+        .finish()
+        .map_err(|e| match first_ragged_line(&sample, delimiter, None) {
+            Some((line, column, msg)) => format!("{}:{line}:{column}: {msg}", path.display()),
+            None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
+        })?;
     Ok((**df.schema()).clone())
+}
+
+/// The first record whose field count differs from `width` (default: the first record's):
+/// (line in `sample`, column, message).
+pub fn first_ragged_line(sample: &[u8], delimiter: u8, width: Option<usize>) -> Option<(u64, usize, String)> {
+    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(sample);
+    let mut records = reader.byte_records();
+    let width = match width {
+        Some(w) => w,
+        None => records.next()?.ok()?.len(),
+    };
+    for record in records {
+        let record = record.ok()?;
+        if record.len() != width {
+            let pos = record.position()?;
+            let start = pos.byte() as usize;
+            let end = memchr::memchr(b'\n', &sample[start..]).map_or(sample.len(), |i| start + i);
+            let raw = String::from_utf8_lossy(&sample[start..end]).trim_end_matches('\r').to_string();
+            let starts = field_starts(&raw, delimiter);
+            let column = if record.len() > width { starts.get(width).copied().unwrap_or(0) } else { raw.len() } + 1;
+            return Some((pos.line(), column, format!("expected {width} fields but found {}: {}", record.len(), truncate(&raw, 120))));
+        }
+    }
+    None
 }
 
 /// Checks that a file's header names the source's columns, in order.
@@ -69,18 +94,27 @@ pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -
 /// Parses chunks of CSV lines with the source's schema.
 pub struct CsvChunkParser {
     config: Arc<SourceConfig>,
+    shape: CsvShape,
 }
 
 impl CsvChunkParser {
-    /// A parser for `config`'s files.
-    pub fn new(config: Arc<SourceConfig>) -> Self {
-        CsvChunkParser { config }
+    /// A parser for `config`'s files, whose records have `shape`.
+    pub fn new(config: Arc<SourceConfig>, shape: CsvShape) -> Self {
+        CsvChunkParser { config, shape }
     }
 }
 
 impl ChunkParser for CsvChunkParser {
     fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>) -> Result<DataFrame> {
         let c = &self.config;
+        if !self.shape.all_records_complete(&chunk) {
+            return Err(locate(c, &split.path, offset, &chunk).unwrap_or_else(|| Error::Input {
+                path: split.path.clone(),
+                line: line_of(&split.path, offset),
+                column: 1,
+                message: format!("a record in the lines from here on does not have {} fields", self.shape.width),
+            }));
+        }
         let columns = c.projection.as_ref().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect::<Arc<[_]>>());
         let result = read_options(c.delimiter)
             .with_has_header(false)
@@ -140,7 +174,12 @@ fn locate(config: &SourceConfig, path: &Path, offset: u64, chunk: &[u8]) -> Opti
             };
             if let Some(problem) = type_problem(text, dtype) {
                 let column = starts.get(i).copied().unwrap_or(0) + 1;
-                return Some(at(line, column as u64, format!("column '{name}': {problem} (declare the column's type in `schema`, or raise `infer_rows`)")));
+                let hint = if config.declared.iter().any(|d| d == name.as_str()) {
+                    " (the type declared in `schema`)"
+                } else {
+                    " (the type was inferred from the first rows: declare it in `schema`, or raise `infer_rows`)"
+                };
+                return Some(at(line, column as u64, format!("column '{name}': {problem}{hint}")));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! JSON lines: schema inference and parsing chunks of lines with polars; serde_json names the
 //! exact line and column of invalid JSON when polars rejects a chunk.
-use std::io::{BufRead, BufReader, Cursor};
+use std::io::Cursor;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,13 +16,7 @@ use crate::plan::expr::clean;
 
 /// Infers the schema from the first `infer_rows` lines of `path`.
 pub fn infer(path: &Path, infer_rows: usize) -> std::result::Result<Schema, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut sample = Vec::new();
-    for line in BufReader::new(file).split(b'\n').take(infer_rows) {
-        let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-        sample.extend_from_slice(&line);
-        sample.push(b'\n');
-    }
+    let sample = super::lines::head_lines(path, infer_rows, None).map_err(|e| format!("{}: {e}", path.display()))?;
     if sample.iter().all(u8::is_ascii_whitespace) {
         return Err(format!("{}: the file is empty (expected JSON objects, one per line)", path.display()));
     }
@@ -85,7 +79,12 @@ fn first_invalid_line(chunk: &[u8]) -> Option<(u64, u64, String)> {
         match serde_json::from_str::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Object(_)) => {}
             Ok(other) => return Some((i as u64 + 1, 1, format!("expected an object, found {}", truncate(&other.to_string(), 80)))),
-            Err(e) => return Some((i as u64 + 1, e.column() as u64, format!("{e}: {}", truncate(trimmed, 120)))),
+            Err(e) => {
+                // serde_json ends its message with the position inside this one line: drop it.
+                let msg = e.to_string();
+                let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
+                return Some((i as u64 + 1, e.column() as u64, format!("{msg}: {}", truncate(trimmed, 120))));
+            }
         }
     }
     None

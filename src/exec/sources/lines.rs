@@ -4,6 +4,101 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// How CSV records look: enough to count fields and to find where a record starts.
+#[derive(Clone, Copy, Debug)]
+pub struct CsvShape {
+    /// Fields per record.
+    pub width: usize,
+    /// Field separator.
+    pub delimiter: u8,
+    /// Quote character.
+    pub quote: u8,
+}
+
+impl CsvShape {
+    /// True when every non-empty line (record) of `bytes` has `width` fields. Quoted
+    /// delimiters and newlines do not count; polars would pad short rows with nulls and, with a
+    /// projection, not look at long ones, so this check is what makes a ragged row an error.
+    pub fn all_records_complete(&self, bytes: &[u8]) -> bool {
+        let (mut fields, mut quoted, mut line_start) = (1, false, 0);
+        for i in memchr::memchr3_iter(self.delimiter, b'\n', self.quote, bytes) {
+            let b = bytes[i];
+            if b == self.quote {
+                quoted = !quoted;
+            } else if quoted {
+            } else if b == self.delimiter {
+                fields += 1;
+            } else {
+                if !is_blank(&bytes[line_start..i]) && fields != self.width {
+                    return false;
+                }
+                fields = 1;
+                line_start = i + 1;
+            }
+        }
+        is_blank(&bytes[line_start..]) || fields == self.width
+    }
+
+    /// Whether records can start at the beginning of `bytes`: the next two records (or all
+    /// that is left) parse strictly, with `width` fields each and quotes only around whole
+    /// fields. None when more bytes are needed to tell. A wrong guess is caught afterwards by
+    /// comparing split boundaries ([`super::SplitLog`]).
+    fn plausible_start(&self, bytes: &[u8], eof: bool) -> Option<bool> {
+        let mut i = 0;
+        for _ in 0..2 {
+            if i >= bytes.len() {
+                return if eof { Some(true) } else { None };
+            }
+            let mut fields = 1;
+            let mut field_start = true;
+            loop {
+                let Some(&b) = bytes.get(i) else {
+                    return if eof { Some(fields == self.width) } else { None };
+                };
+                if field_start && b == self.quote {
+                    // A quoted field: up to the closing quote ("" is an escaped quote).
+                    i += 1;
+                    loop {
+                        let Some(j) = memchr::memchr(self.quote, &bytes[i..]) else {
+                            return if eof { Some(false) } else { None };
+                        };
+                        i += j + 1;
+                        match bytes.get(i) {
+                            Some(&q) if q == self.quote => i += 1,
+                            None if !eof => return None,
+                            _ => break,
+                        }
+                    }
+                    if !matches!(bytes.get(i), None | Some(b'\r' | b'\n')) && bytes.get(i) != Some(&self.delimiter) {
+                        return Some(false);
+                    }
+                    field_start = false;
+                    continue;
+                }
+                i += 1;
+                if b == self.quote {
+                    return Some(false);
+                } else if b == self.delimiter {
+                    fields += 1;
+                    field_start = true;
+                } else if b == b'\n' {
+                    break;
+                } else {
+                    field_start = false;
+                }
+            }
+            if fields != self.width {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.is_empty() || line == b"\r"
+}
+
 /// Reads `[start, end)` of a file as chunks of about `chunk_bytes` ending at a line end.
 pub struct LineChunker {
     file: File,
@@ -16,32 +111,60 @@ pub struct LineChunker {
     chunk_bytes: usize,
     /// CSV quote character: a chunk never ends inside a quoted field (odd number of quotes).
     quote: Option<u8>,
+    /// Where the first record of the split starts (after aligning to a record boundary).
+    start: u64,
 }
 
 impl LineChunker {
-    /// Opens `path` at the first line starting at or after `start`.
-    pub fn open(path: &Path, start: u64, end: u64, chunk_bytes: usize, quote: Option<u8>) -> std::io::Result<Self> {
+    /// Opens `path` at the first line starting at or after `start`; for CSV (`shape`), at the
+    /// first line there that plausibly starts a record (not inside a quoted field).
+    pub fn open(path: &Path, start: u64, end: u64, chunk_bytes: usize, shape: Option<CsvShape>) -> std::io::Result<Self> {
         let mut file = File::open(path)?;
         let from = start.saturating_sub(1);
         file.seek(SeekFrom::Start(from))?;
-        let mut c = LineChunker { file, buf_start: from, buf: Vec::new(), end, eof: false, done: false, chunk_bytes: chunk_bytes.max(1024), quote };
+        let quote = shape.map(|s| s.quote);
+        let mut c = LineChunker { file, buf_start: from, buf: Vec::new(), end, eof: false, done: false, chunk_bytes: chunk_bytes.max(1024), quote, start };
         if start > 0 {
             // The line holding byte start-1 belongs to the previous split: skip through its newline.
-            let cut = loop {
-                if let Some(i) = memchr::memchr(b'\n', &c.buf) {
-                    break i + 1;
+            c.skip_line()?;
+            while let Some(shape) = shape {
+                if c.buf_start >= end {
+                    break;
                 }
-                if c.eof {
-                    break c.buf.len();
+                match shape.plausible_start(&c.buf, c.eof) {
+                    Some(true) => break,
+                    Some(false) => c.skip_line()?,
+                    None => c.fill()?,
                 }
-                c.fill()?;
-            };
-            c.consume(cut);
+            }
         }
+        c.start = c.buf_start;
         if c.buf_start >= end {
             c.done = true;
         }
         Ok(c)
+    }
+
+    /// Skips through the next newline.
+    fn skip_line(&mut self) -> std::io::Result<()> {
+        let cut = loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
+                break i + 1;
+            }
+            if self.eof {
+                break self.buf.len();
+            }
+            self.fill()?;
+        };
+        self.consume(cut);
+        Ok(())
+    }
+
+    /// The byte range this split's records actually cover: `(first record start, read end)`.
+    /// The end is final once `next_chunk` returned None. Neighbouring splits of one file must
+    /// meet exactly; see [`SplitLog`].
+    pub fn covered(&self) -> (u64, u64) {
+        (self.start, self.buf_start)
     }
 
     /// Reads more bytes into the buffer.
@@ -145,6 +268,34 @@ impl LineChunker {
     }
 }
 
+/// The first `n` lines of a file (whole CSV records: a quoted newline does not end a line),
+/// read without touching the rest of the file.
+pub fn head_lines(path: &Path, n: usize, quote: Option<u8>) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut lines, mut quotes, mut scanned) = (0, 0usize, 0);
+    loop {
+        let got = file.read(&mut buf)?;
+        if got == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..got]);
+        for (i, &b) in out[scanned..].iter().enumerate() {
+            if Some(b) == quote {
+                quotes += 1;
+            } else if b == b'\n' && quotes % 2 == 0 {
+                lines += 1;
+                if lines == n {
+                    out.truncate(scanned + i + 1);
+                    return Ok(out);
+                }
+            }
+        }
+        scanned = out.len();
+    }
+}
+
 /// 1-based line number of byte `offset` in `path` (counts newlines before it; error path only).
 pub fn line_of(path: &Path, offset: u64) -> u64 {
     let Ok(mut f) = File::open(path) else { return 0 };
@@ -167,8 +318,48 @@ pub fn line_of(path: &Path, offset: u64) -> u64 {
 mod tests {
     use super::*;
 
+    const SHAPE: CsvShape = CsvShape { width: 2, delimiter: b',', quote: b'"' };
+
+    #[test]
+    fn quoted_newlines_across_split_boundaries_are_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("q.csv");
+        let text: String = (0..300).map(|i| format!("{i},\"line one, {i}\nline two\"\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        let len = text.len() as u64;
+        for step in [97u64, 250, 1000, 4096] {
+            let mut records = Vec::new();
+            let mut pos = 0;
+            let mut s = 0;
+            while s < len {
+                let mut c = LineChunker::open(&p, s, (s + step).min(len), 1024, Some(SHAPE)).unwrap();
+                let mut bytes = Vec::new();
+                while let Some((_, chunk)) = c.next_chunk().unwrap() {
+                    bytes.extend(chunk);
+                }
+                let (start, end) = c.covered();
+                if end > start {
+                    assert_eq!(start, pos, "step {step}: split at {s} starts at {start}, previous ended at {pos}");
+                    pos = end;
+                }
+                let mut r = ::csv::ReaderBuilder::new().has_headers(false).from_reader(&bytes[..]);
+                records.extend(r.records().map(|r| r.unwrap()[0].to_string()));
+                s += step;
+            }
+            assert_eq!(pos, len);
+            assert_eq!(records, (0..300).map(|i| i.to_string()).collect::<Vec<_>>(), "step {step}");
+        }
+    }
+
+    #[test]
+    fn ragged_records_are_detected() {
+        assert!(SHAPE.all_records_complete(b"1,2\n\"a,b\",c\n\n3,\"x\ny\"\n"));
+        assert!(!SHAPE.all_records_complete(b"1,2\n3\n"));
+        assert!(!SHAPE.all_records_complete(b"1,2\n3,4,5"));
+    }
+
     fn read_all(path: &Path, start: u64, end: u64, chunk: usize) -> Vec<String> {
-        let mut c = LineChunker::open(path, start, end, chunk, Some(b'"')).unwrap();
+        let mut c = LineChunker::open(path, start, end, chunk, Some(SHAPE)).unwrap();
         let mut out = String::new();
         while let Some((_, bytes)) = c.next_chunk().unwrap() {
             out.push_str(std::str::from_utf8(&bytes).unwrap());
@@ -205,7 +396,7 @@ mod tests {
             text.push_str(&format!("{i},\"a\nb\"\n"));
         }
         std::fs::write(&p, &text).unwrap();
-        let mut c = LineChunker::open(&p, 0, text.len() as u64, 1024, Some(b'"')).unwrap();
+        let mut c = LineChunker::open(&p, 0, text.len() as u64, 1024, Some(SHAPE)).unwrap();
         while let Some((_, bytes)) = c.next_chunk().unwrap() {
             assert_eq!(memchr::memchr_iter(b'"', &bytes).count() % 2, 0);
         }

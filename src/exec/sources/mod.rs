@@ -24,6 +24,10 @@ use crate::exec::source::{Poll, Source, SourceContext};
 use crate::pipeline::SourceFormat;
 use discover::Split;
 
+/// Bytes of text parsed at once: large enough that per-call overhead vanishes, small enough
+/// that a subtask's in-flight memory stays a few megabytes.
+const CHUNK_BYTES: usize = 2 << 20;
+
 /// Everything a file source needs at run time, decided by the planner.
 #[derive(Clone, Debug)]
 pub struct SourceConfig {
@@ -73,7 +77,8 @@ impl SourceConfig {
     }
 }
 
-/// Infers a source's schema from its first file: (as read, with declared types applied).
+/// Infers a source's schema from its first file with data: (as read, with declared types
+/// applied to the columns that exist). An error is about the data.
 pub fn infer_schema(
     format: SourceFormat,
     files: &[PathBuf],
@@ -82,7 +87,11 @@ pub fn infer_schema(
     infer_rows: usize,
     declared: &[(String, DataType)],
 ) -> std::result::Result<(Schema, Schema), String> {
-    let first = &files[0];
+    // A header-only or empty file says nothing about types: sample the first file with data.
+    let first = match format {
+        SourceFormat::Parquet => &files[0],
+        _ => files.iter().find(|f| has_data_line(f, format == SourceFormat::Csv && header)).unwrap_or(&files[0]),
+    };
     let raw = match format {
         SourceFormat::Csv => csv::infer(first, header, delimiter, infer_rows, declared)?,
         SourceFormat::Jsonl => jsonl::infer(first, infer_rows)?,
@@ -90,16 +99,19 @@ pub fn infer_schema(
     };
     let mut schema = raw.clone();
     for (name, dtype) in declared {
-        match schema.get_mut(name.as_str()) {
-            Some(t) => *t = dtype.clone(),
-            None if format == SourceFormat::Csv && !header => {}
-            None => {
-                let names: Vec<_> = schema.iter_names().map(|n| n.to_string()).collect();
-                return Err(format!("declared column '{name}' is not in {} (columns: {})", first.display(), names.join(", ")));
-            }
+        if let Some(t) = schema.get_mut(name.as_str()) {
+            *t = dtype.clone();
         }
     }
     Ok((raw, schema))
+}
+
+/// True when the file has a non-blank line (after the header, when there is one).
+fn has_data_line(path: &std::path::Path, header: bool) -> bool {
+    let skip = usize::from(header);
+    lines::head_lines(path, skip + 1, Some(b'"'))
+        .map(|head| head.split(|&b| b == b'\n').skip(skip).any(|l| !l.iter().all(u8::is_ascii_whitespace)))
+        .unwrap_or(false)
 }
 
 /// Casts the declared columns present in `df` to their declared types, strictly: a value that
@@ -115,6 +127,86 @@ fn cast_declared(config: &SourceConfig, df: DataFrame) -> PolarsResult<DataFrame
         return Ok(df);
     }
     df.lazy().with_columns(casts).collect()
+}
+
+/// Where each text split really started and stopped reading. A split starts at the first
+/// record boundary after its nominal start, which for CSV with quoted newlines is a guess; this
+/// log checks after the run that the splits of every file met exactly and covered it all, so a
+/// wrong guess fails the run instead of losing or repeating rows.
+#[derive(Debug)]
+pub struct SplitLog {
+    covered: std::sync::Mutex<Vec<Option<(u64, u64)>>>,
+}
+
+impl SplitLog {
+    /// A log for `n` splits.
+    pub fn new(n: usize) -> Self {
+        SplitLog { covered: std::sync::Mutex::new(vec![None; n]) }
+    }
+
+    fn record(&self, ordinal: usize, range: (u64, u64)) {
+        if let Ok(mut c) = self.covered.lock() {
+            c[ordinal] = Some(range);
+        }
+    }
+
+    /// Checks that every file was read exactly once from its first byte to its last.
+    pub fn verify(&self, splits: &[Split], config: &SourceConfig) -> Result<()> {
+        let covered = self.covered.lock().map_err(|_| Error::execution("source", &config.name, "split log poisoned"))?;
+        let mut i = 0;
+        while i < splits.len() {
+            let file = splits[i].file_index;
+            let path = &splits[i].path;
+            let mut pos = 0;
+            let mut len = 0;
+            while i < splits.len() && splits[i].file_index == file {
+                len = splits[i].end;
+                if let Some((start, end)) = covered[splits[i].ordinal]
+                    && end > start
+                {
+                    if start != pos {
+                        return Err(split_mismatch(config, path, pos, start));
+                    }
+                    pos = end;
+                }
+                i += 1;
+            }
+            if pos != len {
+                return Err(split_mismatch(config, path, pos, len));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error for bytes `[from, to)` of a file read twice or not at all. A CSV record with the
+/// wrong number of fields is not taken for a record start, so a gap is most often one of those:
+/// report it as such when it is.
+fn split_mismatch(config: &SourceConfig, path: &std::path::Path, from: u64, to: u64) -> Error {
+    if config.format == SourceFormat::Csv && to > from {
+        let gap = read_range(path, from, to).unwrap_or_default();
+        if let Some((line, column, message)) = csv::first_ragged_line(&gap, config.delimiter, Some(config.schema.len())) {
+            return Error::Input { path: path.to_path_buf(), line: lines::line_of(path, from) + line - 1, column: column as u64, message };
+        }
+    }
+    let at = from.min(to);
+    Error::Input {
+        path: path.to_path_buf(),
+        line: lines::line_of(path, at),
+        column: 1,
+        message: "records near here were read by two parallel byte ranges or by none (a quoted field with a newline crosses a range boundary); \
+                  set the source's `split_bytes` above this file's size to read it as one range"
+            .into(),
+    }
+}
+
+fn read_range(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut buf = Vec::new();
+    f.take(to - from).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Parses one chunk of a split into a frame; errors name file, line and column.
@@ -135,12 +227,16 @@ struct TextSplit {
     parser: Box<dyn ChunkParser>,
     metrics: Arc<Metrics>,
     node: usize,
+    log: Arc<SplitLog>,
 }
 
 impl SplitReader for TextSplit {
     fn next(&mut self) -> Result<Option<DataFrame>> {
         let path = &self.split.path;
-        let Some((offset, chunk)) = self.chunker.next_chunk().map_err(|e| Error::io(path, e))? else { return Ok(None) };
+        let Some((offset, chunk)) = self.chunker.next_chunk().map_err(|e| Error::io(path, e))? else {
+            self.log.record(self.split.ordinal, self.chunker.covered());
+            return Ok(None);
+        };
         NodeMetrics::add(&self.metrics.nodes[self.node].bytes, chunk.len() as u64);
         self.parser.parse(&self.split, offset, chunk).map(Some)
     }
@@ -150,6 +246,7 @@ impl SplitReader for TextSplit {
 pub struct FileSource {
     config: Arc<SourceConfig>,
     all_splits: Arc<Vec<Split>>,
+    log: Arc<SplitLog>,
     splits: VecDeque<Split>,
     current: Option<Box<dyn SplitReader>>,
     pending: VecDeque<DataFrame>,
@@ -163,26 +260,27 @@ pub struct FileSource {
 
 impl FileSource {
     /// A source subtask over `config`, for node `node`; `splits` are the source's splits
-    /// (computed once for all subtasks).
-    pub fn new(config: Arc<SourceConfig>, splits: Arc<Vec<Split>>, node: usize, metrics: Arc<Metrics>) -> Self {
-        FileSource { config, all_splits: splits, splits: VecDeque::new(), current: None, pending: VecDeque::new(), batch_rows: 65_536, node, metrics, split_rows: 0, split_ordinal: 0 }
+    /// (computed once for all subtasks) and `log` records what each really covered.
+    pub fn new(config: Arc<SourceConfig>, splits: Arc<Vec<Split>>, log: Arc<SplitLog>, node: usize, metrics: Arc<Metrics>) -> Self {
+        FileSource { config, all_splits: splits, log, splits: VecDeque::new(), current: None, pending: VecDeque::new(), batch_rows: 65_536, node, metrics, split_rows: 0, split_ordinal: 0 }
     }
 
     fn open_split(&mut self, split: Split) -> Result<Box<dyn SplitReader>> {
         self.split_rows = 0;
         self.split_ordinal = split.ordinal;
         let c = &self.config;
-        let (parser, quote): (Box<dyn ChunkParser>, Option<u8>) = match c.format {
+        let shape = lines::CsvShape { width: c.schema.len(), delimiter: c.delimiter, quote: b'"' };
+        let (parser, shape): (Box<dyn ChunkParser>, Option<lines::CsvShape>) = match c.format {
             SourceFormat::Parquet => return Ok(Box::new(parquet::ParquetSplit::new(c.clone(), split))),
-            SourceFormat::Csv => (Box::new(csv::CsvChunkParser::new(c.clone())), Some(b'"')),
+            SourceFormat::Csv => (Box::new(csv::CsvChunkParser::new(c.clone(), shape)), Some(shape)),
             SourceFormat::Jsonl => (Box::new(jsonl::JsonChunkParser::new(c.clone())), None),
         };
-        let mut chunker = lines::LineChunker::open(&split.path, split.start, split.end, 4 << 20, quote).map_err(|e| Error::io(&split.path, e))?;
+        let mut chunker = lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape).map_err(|e| Error::io(&split.path, e))?;
         if c.format == SourceFormat::Csv && c.header && split.start == 0 {
             let header = chunker.next_line().map_err(|e| Error::io(&split.path, e))?;
             csv::check_header(c, &split.path, header.as_deref())?;
         }
-        Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node }))
+        Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node, log: self.log.clone() }))
     }
 
     fn with_sequence(&mut self, mut df: DataFrame) -> Result<DataFrame> {

@@ -89,7 +89,7 @@ impl Diagram {
     pub fn to_dot(&self) -> String {
         let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n", esc(&self.title));
         for c in &self.clusters {
-            let boxes: String = c.boxes.iter().map(|b| format!("    {} [label=\"{}\"];\n", b.id, esc(&b.lines.join("\n")))).collect();
+            let boxes: String = c.boxes.iter().map(|b| format!("    {} [label=\"{}\"];\n", b.id, b.lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\\n"))).collect();
             if c.id.is_empty() {
                 s.push_str(&boxes);
             } else {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing what the tests use first:
+# DuckDB (Python, the oracle for aggregates) and Graphviz (renders `explain --format dot`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rivulet-target}"
+python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
+if ! command -v dot >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+cargo nextest run --no-fail-fast "$@"

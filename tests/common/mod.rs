@@ -1,0 +1,104 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command running the rivulet binary built for these tests.
+pub fn rivulet() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rivulet"))
+}
+
+/// Runs rivulet with `args`; returns the output.
+pub fn run(args: &[&str]) -> Output {
+    rivulet().args(args).output().expect("rivulet runs")
+}
+
+/// Runs rivulet in `dir` with `args`.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    rivulet().current_dir(dir).args(args).output().expect("rivulet runs")
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// True when two CSV fields are equal, numbers within a relative tolerance of 1e-9.
+fn field_eq(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+/// Compares CSV text: same header, same multiset of rows (order ignored), numbers within
+/// tolerance. Returns a description of the first difference.
+pub fn csv_diff(actual: &str, expected: &str) -> Option<String> {
+    let mut a: Vec<&str> = actual.lines().collect();
+    let mut e: Vec<&str> = expected.lines().collect();
+    if a.first() != e.first() {
+        return Some(format!("header differs:\n  actual:   {:?}\n  expected: {:?}", a.first(), e.first()));
+    }
+    let (a_rows, e_rows) = (a.split_off(1.min(a.len())), e.split_off(1.min(e.len())));
+    let mut a_rows = a_rows;
+    let mut e_rows = e_rows;
+    a_rows.sort_unstable();
+    e_rows.sort_unstable();
+    if a_rows.len() != e_rows.len() {
+        return Some(format!("{} rows, expected {}\nactual:\n{}\nexpected:\n{}", a_rows.len(), e_rows.len(), actual, expected));
+    }
+    for (x, y) in a_rows.iter().zip(&e_rows) {
+        let xs: Vec<&str> = x.split(',').collect();
+        let ys: Vec<&str> = y.split(',').collect();
+        if xs.len() != ys.len() || !xs.iter().zip(&ys).all(|(p, q)| field_eq(p, q)) {
+            return Some(format!("row differs:\n  actual:   {x}\n  expected: {y}"));
+        }
+    }
+    None
+}
+
+/// The python3 that has duckdb installed (the bench venv when present, else the system one).
+pub fn python() -> String {
+    for p in ["/work/.venv-bench/bin/python", "python3"] {
+        let ok = Command::new(p).args(["-c", "import duckdb"]).output().map(|o| o.status.success()).unwrap_or(false);
+        if ok {
+            return p.to_string();
+        }
+    }
+    panic!("python3 with duckdb is needed (pip install duckdb); .ci/run installs it");
+}
+
+/// Runs a DuckDB query and returns its result as CSV (header + rows).
+pub fn duckdb_csv(sql: &str) -> String {
+    let script = "import duckdb, sys\ncon = duckdb.connect()\nrel = con.sql(sys.argv[1])\nimport csv\nw = csv.writer(sys.stdout, lineterminator='\\n')\nw.writerow(rel.columns)\nfor row in rel.fetchall():\n    w.writerow(['' if v is None else repr(v) if isinstance(v, float) else v for v in row])\n";
+    let out = Command::new(python()).args(["-c", script, sql]).current_dir(root()).output().expect("python runs");
+    assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

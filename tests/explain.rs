@@ -1,0 +1,67 @@
+//! Snapshots of `explain` for all four graphs and every format, including a chain broken for
+//! every reason; DOT output is rendered with Graphviz.
+use crate::common::{root, run, stderr, stdout};
+
+fn explain(pipeline: &str, args: &[&str]) -> String {
+    let path = root().join(pipeline);
+    let mut all = vec!["explain", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = run(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn text_snapshots_of_the_four_graphs() {
+    for graph in ["logical", "job", "execution", "physical"] {
+        let text = explain("tests/explain/chain_breaks.toml", &["--graph", graph, "-p", "2"]);
+        insta::assert_snapshot!(format!("chain_breaks_{graph}"), text);
+    }
+}
+
+#[test]
+fn every_chain_break_states_its_reason() {
+    let text = explain("tests/explain/chain_breaks.toml", &["--graph", "job", "-p", "2"]);
+    for reason in [
+        "chain break: chain = new on 'slow'",
+        "chain break: parallelism 2 -> 3",
+        "chain break: slot sharing group 'default' -> 'heavy'",
+        "chain break: chain = never on 'alone'",
+        "chain break: rebalance exchange",
+        "chain break: hash exchange on [path]",
+        "chain break: 'access' feeds 2 consumers",
+        "chain break: broadcast exchange",
+    ] {
+        assert!(text.contains(reason), "missing {reason:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn other_formats_snapshots() {
+    for format in ["dot", "mermaid", "json"] {
+        let text = explain("pipelines/errors_by_path.toml", &["--format", format, "-p", "2"]);
+        insta::assert_snapshot!(format!("errors_by_path_{format}"), text);
+    }
+}
+
+#[test]
+fn json_is_valid_and_counts_slots() {
+    let text = explain("tests/explain/chain_breaks.toml", &["--format", "json", "-p", "2"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // 'default' group: widest task ('seconds') has 3 subtasks; 'heavy' group: 3.
+    assert_eq!(v["physical"]["slots_needed"], 6);
+    assert_eq!(v["logical"]["nodes"].as_array().unwrap().len(), 12);
+}
+
+#[test]
+fn dot_renders_with_graphviz() {
+    let dot = explain("tests/explain/chain_breaks.toml", &["--format", "dot", "-p", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    // One file per digraph: `dot` renders each.
+    let file = dir.path().join("g.dot");
+    std::fs::write(&file, &dot).unwrap();
+    let out = std::process::Command::new("dot").args(["-Tsvg", "-O"]).arg(&file).output().expect("graphviz `dot` is installed (.ci/run installs it)");
+    assert!(out.status.success(), "dot failed: {}", String::from_utf8_lossy(&out.stderr));
+    let rendered = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "svg")).count();
+    assert!(rendered >= 1);
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the `rivulet` binary end to end.
+mod common;
+mod explain;
+mod golden;
+mod oracle;
+mod pipelines;
+mod runtime;
+mod validate;

@@ -6,6 +6,7 @@ mod load;
 mod spec;
 mod structure;
 mod suggest;
+mod table;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use document::{Origin, Value};

@@ -1,7 +1,6 @@
 //! File sinks: CSV, Parquet and JSON lines, one part file per subtask in a directory, or one
 //! file. Each is written under a hidden in-progress name and renamed on commit.
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 use polars::prelude::*;
@@ -25,16 +24,17 @@ pub struct SinkConfig {
     pub header: bool,
 }
 
+// Unbuffered files: polars writes whole serialised batches, and an unbuffered write reports
+// its error (a full disk) instead of losing it in a buffer dropped at the end.
 enum Writer {
-    Csv(polars::io::csv::write::BatchedWriter<BufWriter<File>>),
-    Parquet(polars::io::parquet::write::BatchedWriter<BufWriter<File>>),
-    Jsonl(polars::io::json::BatchedWriter<BufWriter<File>>),
+    Csv(polars::io::csv::write::BatchedWriter<File>),
+    Parquet(polars::io::parquet::write::BatchedWriter<File>),
+    Jsonl(polars::io::json::BatchedWriter<File>),
 }
 
 /// One subtask of a file sink.
 pub struct FileSink {
     config: SinkConfig,
-    subtask: usize,
     schema: SchemaRef,
     writer: Option<Writer>,
     temp: PathBuf,
@@ -52,7 +52,7 @@ impl FileSink {
         let target = if config.single_file { config.path.clone() } else { config.path.join(format!("part-{subtask:05}.{ext}")) };
         let file_name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let temp = target.with_file_name(format!(".{file_name}.inprogress-{}", std::process::id()));
-        FileSink { config, subtask, schema, writer: None, temp, target }
+        FileSink { config, schema, writer: None, temp, target }
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> Error {
@@ -66,14 +66,13 @@ impl Sink for FileSink {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
-        let file = BufWriter::with_capacity(1 << 20, File::create(&self.temp).map_err(|e| Error::io(&self.temp, e))?);
+        let file = File::create(&self.temp).map_err(|e| Error::io(&self.temp, e))?;
         let writer = match self.config.format {
             SinkFormat::Csv => Writer::Csv(CsvWriter::new(file).include_header(self.config.header).batched(&self.schema).map_err(|e| self.fail(e))?),
             SinkFormat::Parquet => Writer::Parquet(ParquetWriter::new(file).batched(&self.schema).map_err(|e| self.fail(e))?),
             _ => Writer::Jsonl(polars::io::json::BatchedWriter::new(file)),
         };
         self.writer = Some(writer);
-        let _ = self.subtask;
         Ok(())
     }
 

@@ -25,7 +25,7 @@ pub fn infer(path: &Path, infer_rows: usize) -> std::result::Result<Schema, Stri
         .infer_schema_len(NonZeroUsize::new(infer_rows))
         .finish()
         .map_err(|e| match first_invalid_line(&sample) {
-            Some((line, col, msg)) => format!("{}:{line}:{col}: invalid JSON: {msg}", path.display()),
+            Some((line, col, msg)) => format!("{}:{line}:{col}: {msg}", path.display()),
             None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
         })?;
     Ok((**df.schema()).clone())
@@ -54,8 +54,8 @@ impl ChunkParser for JsonChunkParser {
             .finish();
         let df = result.map_err(|e| {
             let base = line_of(&split.path, offset);
-            match first_invalid_line(&chunk) {
-                Some((line, column, msg)) => Error::Input { path: split.path.clone(), line: base + line - 1, column, message: format!("invalid JSON: {msg}") },
+            match first_invalid_line(&chunk).or_else(|| first_mistyped_value(&chunk, &c.raw_schema)) {
+                Some((line, column, message)) => Error::Input { path: split.path.clone(), line: base + line - 1, column, message },
                 None => Error::Input { path: split.path.clone(), line: base, column: 1, message: format!("cannot read the JSON lines from here on: {}", clean(&e)) },
             }
         })?;
@@ -78,12 +78,40 @@ fn first_invalid_line(chunk: &[u8]) -> Option<(u64, u64, String)> {
         }
         match serde_json::from_str::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Object(_)) => {}
-            Ok(other) => return Some((i as u64 + 1, 1, format!("expected an object, found {}", truncate(&other.to_string(), 80)))),
+            Ok(other) => return Some((i as u64 + 1, 1, format!("invalid JSON line: expected an object, found {}", truncate(&other.to_string(), 80)))),
             Err(e) => {
                 // serde_json ends its message with the position inside this one line: drop it.
                 let msg = e.to_string();
                 let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_string();
-                return Some((i as u64 + 1, e.column() as u64, format!("{msg}: {}", truncate(trimmed, 120))));
+                return Some((i as u64 + 1, e.column() as u64, format!("invalid JSON: {msg}: {}", truncate(trimmed, 120))));
+            }
+        }
+    }
+    None
+}
+
+/// The first value whose JSON type does not fit the schema: (1-based line, column, message).
+fn first_mistyped_value(chunk: &[u8], schema: &Schema) -> Option<(u64, u64, String)> {
+    for (i, line) in chunk.split(|&b| b == b'\n').enumerate() {
+        let text = String::from_utf8_lossy(line);
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text.trim()) else { continue };
+        for (name, dtype) in schema.iter() {
+            let Some(value) = map.get(name.as_str()) else { continue };
+            let fits = match (dtype, value) {
+                (_, serde_json::Value::Null) => true,
+                (d, serde_json::Value::Number(n)) if d.is_integer() => n.is_i64() || n.is_u64(),
+                (d, serde_json::Value::Number(_)) => d.is_float(),
+                (DataType::Boolean, serde_json::Value::Bool(_)) => true,
+                (DataType::String, v) => v.is_string(),
+                (DataType::List(_), v) => v.is_array(),
+                (DataType::Struct(_), v) => v.is_object(),
+                (d, serde_json::Value::String(s)) => super::values::type_problem(s, d).is_none() && !d.is_primitive_numeric(),
+                _ => false,
+            };
+            if !fits {
+                let column = text.find(&format!("\"{name}\"")).map_or(1, |p| p + 1) as u64;
+                let found = truncate(&value.to_string(), 80);
+                return Some((i as u64 + 1, column, format!("field '{name}': expected {} but found {found}", super::values::type_name(dtype))));
             }
         }
     }
@@ -93,6 +121,15 @@ fn first_invalid_line(chunk: &[u8]) -> Option<(u64, u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mistyped_value_is_found() {
+        let schema: Schema = [Field::new("a".into(), DataType::Int64), Field::new("b".into(), DataType::String)].into_iter().collect();
+        let chunk = b"{\"a\": 1, \"b\": \"x\"}\n{\"b\": \"y\", \"a\": \"oops\"}\n";
+        let (line, col, msg) = first_mistyped_value(chunk, &schema).unwrap();
+        assert_eq!((line, col), (2, 12), "{msg}");
+        assert_eq!(msg, "field 'a': expected int but found \"oops\"");
+    }
 
     #[test]
     fn invalid_line_is_found() {

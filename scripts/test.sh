@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, installing what the tests use first:
-# DuckDB (Python, the oracle for aggregates) and Graphviz (renders `explain --format dot`).
+# Runs the whole test suite, installing what the tests use first: DuckDB (Python, the oracle
+# for aggregates), Graphviz (renders `explain --format dot`) and Mermaid's parser (checks
+# `explain --format mermaid`; needs node and npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rivulet-target}"
@@ -8,5 +9,7 @@ python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disab
 if ! command -v dot >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
 fi
+# The real Mermaid parser (mermaid + jsdom, no browser) checks `explain --format mermaid`.
+[ -d scripts/mermaid-check/node_modules/mermaid ] || npm ci --prefix scripts/mermaid-check --no-audit --no-fund --loglevel=error
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 cargo nextest run --no-fail-fast "$@"

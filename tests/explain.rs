@@ -65,3 +65,34 @@ fn dot_renders_with_graphviz() {
     let rendered = std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "svg")).count();
     assert!(rendered >= 1);
 }
+
+/// Runs the real Mermaid parser (scripts/mermaid-check, installed by scripts/test.sh) on files.
+fn mermaid_check(files: &[std::path::PathBuf]) {
+    let check = root().join("scripts/mermaid-check/check.mjs");
+    let out = std::process::Command::new("node").arg(&check).args(files).output().expect("node runs (.ci/run installs the Mermaid checker)");
+    assert!(out.status.success(), "mermaid rejected rivulet's output:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn mermaid_parses_with_the_real_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for pipeline in ["tests/explain/chain_breaks.toml", "pipelines/errors_by_path.toml"] {
+        for graph in ["logical", "job", "execution", "physical"] {
+            let text = explain(pipeline, &["--graph", graph, "--format", "mermaid", "-p", "2"]);
+            let file = dir.path().join(format!("{}_{graph}.mmd", files.len()));
+            std::fs::write(&file, text).unwrap();
+            files.push(file);
+        }
+    }
+    // `--graph all` prints one fenced block per graph, each a valid diagram on its own.
+    let all = explain("pipelines/errors_by_path.toml", &["--format", "mermaid", "-p", "2"]);
+    let blocks: Vec<&str> = all.split("```mermaid\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert_eq!(blocks.len(), 4, "{all}");
+    for (i, block) in blocks.iter().enumerate() {
+        let file = dir.path().join(format!("all_{i}.mmd"));
+        std::fs::write(&file, block).unwrap();
+        files.push(file);
+    }
+    mermaid_check(&files);
+}

@@ -80,8 +80,18 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
+/// Mermaid entity codes for everything it would otherwise interpret (`#` first, since the
+/// codes themselves start with it), so names are shown literally.
 fn mermaid_esc(s: &str) -> String {
-    s.replace('"', "#quot;").replace('[', "#91;").replace(']', "#93;").replace('|', "#124;")
+    s.replace('#', "#35;")
+        .replace('"', "#quot;")
+        .replace('[', "#91;")
+        .replace(']', "#93;")
+        .replace('|', "#124;")
+        .replace('<', "#lt;")
+        .replace('>', "#gt;")
+        .replace('&', "#amp;")
+        .replace(['\n', '\r'], " ")
 }
 
 impl Diagram {
@@ -105,9 +115,12 @@ impl Diagram {
 
     /// Mermaid flowchart.
     pub fn to_mermaid(&self) -> String {
-        let mut s = format!("%% {}\nflowchart LR\n", self.title);
+        // The title is a comment: one line, and no `%%{` directive a name could smuggle in.
+        let title: String = self.title.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().replace("%%", "%");
+        let mut s = format!("%% {title}\nflowchart LR\n");
         for c in &self.clusters {
-            let boxes: String = c.boxes.iter().map(|b| format!("    {}[\"{}\"]\n", b.id, mermaid_esc(&b.lines.join("<br/>")))).collect();
+            let boxes: String =
+                c.boxes.iter().map(|b| format!("    {}[\"{}\"]\n", b.id, b.lines.iter().map(|l| mermaid_esc(l)).collect::<Vec<_>>().join("<br/>"))).collect();
             if c.id.is_empty() {
                 s.push_str(&boxes);
             } else {

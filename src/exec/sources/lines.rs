@@ -20,23 +20,72 @@ impl CsvShape {
     /// delimiters and newlines do not count; polars would pad short rows with nulls and, with a
     /// projection, not look at long ones, so this check is what makes a ragged row an error.
     pub fn all_records_complete(&self, bytes: &[u8]) -> bool {
-        let (mut fields, mut quoted, mut line_start) = (1, false, 0);
-        for i in memchr::memchr3_iter(self.delimiter, b'\n', self.quote, bytes) {
-            let b = bytes[i];
-            if b == self.quote {
-                quoted = !quoted;
-            } else if quoted {
-            } else if b == self.delimiter {
-                fields += 1;
-            } else {
-                if !is_blank(&bytes[line_start..i]) && fields != self.width {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { self.complete_avx2(bytes) };
+        }
+        self.complete_blocks(bytes)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt,bmi1")]
+    unsafe fn complete_avx2(&self, bytes: &[u8]) -> bool {
+        self.complete_blocks(bytes)
+    }
+
+    /// Works on 64-byte blocks with bit masks (simdjson's trick): the quote mask's prefix XOR
+    /// marks the bytes inside quotes, so delimiters and newlines there drop out, and the fields
+    /// of each line are counted with popcount between newline bits.
+    #[inline(always)]
+    fn complete_blocks(&self, bytes: &[u8]) -> bool {
+        let width = self.width as u32;
+        let (mut fields, mut line_bytes) = (1u32, 0u32);
+        let mut quoted = 0u64; // all ones when a block starts inside quotes
+        let mut blocks = bytes.chunks_exact(64);
+        for block in &mut blocks {
+            let (mut mq, mut md, mut mn) = (0u64, 0u64, 0u64);
+            for (i, &b) in block.iter().enumerate() {
+                mq |= u64::from(b == self.quote) << i;
+                md |= u64::from(b == self.delimiter) << i;
+                mn |= u64::from(b == b'\n') << i;
+            }
+            let inside = prefix_xor(mq) ^ quoted;
+            quoted = if inside >> 63 == 1 { !0 } else { 0 };
+            let delims = md & !inside;
+            let mut newlines = mn & !inside;
+            let (mut done, mut last) = (0u64, 0u32);
+            while newlines != 0 {
+                let nl = newlines.trailing_zeros();
+                let below = (1u64 << nl) - 1;
+                fields += (delims & below & !done).count_ones();
+                let empty = line_bytes + nl - last == 0 || (nl == last + 1 && block[last as usize] == b'\r' && line_bytes == 0);
+                if !empty && fields != width {
                     return false;
                 }
-                fields = 1;
-                line_start = i + 1;
+                (fields, line_bytes, last) = (1, 0, nl + 1);
+                done = below | (1u64 << nl);
+                newlines &= newlines - 1;
             }
+            fields += (delims & !done).count_ones();
+            line_bytes += 64 - last;
         }
-        is_blank(&bytes[line_start..]) || fields == self.width
+        let mut inside = quoted != 0;
+        for &b in blocks.remainder() {
+            if b == self.quote {
+                inside = !inside;
+            } else if !inside && b == self.delimiter {
+                fields += 1;
+            } else if !inside && b == b'\n' {
+                if line_bytes != 0 && fields != width {
+                    return false;
+                }
+                (fields, line_bytes) = (1, 0);
+                continue;
+            }
+            line_bytes += 1;
+        }
+        line_bytes == 0 || fields == width || (line_bytes == 1 && bytes.last() == Some(&b'\r'))
     }
 
     /// Whether records can start at the beginning of `bytes`: the next two records (or all
@@ -95,8 +144,14 @@ impl CsvShape {
     }
 }
 
-fn is_blank(line: &[u8]) -> bool {
-    line.is_empty() || line == b"\r"
+/// Bit i of the result is the XOR of bits 0..=i of `x`: with `x` the quote positions, the
+/// bytes inside quotes (opening quote included, closing quote excluded).
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        x ^= x << shift;
+    }
+    x
 }
 
 /// Reads `[start, end)` of a file as chunks of about `chunk_bytes` ending at a line end.
@@ -348,6 +403,60 @@ mod tests {
             }
             assert_eq!(pos, len);
             assert_eq!(records, (0..300).map(|i| i.to_string()).collect::<Vec<_>>(), "step {step}");
+        }
+    }
+
+    /// The straightforward byte-by-byte definition, to check the block version against.
+    fn complete_by_bytes(bytes: &[u8], width: usize) -> bool {
+        let (mut quoted, mut fields, mut len) = (false, 1, 0);
+        for &b in bytes {
+            match b {
+                b'"' => quoted = !quoted,
+                b',' if !quoted => fields += 1,
+                b'\n' if !quoted => {
+                    if len != 0 && fields != width {
+                        return false;
+                    }
+                    (fields, len) = (1, 0);
+                    continue;
+                }
+                _ => {}
+            }
+            len += 1;
+        }
+        len == 0 || fields == width
+    }
+
+    #[test]
+    fn block_check_agrees_with_bytewise_check() {
+        // A small deterministic generator: records of 0..4 fields, quotes with delimiters and
+        // newlines inside, empty lines, across 64-byte block boundaries.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let mut text = Vec::new();
+            for _ in 0..next(12) {
+                let fields = if next(10) == 0 { next(4) } else { 2 };
+                for f in 0..fields {
+                    if f > 0 {
+                        text.push(b',');
+                    }
+                    match next(4) {
+                        0 => text.extend_from_slice(b"\"a,b\nc\"\"d\""),
+                        1 => text.extend(std::iter::repeat_n(b'x', next(70) as usize)),
+                        _ => text.extend_from_slice(b"12"),
+                    }
+                }
+                text.push(b'\n');
+            }
+            let shape = CsvShape { width: 2, delimiter: b',', quote: b'"' };
+            assert_eq!(shape.complete_blocks(&text), complete_by_bytes(&text, 2), "{:?}", String::from_utf8_lossy(&text));
+            assert_eq!(shape.all_records_complete(&text), complete_by_bytes(&text, 2));
         }
     }
 

@@ -258,15 +258,26 @@ fn yaml_scalar(s: &str, quoted: bool) -> Value {
 }
 
 /// Parses the value of a `--set KEY=VALUE`: a TOML value when it is one, else a plain string.
+/// Every part of it points at the command line.
 pub fn parse_override_value(raw: &str, origin: Origin) -> Node {
-    let value = match toml::de::DeValue::parse(raw) {
-        Ok(v) => {
-            let index = LineIndex::new(raw);
-            toml_node(&v, &index, raw).value
-        }
-        Err(_) => Value::Str(raw.to_string()),
+    let mut node = match toml::de::DeValue::parse(raw) {
+        Ok(v) => toml_node(&v, &LineIndex::new(raw), raw),
+        Err(_) => Node { value: Value::Str(raw.to_string()), origin: origin.clone() },
     };
-    Node { value, origin }
+    set_origin(&mut node, &origin);
+    node
+}
+
+fn set_origin(node: &mut Node, origin: &Origin) {
+    node.origin = origin.clone();
+    match &mut node.value {
+        Value::Array(items) => items.iter_mut().for_each(|n| set_origin(n, origin)),
+        Value::Table(entries) => entries.iter_mut().for_each(|(k, n)| {
+            k.origin = origin.clone();
+            set_origin(n, origin);
+        }),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -127,6 +127,14 @@ format = "stdout"
     }
 
     #[test]
+    fn errors_inside_an_override_point_at_the_command_line() {
+        let o: Override = "op.f.filter={ bad = 1 }".parse().unwrap();
+        let (_, diags) = load_text(PIPE, false, PathBuf::new(), &[o]).unwrap();
+        assert!(matches!(diags.items[0].origin, Origin::CommandLine(_)), "{diags}");
+        assert!(diags.items[0].message.contains("`filter` must be a string, found a table"), "{diags}");
+    }
+
+    #[test]
     fn override_of_unknown_component_is_a_usage_error() {
         let o: Override = "op.g.filter=x".parse().unwrap();
         let e = load_text(PIPE, false, PathBuf::new(), &[o]).unwrap_err();

@@ -415,8 +415,17 @@ impl Builder<'_> {
         let schema = match out {
             Ok(df) => (**df.schema()).clone(),
             Err(e) => {
-                let origin = match &op.kind {
-                    OpKind::Filter(f) => f.origin.clone(),
+                let origin = match (&op.kind, &kind) {
+                    (OpKind::Filter(f), _) => f.origin.clone(),
+                    // Point at the first aggregate that fails on its own.
+                    (OpKind::Aggregate { aggregates, .. }, NodeKind::Aggregate(plan)) => aggregates
+                        .iter()
+                        .zip(&plan.aggs)
+                        .find(|(_, agg)| {
+                            let one = AggregatePlan { keys: plan.keys.clone(), aggs: vec![(*agg).clone()] };
+                            one.single_phase(DataFrame::empty_with_schema(&in_schema).lazy()).collect().is_err()
+                        })
+                        .map_or(op.common.origin.clone(), |((_, call), _)| call.origin.clone()),
                     _ => op.common.origin.clone(),
                 };
                 return self.err(&origin, who, clean(&e));

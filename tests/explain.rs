@@ -37,6 +37,12 @@ fn every_chain_break_states_its_reason() {
 }
 
 #[test]
+fn a_union_breaks_the_chain_for_its_inputs() {
+    let text = explain("tests/golden/union_by_name/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains("chain break: 'both' has 2 inputs"), "{text}");
+}
+
+#[test]
 fn other_formats_snapshots() {
     for format in ["dot", "mermaid", "json"] {
         let text = explain("pipelines/errors_by_path.toml", &["--format", format, "-p", "2"]);

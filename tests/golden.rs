@@ -1,12 +1,13 @@
 //! Golden end-to-end cases, discovered by glob: `tests/golden/<case>/` holds `pipeline.toml`
 //! (or `.yaml`) with its input files, and either `expected.csv` (what the pipeline prints with a
 //! csv-style stdout sink, compared with row order ignored) or `expected_error.txt` (lines that
-//! must appear in stderr; a line `exit: N` checks the exit code). Optional `expected_files/`
+//! must appear in stderr; a line `exit: N` checks the exit code), or `expected_ordered.csv`
+//! (compared row by row, in order: for sorted output). Optional `expected_files/`
 //! holds files the pipeline must write (paths relative to the case directory). Every case runs
 //! at parallelism 1 and 4, in a copy of its directory.
 use std::path::{Path, PathBuf};
 
-use crate::common::{copy_dir, csv_diff, root, run_in, stderr, stdout};
+use crate::common::{copy_dir, csv_diff, csv_diff_ordered, root, run_in, stderr, stdout};
 
 fn cases() -> Vec<PathBuf> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(root().join("tests/golden")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
@@ -49,6 +50,11 @@ fn check_case(case: &Path, parallelism: &str) -> Result<(), String> {
         && let Some(diff) = csv_diff(&stdout(&out), &expected)
     {
         return Err(format!("{name} (p={parallelism}): {diff}"));
+    }
+    if let Ok(expected) = std::fs::read_to_string(case.join("expected_ordered.csv"))
+        && let Some(diff) = csv_diff_ordered(&stdout(&out), &expected)
+    {
+        return Err(format!("{name} (p={parallelism}), in order: {diff}"));
     }
     let files = case.join("expected_files");
     if files.is_dir() {

@@ -15,7 +15,7 @@ use super::exchange::{ExchangeOutput, Target};
 use super::message::Envelope;
 use super::metrics::Metrics;
 use super::operator::Operator;
-use super::operators::aggregate::{AggregateOperator, Phase};
+use super::operators::reduce::{Phase, ReduceOperator};
 use super::operators::stateless::StatelessOperator;
 use super::sink::{commit_all, PendingCommit, Sink};
 use super::sinks::{FileSink, StdoutSink};
@@ -193,10 +193,13 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
                     .collect();
                 ops.push(Box::new(StatelessOperator::new(steps, metrics.clone())));
             }
-            NodeKind::PartialAggregate(plan) | NodeKind::FinalAggregate(plan) => {
-                let phase = if matches!(node.kind, NodeKind::PartialAggregate(_)) { Phase::Partial } else { Phase::Final };
-                let schema = input_schema.expect("aggregates have an input");
-                ops.push(Box::new(AggregateOperator::new(node.name.clone(), group[0], plan.clone(), phase, stream.batch_rows, schema, metrics.clone())));
+            NodeKind::PartialReduce(reduce) | NodeKind::FinalReduce(reduce) => {
+                let phase = if matches!(node.kind, NodeKind::PartialReduce(_)) { Phase::Partial } else { Phase::Final };
+                let input = input_schema.expect("reductions have an input");
+                // The state has the partial phase's schema: its output, or the final's input.
+                let state = if phase == Phase::Partial { node.schema.clone() } else { input.clone() };
+                let op = ReduceOperator::new(node.name.clone(), group[0], reduce.clone(), phase, stream.batch_rows, input, state, metrics.clone());
+                ops.push(Box::new(op));
             }
             // Sources and sinks are the task's input and output, not chained operators.
             _ => {}

@@ -118,6 +118,24 @@ pub enum OpKind {
         /// Output name = aggregate call, e.g. `hits = "count(*)"`.
         aggregates: Vec<(Located<String>, Located<String>)>,
     },
+    /// All inputs' rows, matched by column name.
+    Union,
+    /// `sort` (SQL ORDER BY items) and / or `limit`, globally or per `key_by`.
+    Sort {
+        /// ORDER BY items: `expr [ASC|DESC] [NULLS FIRST|LAST]`; empty for a plain limit.
+        by: Vec<Located<String>>,
+        /// Keep at most this many rows (per key with `key_by`).
+        limit: Option<Located<usize>>,
+        /// Per-key top-n.
+        key_by: Vec<Located<String>>,
+    },
+    /// One row per distinct value of `columns` (all columns when None).
+    Distinct {
+        /// Columns defining duplicates.
+        columns: Option<Vec<Located<String>>>,
+        /// `first`, `last` or `any`.
+        keep: Located<String>,
+    },
 }
 
 impl OpKind {
@@ -131,6 +149,11 @@ impl OpKind {
             OpKind::Drop(_) => "drop",
             OpKind::Cast(_) => "cast",
             OpKind::Aggregate { .. } => "aggregate",
+            OpKind::Union => "union",
+            OpKind::Sort { by, .. } if by.is_empty() => "limit",
+            OpKind::Sort { limit: Some(_), .. } => "top_n",
+            OpKind::Sort { .. } => "sort",
+            OpKind::Distinct { .. } => "distinct",
         }
     }
 }
@@ -215,7 +238,8 @@ pub struct PipelineSpec {
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 8] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "source", "op", "sink"];
 const SOURCE_KEYS: [&str; 7] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes"];
-const OP_KEYS: [&str; 10] = ["input", "filter", "select", "with", "rename", "drop", "cast", "key_by", "aggregate", "partitioning"];
+const OP_KEYS: [&str; 15] =
+    ["input", "filter", "select", "with", "rename", "drop", "cast", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "partitioning"];
 const SINK_KEYS: [&str; 6] = ["input", "format", "path", "style", "single_file", "header"];
 
 fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
@@ -349,19 +373,57 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
         kinds.push(("cast", OpKind::Cast(c)));
     }
     let key_by = r.string_list("key_by", diags);
+    let mut keyed = false;
     if let Some(aggregates) = r.string_map("aggregate", diags) {
         if aggregates.is_empty() {
             r.err(diags, &r.origin.clone(), "`aggregate` must name at least one output, e.g. hits = \"count(*)\"");
         }
         kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates }));
-    } else if key_by.is_some() {
-        r.err(diags, &r.origin.clone(), "`key_by` needs `aggregate` (what to compute per key)");
+        keyed = true;
+    }
+    match r.take("union") {
+        Some(Node { value: Value::Bool(true), .. }) => kinds.push(("union", OpKind::Union)),
+        Some(n) => r.err(diags, &n.origin, "`union` must be true (the inputs are listed in `input`)"),
+        None => {}
+    }
+    let sort = r.string_list("sort", diags);
+    let limit = r.positive("limit", diags);
+    if sort.is_some() || limit.is_some() {
+        kinds.push(("sort", OpKind::Sort { by: sort.unwrap_or_default(), limit, key_by: key_by.clone().unwrap_or_default() }));
+        keyed = true;
+    }
+    let keep = r.string("keep", diags);
+    let distinct = match r.take("distinct") {
+        Some(Node { value: Value::Bool(true), .. }) => Some(None),
+        Some(n @ Node { value: Value::Array(_), .. }) => {
+            let cols = n_strings(n, &r, diags);
+            Some(Some(cols))
+        }
+        Some(n) => {
+            r.err(diags, &n.origin, "`distinct` must be true (all columns) or a list of columns");
+            None
+        }
+        None => None,
+    };
+    match (distinct, keep) {
+        (Some(columns), keep) => {
+            let keep = keep.unwrap_or_else(|| Located::new("first".into(), r.origin.clone()));
+            if !matches!(keep.value.as_str(), "first" | "last" | "any") {
+                r.err(diags, &keep.origin, format!("`keep` must be \"first\", \"last\" or \"any\", found {:?}", keep.value));
+            }
+            kinds.push(("distinct", OpKind::Distinct { columns, keep }));
+        }
+        (None, Some(k)) => r.err(diags, &k.origin, "`keep` goes with `distinct`"),
+        (None, None) => {}
+    }
+    if key_by.is_some() && !keyed {
+        r.err(diags, &r.origin.clone(), "`key_by` needs `aggregate`, `sort` or `limit` (what to do per key)");
     }
     r.finish(&allowed(&OP_KEYS), diags);
     match kinds.len() {
         1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1 }),
         0 => {
-            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, aggregate");
+            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, aggregate, union, sort, limit, distinct");
             None
         }
         _ => {
@@ -370,6 +432,21 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
             None
         }
     }
+}
+
+/// The strings of an array node (other items are reported).
+fn n_strings(node: &Node, r: &TableReader<'_>, diags: &mut Diagnostics) -> Vec<Located<String>> {
+    let Value::Array(items) = &node.value else { return Vec::new() };
+    items
+        .iter()
+        .filter_map(|n| match &n.value {
+            Value::Str(s) => Some(Located::new(s.clone(), n.origin.clone())),
+            other => {
+                r.err(diags, &n.origin, format!("`distinct` items must be column names, found {}", other.kind()));
+                None
+            }
+        })
+        .collect()
 }
 
 fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkSpec> {

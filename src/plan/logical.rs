@@ -12,7 +12,7 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::expr::{clean, columns_of, compile, parse_aggregate, AggFunc};
-use crate::exec::operators::aggregate::{AggSpec, AggregatePlan};
+use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
 use crate::exec::sinks::SinkConfig;
 use crate::exec::sources::{discover, infer_schema, SourceConfig};
@@ -55,12 +55,13 @@ pub enum NodeKind {
     Source(SourceConfig),
     /// A stateless step.
     Stateless(Step),
-    /// A keyed aggregate (split into partial and final before chaining).
-    Aggregate(AggregatePlan),
-    /// First half of a two-phase aggregate.
-    PartialAggregate(AggregatePlan),
-    /// Second half of a two-phase aggregate.
-    FinalAggregate(AggregatePlan),
+    /// A two-phase reduction: aggregate, sort / limit / top-n, distinct (split into partial and
+    /// final before chaining).
+    Reduce(Reduce),
+    /// First half of a two-phase reduction, before the exchange.
+    PartialReduce(Reduce),
+    /// Second half of a two-phase reduction, after the exchange.
+    FinalReduce(Reduce),
     /// Writes files.
     FileSink(SinkConfig),
     /// Prints on the terminal.
@@ -88,6 +89,8 @@ pub struct Node {
     pub schema: SchemaRef,
     /// Notes from optimisations, shown by `explain` (e.g. `projected: 4/16 columns`).
     pub notes: Vec<String>,
+    /// Rows leave in a total order (after a global sort, through order-keeping operators).
+    pub ordered: bool,
 }
 
 /// A directed edge with its partitioning.
@@ -181,12 +184,15 @@ fn sequence_users(spec: &PipelineSpec) -> HashSet<String> {
     let mut out = HashSet::new();
     let mut todo: Vec<&str> = Vec::new();
     for op in &spec.ops {
-        if let OpKind::Aggregate { aggregates, .. } = &op.kind
-            && aggregates.iter().any(|(_, call)| {
-                let lower = call.value.trim_start().to_ascii_lowercase();
-                lower.starts_with("first") || lower.starts_with("last")
-            })
-        {
+        let order_dependent = match &op.kind {
+            OpKind::Aggregate { aggregates, .. } => {
+                aggregates.iter().any(|(_, call)| parse_aggregate(call).is_ok_and(|c| matches!(c.func, AggFunc::First | AggFunc::Last)))
+            }
+            OpKind::Distinct { keep, .. } => keep.value != "any",
+            OpKind::Sort { by, .. } => by.is_empty(),
+            _ => false,
+        };
+        if order_dependent {
             todo.extend(op.inputs.iter().map(|i| i.value.as_str()));
         }
     }
@@ -200,17 +206,17 @@ fn sequence_users(spec: &PipelineSpec) -> HashSet<String> {
     out
 }
 
-struct Builder<'a> {
+pub(super) struct Builder<'a> {
     spec: &'a PipelineSpec,
     parallelism: usize,
-    nodes: Vec<Node>,
+    pub(super) nodes: Vec<Node>,
     edges: Vec<Edge>,
     ids: HashMap<String, usize>,
     diags: &'a mut Diagnostics,
 }
 
 impl Builder<'_> {
-    fn err(&mut self, origin: &Origin, who: String, msg: impl Into<String>) {
+    pub(super) fn err(&mut self, origin: &Origin, who: String, msg: impl Into<String>) {
         self.diags.push(origin.clone(), Some(who), msg);
     }
 
@@ -227,6 +233,7 @@ impl Builder<'_> {
             slot_sharing_group: common.slot_sharing_group.clone(),
             schema: Arc::new(schema),
             notes: Vec::new(),
+            ordered: false,
         });
         id
     }
@@ -277,19 +284,8 @@ impl Builder<'_> {
         self.add(&s.common, format!("source {format}"), detail, NodeKind::Source(config), parallelism, out);
     }
 
-    /// The single input of an operator, or None (problem reported, or input invalid).
-    fn single_input(&mut self, op: &OpSpec) -> Option<usize> {
-        let who = format!("operator '{}'", op.common.name.value);
-        if op.inputs.len() != 1 {
-            let origin = op.inputs.get(1).map_or(op.common.origin.clone(), |i| i.origin.clone());
-            self.err(&origin, who, format!("{} takes exactly one input, found {}", op.kind.label(), op.inputs.len()));
-            return None;
-        }
-        self.ids.get(&op.inputs[0].value).copied()
-    }
-
     /// Compiles an expression and checks the columns it reads exist in `schema`.
-    fn expr(&mut self, text: &Located<String>, schema: &Schema, who: &str) -> Option<Expr> {
+    pub(super) fn expr(&mut self, text: &Located<String>, schema: &Schema, who: &str) -> Option<Expr> {
         let e = match compile(text) {
             Ok(e) => e,
             Err((origin, msg)) => {
@@ -300,7 +296,7 @@ impl Builder<'_> {
         if self.columns_exist(&columns_of(&e), text, schema, who) { Some(e) } else { None }
     }
 
-    fn columns_exist(&mut self, cols: &[String], at: &Located<String>, schema: &Schema, who: &str) -> bool {
+    pub(super) fn columns_exist(&mut self, cols: &[String], at: &Located<String>, schema: &Schema, who: &str) -> bool {
         let mut ok = true;
         for c in cols {
             if schema.contains(c) {
@@ -317,156 +313,86 @@ impl Builder<'_> {
 
     fn op(&mut self, op: &OpSpec, needs_seq: &HashSet<String>) {
         let who = format!("operator '{}'", op.common.name.value);
-        let Some(input) = self.single_input(op) else { return };
-        let in_schema = self.nodes[input].schema.clone();
+        let Some(inputs) = self.op_inputs(op, &who) else { return };
+        let in_schema = self.nodes[inputs[0]].schema.clone();
         let keep_seq = needs_seq.contains(&op.common.name.value) && in_schema.contains(SEQ_COLUMN);
-        let (kind, detail) = match &op.kind {
-            OpKind::Filter(f) => {
-                let Some(e) = self.expr(f, &in_schema, &who) else { return };
-                (NodeKind::Stateless(Step::Filter(e)), f.value.clone())
-            }
-            OpKind::Select(items) => {
-                let mut exprs: Vec<Expr> = items.iter().filter_map(|t| self.expr(t, &in_schema, &who)).collect();
-                if exprs.len() != items.len() {
-                    return;
-                }
-                if keep_seq {
-                    exprs.push(col(SEQ_COLUMN));
-                }
-                (NodeKind::Stateless(Step::Select(exprs)), items.iter().map(|i| i.value.as_str()).collect::<Vec<_>>().join(", "))
-            }
-            OpKind::With(items) => {
-                let exprs: Vec<Expr> = items.iter().filter_map(|(name, t)| self.expr(t, &in_schema, &who).map(|e| e.alias(name.value.as_str()))).collect();
-                if exprs.len() != items.len() {
-                    return;
-                }
-                (NodeKind::Stateless(Step::With(exprs)), items.iter().map(|(n, t)| format!("{} = {}", n.value, t.value)).collect::<Vec<_>>().join(", "))
-            }
-            OpKind::Rename(pairs) => {
-                let cols: Vec<String> = pairs.iter().map(|(old, _)| old.value.clone()).collect();
-                let mut ok = true;
-                for (old, _) in pairs {
-                    let at = Located::new(old.value.clone(), old.origin.clone());
-                    ok &= self.columns_exist(std::slice::from_ref(&old.value), &at, &in_schema, &who);
-                }
-                if !ok {
-                    return;
-                }
-                let _ = cols;
-                let step = Step::Rename(pairs.iter().map(|(o, n)| (o.value.clone(), n.value.clone())).collect());
-                (NodeKind::Stateless(step), pairs.iter().map(|(o, n)| format!("{} -> {}", o.value, n.value)).collect::<Vec<_>>().join(", "))
-            }
-            OpKind::Drop(cols) => {
-                let mut ok = true;
-                for c in cols {
-                    ok &= self.columns_exist(std::slice::from_ref(&c.value), c, &in_schema, &who);
-                }
-                if !ok {
-                    return;
-                }
-                (NodeKind::Stateless(Step::Drop(cols.iter().map(|c| c.value.clone()).collect())), cols.iter().map(|c| c.value.as_str()).collect::<Vec<_>>().join(", "))
-            }
-            OpKind::Cast(pairs) => {
-                let mut ok = true;
-                for (c, _) in pairs {
-                    ok &= self.columns_exist(std::slice::from_ref(&c.value), c, &in_schema, &who);
-                }
-                if !ok {
-                    return;
-                }
-                let step = Step::Cast(pairs.iter().map(|(c, t)| (c.value.clone(), t.value.clone())).collect());
-                (NodeKind::Stateless(step), pairs.iter().map(|(c, t)| format!("{} as {}", c.value, t.value)).collect::<Vec<_>>().join(", "))
-            }
-            OpKind::Aggregate { key_by, aggregates } => {
-                let mut ok = true;
-                for k in key_by {
-                    ok &= self.columns_exist(std::slice::from_ref(&k.value), k, &in_schema, &who);
-                }
-                let mut aggs = Vec::new();
-                for (name, call) in aggregates {
-                    match parse_aggregate(call) {
-                        Ok(c) => {
-                            let cols = c.arg.as_ref().map(columns_of).unwrap_or_default();
-                            ok &= self.columns_exist(&cols, call, &in_schema, &who);
-                            aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg: c.arg });
-                        }
-                        Err((origin, msg)) => {
-                            self.err(&origin, who.clone(), msg);
-                            ok = false;
-                        }
-                    }
-                }
-                if !ok {
-                    return;
-                }
-                let plan = AggregatePlan { keys: key_by.iter().map(|k| k.value.clone()).collect(), aggs };
-                let keys = if plan.keys.is_empty() { "(global)".to_string() } else { format!("[{}]", plan.keys.join(", ")) };
-                let outs = aggregates.iter().map(|(n, c)| format!("{} = {}", n.value, c.value)).collect::<Vec<_>>().join(", ");
-                (NodeKind::Aggregate(plan), format!("key_by {keys}: {outs}"))
-            }
-        };
+        let Some((kind, detail)) = super::operators::compile(self, op, &inputs, keep_seq, &who) else { return };
         // Run the operator on an empty frame: type errors show up here, before any data is read.
-        let empty = DataFrame::empty_with_schema(&in_schema).lazy();
-        let out = match &kind {
-            NodeKind::Stateless(step) => step.apply(empty).collect(),
-            NodeKind::Aggregate(plan) => plan.single_phase(empty).collect(),
-            _ => unreachable!("operators are stateless or aggregates"),
-        };
-        let schema = match out {
-            Ok(df) => (**df.schema()).clone(),
+        let schema = match output_schema(&kind, &in_schema) {
+            Ok(schema) => schema,
             Err(e) => {
-                let origin = match (&op.kind, &kind) {
-                    (OpKind::Filter(f), _) => f.origin.clone(),
-                    // Point at the first aggregate that fails on its own.
-                    (OpKind::Aggregate { aggregates, .. }, NodeKind::Aggregate(plan)) => aggregates
-                        .iter()
-                        .zip(&plan.aggs)
-                        .find(|(_, agg)| {
-                            let one = AggregatePlan { keys: plan.keys.clone(), aggs: vec![(*agg).clone()] };
-                            one.single_phase(DataFrame::empty_with_schema(&in_schema).lazy()).collect().is_err()
-                        })
-                        .map_or(op.common.origin.clone(), |((_, call), _)| call.origin.clone()),
-                    _ => op.common.origin.clone(),
-                };
+                let origin = super::operators::blame(op, &kind, &in_schema);
                 return self.err(&origin, who, clean(&e));
             }
         };
-        let (parallelism, partitioning) = self.op_partitioning(op, input, &kind, &who);
+        let ordered_input = inputs.len() == 1 && self.nodes[inputs[0]].ordered;
+        let (parallelism, partitionings) = self.op_partitioning(op, &inputs, &kind, ordered_input, &who);
+        let ordered = match &kind {
+            NodeKind::Reduce(Reduce::Sort(s)) => s.keys.is_empty() && !s.by.is_empty(),
+            NodeKind::Stateless(_) => ordered_input && parallelism == 1 && partitionings[0] == Partitioning::Forward,
+            _ => false,
+        };
         let label = op.kind.label().to_string();
         let id = self.add(&op.common, label, detail, kind, parallelism, schema);
-        self.edges.push(Edge { from: input, to: id, partitioning });
+        self.nodes[id].ordered = ordered;
+        for (input, partitioning) in inputs.into_iter().zip(partitionings) {
+            self.edges.push(Edge { from: input, to: id, partitioning });
+        }
     }
 
-    fn op_partitioning(&mut self, op: &OpSpec, input: usize, kind: &NodeKind, who: &str) -> (usize, Partitioning) {
-        let up = self.nodes[input].parallelism;
-        let mut parallelism = op.common.parallelism.as_ref().map_or(self.parallelism, |p| p.value);
-        if let NodeKind::Aggregate(plan) = kind {
-            if let Some(hint) = &op.partitioning {
-                self.err(&hint.origin, who.to_string(), "an aggregate's input is always hash-partitioned by its keys; remove `partitioning`");
-            }
-            if plan.keys.is_empty() {
-                if let Some(p) = op.common.parallelism.as_ref().filter(|p| p.value > 1) {
-                    self.err(&p.origin, who.to_string(), "a global aggregate (no key_by) runs with parallelism 1");
-                }
-                return (1, Partitioning::Global);
-            }
-            return (parallelism, Partitioning::Hash(plan.keys.clone()));
+    /// The inputs of an operator: at least two for a union, exactly one otherwise. None when a
+    /// problem was reported or an input is invalid (reported elsewhere).
+    fn op_inputs(&mut self, op: &OpSpec, who: &str) -> Option<Vec<usize>> {
+        let union = matches!(op.kind, OpKind::Union);
+        if union && op.inputs.len() < 2 {
+            self.err(&op.common.origin, who.to_string(), "a union needs at least two inputs in `input`");
+            return None;
         }
-        let partitioning = match op.partitioning.as_ref().map(|h| (h.value, &h.origin)) {
-            Some((PartitioningHint::Forward, origin)) => {
-                if op.common.parallelism.is_none() {
-                    parallelism = up;
-                } else if parallelism != up {
-                    self.err(origin, who.to_string(), format!("forward needs equal parallelism, but the input has {up} and this operator {parallelism}"));
-                }
-                Partitioning::Forward
+        if !union && op.inputs.len() != 1 {
+            let origin = op.inputs.get(1).map_or(op.common.origin.clone(), |i| i.origin.clone());
+            self.err(&origin, who.to_string(), format!("{} takes exactly one input, found {}", op.kind.label(), op.inputs.len()));
+            return None;
+        }
+        op.inputs.iter().map(|i| self.ids.get(&i.value).copied()).collect()
+    }
+
+    /// Parallelism of an operator and the partitioning of each input edge. Without its own
+    /// parallelism, an operator after a global sort keeps the order: parallelism 1, forward.
+    fn op_partitioning(&mut self, op: &OpSpec, inputs: &[usize], kind: &NodeKind, ordered_input: bool, who: &str) -> (usize, Vec<Partitioning>) {
+        let default = if ordered_input { 1 } else { self.parallelism };
+        let mut parallelism = op.common.parallelism.as_ref().map_or(default, |p| p.value);
+        if let NodeKind::Reduce(reduce) = kind {
+            if let Some(hint) = &op.partitioning {
+                self.err(&hint.origin, who.to_string(), format!("the input of {} is partitioned by its keys; remove `partitioning`", op.kind.label()));
             }
-            Some((PartitioningHint::Rebalance, _)) => Partitioning::Rebalance,
-            Some((PartitioningHint::Broadcast, _)) => Partitioning::Broadcast,
-            None if parallelism == up => Partitioning::Forward,
-            None => Partitioning::Rebalance,
-        };
-        (parallelism, partitioning)
+            let exchange = reduce.exchange(&self.nodes[inputs[0]].schema);
+            if exchange == Partitioning::Global {
+                if let Some(p) = op.common.parallelism.as_ref().filter(|p| p.value > 1) {
+                    self.err(&p.origin, who.to_string(), format!("a global {} (no key_by) runs with parallelism 1", op.kind.label()));
+                }
+                parallelism = 1;
+            }
+            return (parallelism, vec![exchange]);
+        }
+        let mut out = Vec::new();
+        for &input in inputs {
+            let up = self.nodes[input].parallelism;
+            out.push(match op.partitioning.as_ref().map(|h| (h.value, &h.origin)) {
+                Some((PartitioningHint::Forward, origin)) => {
+                    if op.common.parallelism.is_none() {
+                        parallelism = up;
+                    } else if parallelism != up {
+                        self.err(origin, who.to_string(), format!("forward needs equal parallelism, but the input has {up} and this operator {parallelism}"));
+                    }
+                    Partitioning::Forward
+                }
+                Some((PartitioningHint::Rebalance, _)) => Partitioning::Rebalance,
+                Some((PartitioningHint::Broadcast, _)) => Partitioning::Broadcast,
+                None if parallelism == up => Partitioning::Forward,
+                None => Partitioning::Rebalance,
+            });
+        }
+        (parallelism, out)
     }
 
     fn sink(&mut self, s: &SinkSpec) {
@@ -485,7 +411,8 @@ impl Builder<'_> {
                 1
             }
             (Some(_), _) => 1,
-            (None, p) => p.as_ref().map_or(self.parallelism, |p| p.value),
+            // After a global sort, one writer keeps the order.
+            (None, p) => p.as_ref().map_or(if self.nodes[input].ordered { 1 } else { self.parallelism }, |p| p.value),
         };
         let (kind, label, detail) = match s.format {
             SinkFormat::Stdout => (NodeKind::StdoutSink(s.style), "sink stdout".to_string(), format!("{:?}", s.style).to_lowercase()),
@@ -508,7 +435,19 @@ impl Builder<'_> {
     }
 }
 
-/// Whether an aggregate function needs the hidden sequence column.
-pub fn is_order_dependent(func: AggFunc) -> bool {
-    matches!(func, AggFunc::First | AggFunc::Last)
+/// The schema a node emits for input rows of `input`, found by running it on an empty frame.
+pub fn output_schema(kind: &NodeKind, input: &Schema) -> PolarsResult<Schema> {
+    let empty = DataFrame::empty_with_schema(input).lazy();
+    let out = match kind {
+        NodeKind::Stateless(step) => step.apply(empty),
+        NodeKind::Reduce(r) => r.single_phase(empty, input)?,
+        NodeKind::PartialReduce(r) => r.partial(empty, input),
+        NodeKind::FinalReduce(r) => r.finalize(r.merge(empty, input)),
+        NodeKind::Source(_) | NodeKind::FileSink(_) | NodeKind::StdoutSink(_) => {
+            let mut s = input.clone();
+            s.shift_remove(SEQ_COLUMN);
+            return Ok(s);
+        }
+    };
+    Ok((**out.collect()?.schema()).clone())
 }

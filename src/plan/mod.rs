@@ -2,6 +2,7 @@
 //! execution graph (subtasks and channels), the physical placement (slots), and `explain`.
 pub mod expr;
 pub mod logical;
+mod operators;
 pub mod execution;
 pub mod explain;
 pub mod job_graph;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::expr::{clean, columns_of};
-use super::logical::{Edge, LogicalGraph, Node, NodeKind, Partitioning};
+use super::logical::{output_schema, Edge, LogicalGraph, Node, NodeKind, Partitioning};
+use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
 use crate::pipeline::Chain;
 
@@ -18,36 +19,40 @@ pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     Ok(g)
 }
 
-/// Splits every aggregate into a partial aggregate (same parallelism as its input, chained to
-/// it, forward edge) and a final aggregate after the hash exchange.
+/// Splits every reduction (aggregate, sort, distinct) into a partial phase (same parallelism
+/// as its input, chained to it, forward edge) and a final phase after the exchange.
 fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     let mut nodes: Vec<Node> = Vec::new();
     let mut edges: Vec<Edge> = Vec::new();
     let mut new_id = vec![0; graph.nodes.len()];
     for (id, node) in graph.nodes.iter().enumerate() {
         let inputs: Vec<&Edge> = graph.inputs(id).collect();
-        if let NodeKind::Aggregate(plan) = &node.kind {
+        if let NodeKind::Reduce(reduce) = &node.kind {
             let input = inputs[0];
             let upstream = &nodes[new_id[input.from]];
-            let empty = DataFrame::empty_with_schema(&upstream.schema).lazy();
-            let partial_schema = plan.partial(empty).collect()?.schema().clone();
+            let kind = NodeKind::PartialReduce(reduce.clone());
+            let partial_schema = Arc::new(output_schema(&kind, &upstream.schema)?);
             let partial = Node {
                 name: format!("{}/partial", node.name),
-                label: "aggregate (partial)".into(),
+                label: format!("{} (partial)", node.label),
                 detail: node.detail.clone(),
-                kind: NodeKind::PartialAggregate(plan.clone()),
+                kind,
                 parallelism: upstream.parallelism,
                 chain: Chain::Allowed,
                 slot_sharing_group: upstream.slot_sharing_group.clone(),
                 schema: partial_schema,
-                notes: vec!["partial aggregation before the exchange".into()],
+                notes: vec![match reduce {
+                    Reduce::Aggregate(_) => "partial aggregation before the exchange".to_string(),
+                    _ => format!("partial {} before the exchange", node.label),
+                }],
+                ordered: false,
             };
             nodes.push(partial);
             let partial_id = nodes.len() - 1;
             edges.push(Edge { from: new_id[input.from], to: partial_id, partitioning: Partitioning::Forward });
             let mut fin = node.clone();
-            fin.label = "aggregate (final)".into();
-            fin.kind = NodeKind::FinalAggregate(plan.clone());
+            fin.label = format!("{} (final)", node.label);
+            fin.kind = NodeKind::FinalReduce(reduce.clone());
             nodes.push(fin);
             new_id[id] = nodes.len() - 1;
             edges.push(Edge { from: partial_id, to: new_id[id], partitioning: input.partitioning.clone() });
@@ -79,8 +84,12 @@ fn needed_from_input(node: &Node, input_schema: &Schema, wanted: &BTreeSet<Strin
             .collect(),
         NodeKind::Stateless(Step::Drop(cols)) => wanted.iter().chain(cols).cloned().collect(),
         NodeKind::Stateless(Step::Cast(pairs)) => wanted.iter().cloned().chain(pairs.iter().map(|(c, _)| c.clone())).collect(),
-        NodeKind::PartialAggregate(plan) | NodeKind::Aggregate(plan) => {
+        NodeKind::PartialReduce(Reduce::Aggregate(plan)) | NodeKind::Reduce(Reduce::Aggregate(plan)) => {
             plan.keys.iter().cloned().chain(plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of)).collect()
+        }
+        // A per-key top-n also needs its keys and sort columns, and passes the rest through.
+        NodeKind::PartialReduce(Reduce::Sort(plan)) | NodeKind::Reduce(Reduce::Sort(plan)) => {
+            wanted.iter().cloned().chain(plan.keys.iter().cloned()).chain(plan.by.iter().flat_map(columns_of)).collect()
         }
         _ => all(),
     };
@@ -126,19 +135,10 @@ fn push_projection(g: &mut LogicalGraph) -> PolarsResult<()> {
 fn recompute_schemas(g: &mut LogicalGraph) -> PolarsResult<()> {
     for id in 0..g.nodes.len() {
         let input = g.inputs(id).next().map(|e| g.nodes[e.from].schema.clone());
-        let node = &g.nodes[id];
-        let empty = || DataFrame::empty_with_schema(input.as_deref().expect("operators have an input")).lazy();
-        let schema: Schema = match &node.kind {
-            NodeKind::Source(config) => config.output_schema(),
-            NodeKind::Stateless(step) => (**step.apply(empty()).collect()?.schema()).clone(),
-            NodeKind::PartialAggregate(plan) => (**plan.partial(empty()).collect()?.schema()).clone(),
-            NodeKind::FinalAggregate(plan) => (**plan.finalize(plan.merge(empty())).collect()?.schema()).clone(),
-            NodeKind::Aggregate(plan) => (**plan.single_phase(empty()).collect()?.schema()).clone(),
-            NodeKind::FileSink(_) | NodeKind::StdoutSink(_) => {
-                let mut s = (*input.expect("sinks have an input")).clone();
-                s.shift_remove(SEQ_COLUMN);
-                s
-            }
+        let schema = match (&g.nodes[id].kind, input) {
+            (NodeKind::Source(config), _) => config.output_schema(),
+            (kind, Some(input)) => output_schema(kind, &input)?,
+            (_, None) => unreachable!("only sources have no input"),
         };
         g.nodes[id].schema = Arc::new(schema);
     }

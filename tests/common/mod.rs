@@ -58,6 +58,21 @@ fn field_eq(a: &str, b: &str) -> bool {
     }
 }
 
+/// Compares CSV text row by row in order, numbers within tolerance.
+pub fn csv_diff_ordered(actual: &str, expected: &str) -> Option<String> {
+    let (a, e): (Vec<&str>, Vec<&str>) = (actual.lines().collect(), expected.lines().collect());
+    if a.len() != e.len() {
+        return Some(format!("{} lines, expected {}\nactual:\n{actual}\nexpected:\n{expected}", a.len(), e.len()));
+    }
+    a.iter().zip(&e).enumerate().find(|(_, (x, y))| !row_eq(x, y)).map(|(i, (x, y))| format!("line {} differs:\n  actual:   {x}\n  expected: {y}", i + 1))
+}
+
+fn row_eq(x: &str, y: &str) -> bool {
+    let xs: Vec<&str> = x.split(',').collect();
+    let ys: Vec<&str> = y.split(',').collect();
+    xs.len() == ys.len() && xs.iter().zip(&ys).all(|(p, q)| field_eq(p, q))
+}
+
 /// Compares CSV text: same header, same multiset of rows (order ignored), numbers within
 /// tolerance. Returns a description of the first difference.
 pub fn csv_diff(actual: &str, expected: &str) -> Option<String> {
@@ -74,14 +89,7 @@ pub fn csv_diff(actual: &str, expected: &str) -> Option<String> {
     if a_rows.len() != e_rows.len() {
         return Some(format!("{} rows, expected {}\nactual:\n{}\nexpected:\n{}", a_rows.len(), e_rows.len(), actual, expected));
     }
-    for (x, y) in a_rows.iter().zip(&e_rows) {
-        let xs: Vec<&str> = x.split(',').collect();
-        let ys: Vec<&str> = y.split(',').collect();
-        if xs.len() != ys.len() || !xs.iter().zip(&ys).all(|(p, q)| field_eq(p, q)) {
-            return Some(format!("row differs:\n  actual:   {x}\n  expected: {y}"));
-        }
-    }
-    None
+    a_rows.iter().zip(&e_rows).find(|(x, y)| !row_eq(x, y)).map(|(x, y)| format!("row differs:\n  actual:   {x}\n  expected: {y}"))
 }
 
 /// The python3 that has duckdb installed (the bench venv when present, else the system one).

@@ -1,16 +1,10 @@
-//! Keyed aggregation in two phases: a partial aggregate before the hash exchange (chained to
-//! its upstream, so only one row per key and subtask crosses the exchange) and a final aggregate
-//! after it. Both keep their state as polars frames and compact it as it grows.
-use std::sync::Arc;
-use std::time::Instant;
-
+//! Keyed aggregation in two phases: partial state per key before the hash exchange (so only one
+//! row per key and subtask crosses it), merged and finalised after it. See [`super::reduce`]
+//! for the operator that runs it.
 use polars::prelude::*;
 
 use super::stateless::SEQ_COLUMN;
-use crate::error::{Error, Result};
-use crate::exec::metrics::{Metrics, NodeMetrics};
-use crate::exec::operator::{Collector, Operator};
-use crate::plan::expr::{clean, AggFunc};
+use crate::plan::expr::AggFunc;
 
 /// One named aggregate of an aggregate operator.
 #[derive(Clone, Debug)]
@@ -33,16 +27,12 @@ pub struct AggregatePlan {
 }
 
 impl AggregatePlan {
-    /// True when some aggregate depends on input order (`first`, `last`).
-    pub fn needs_sequence(&self) -> bool {
-        self.aggs.iter().any(|a| matches!(a.func, AggFunc::First | AggFunc::Last))
-    }
-
     fn part(i: usize, what: &str) -> String {
         format!("__a{i}_{what}")
     }
 
-    fn keyless(&self) -> bool {
+    /// True for one global group (no `key_by`).
+    pub fn keyless(&self) -> bool {
         self.keys.is_empty()
     }
 
@@ -136,101 +126,6 @@ impl AggregatePlan {
     /// The whole computation in one go, on a frame holding all rows (for schemas and tests).
     pub fn single_phase(&self, lf: LazyFrame) -> LazyFrame {
         self.finalize(self.merge(self.partial(lf)))
-    }
-}
-
-/// Which half of the two-phase aggregation an operator runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Before the exchange: raw rows in, partial state out.
-    Partial,
-    /// After the exchange: partial state in, output rows out.
-    Final,
-}
-
-/// State of one subtask of an aggregate: frames of partial state, compacted as they grow.
-pub struct AggregateOperator {
-    name: String,
-    node: usize,
-    plan: AggregatePlan,
-    phase: Phase,
-    state: Vec<DataFrame>,
-    state_rows: usize,
-    compact_at: usize,
-    batch_rows: usize,
-    input_schema: SchemaRef,
-    metrics: Arc<Metrics>,
-}
-
-impl AggregateOperator {
-    /// A new, empty operator for node `node`, whose input rows have `input_schema`.
-    pub fn new(name: String, node: usize, plan: AggregatePlan, phase: Phase, batch_rows: usize, input_schema: SchemaRef, metrics: Arc<Metrics>) -> Self {
-        let compact_at = 4 * batch_rows;
-        AggregateOperator { name, node, plan, phase, state: Vec::new(), state_rows: 0, compact_at, batch_rows, input_schema, metrics }
-    }
-
-    fn fail(&self, e: PolarsError) -> Error {
-        Error::execution("operator", &self.name, clean(&e))
-    }
-
-    /// Merges all state frames into one, so state is one row per key seen by this subtask.
-    fn compact(&mut self) -> Result<()> {
-        if self.state.len() <= 1 {
-            return Ok(());
-        }
-        let frames: Vec<LazyFrame> = self.state.drain(..).map(DataFrame::lazy).collect();
-        let all = concat(frames, UnionArgs::default()).map_err(|e| self.fail(e))?;
-        let merged = self.plan.merge(all).collect().map_err(|e| self.fail(e))?;
-        self.state_rows = merged.height();
-        // Grow the threshold with the state, so many distinct keys cost amortised linear time.
-        self.compact_at = self.compact_at.max(2 * self.state_rows);
-        self.state.push(merged);
-        Ok(())
-    }
-}
-
-impl Operator for AggregateOperator {
-    fn process(&mut self, batch: DataFrame, _out: &mut dyn Collector) -> Result<()> {
-        let start = Instant::now();
-        let m = &self.metrics.nodes[self.node];
-        NodeMetrics::add(&m.rows_in, batch.height() as u64);
-        let partial = match self.phase {
-            Phase::Partial => self.plan.partial(batch.lazy()).collect().map_err(|e| self.fail(e))?,
-            Phase::Final => batch,
-        };
-        self.state_rows += partial.height();
-        self.state.push(partial);
-        if self.state_rows >= self.compact_at {
-            self.compact()?;
-        }
-        self.metrics.nodes[self.node].add_time(start.elapsed());
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
-        let start = Instant::now();
-        self.compact()?;
-        let merged = self.state.pop();
-        let result = match (self.phase, merged) {
-            (Phase::Partial, None) => return Ok(()),
-            (Phase::Partial, Some(df)) => df,
-            (Phase::Final, Some(df)) => self.plan.finalize(df.lazy()).collect().map_err(|e| self.fail(e))?,
-            // A global aggregate over no rows still answers one row (count 0, others null).
-            (Phase::Final, None) if self.plan.keyless() => {
-                let empty = DataFrame::empty_with_schema(&self.input_schema).lazy();
-                self.plan.finalize(self.plan.merge(empty)).collect().map_err(|e| self.fail(e))?
-            }
-            (Phase::Final, None) => return Ok(()),
-        };
-        let m = &self.metrics.nodes[self.node];
-        m.add_time(start.elapsed());
-        NodeMetrics::add(&m.rows_out, result.height() as u64);
-        let mut offset = 0;
-        while offset < result.height() {
-            out.collect(result.slice(offset as i64, self.batch_rows))?;
-            offset += self.batch_rows;
-        }
-        Ok(())
     }
 }
 

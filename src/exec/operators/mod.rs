@@ -1,3 +1,6 @@
-//! Operators: fused stateless steps and two-phase aggregation.
+//! Operators: fused stateless steps, and two-phase reductions (aggregate, sort / limit / top-n,
+//! distinct).
 pub mod aggregate;
+pub mod order;
+pub mod reduce;
 pub mod stateless;

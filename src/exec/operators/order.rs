@@ -1,0 +1,120 @@
+//! Sort, limit and top-n (global or per key), and distinct rows: reductions that run in two
+//! phases like aggregates (see [`super::reduce`]). Each phase applies the same step, which is
+//! idempotent: sorting and cutting to `limit` a concatenation of sorted, cut parts gives the
+//! answer for the whole input.
+use polars::prelude::*;
+
+use super::stateless::SEQ_COLUMN;
+
+/// `sort` / `limit`, optionally per key.
+#[derive(Clone, Debug)]
+pub struct SortPlan {
+    /// Sort expressions; empty for a plain `limit` (input order).
+    pub by: Vec<Expr>,
+    /// Descending, per expression.
+    pub descending: Vec<bool>,
+    /// Nulls last, per expression.
+    pub nulls_last: Vec<bool>,
+    /// Keep at most this many rows (per key with `keys`).
+    pub limit: Option<usize>,
+    /// Per-key top-n / limit; empty for a global order.
+    pub keys: Vec<String>,
+}
+
+impl SortPlan {
+    /// Sorts (stably) and cuts. Without sort expressions, input order is the hidden sequence
+    /// column when present.
+    pub fn apply(&self, lf: LazyFrame, schema: &Schema) -> LazyFrame {
+        let (by, descending, nulls_last) = if self.by.is_empty() && schema.contains(SEQ_COLUMN) {
+            (vec![col(SEQ_COLUMN)], vec![false], vec![false])
+        } else {
+            (self.by.clone(), self.descending.clone(), self.nulls_last.clone())
+        };
+        let options = SortMultipleOptions::default()
+            .with_order_descending_multi(descending)
+            .with_nulls_last_multi(nulls_last)
+            .with_maintain_order(true);
+        let sorted = if by.is_empty() { lf } else { lf.sort_by_exprs(by, options) };
+        match (self.limit, self.keys.is_empty()) {
+            (Some(n), true) => sorted.limit(n as IdxSize),
+            (Some(n), false) => {
+                // `head` per group puts the keys first: restore the input's column order.
+                let columns: Vec<Expr> = schema.iter_names().map(|n| col(n.clone())).collect();
+                sorted.group_by_stable(self.keys.iter().map(|k| col(k.as_str())).collect::<Vec<_>>()).head(Some(n)).select(columns)
+            }
+            (None, _) => sorted,
+        }
+    }
+}
+
+/// Which row of a group of duplicates `distinct` keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// The first in input order.
+    First,
+    /// The last in input order.
+    Last,
+    /// Any one (cheapest).
+    Any,
+}
+
+/// `distinct`: one row per distinct value of `columns` (all columns when None).
+#[derive(Clone, Debug)]
+pub struct DistinctPlan {
+    /// Columns that define duplicates.
+    pub columns: Option<Vec<String>>,
+    /// Which duplicate survives.
+    pub keep: Keep,
+}
+
+impl DistinctPlan {
+    /// Columns that define duplicates, for an input of `schema`.
+    pub fn key_columns(&self, schema: &Schema) -> Vec<String> {
+        match &self.columns {
+            Some(c) => c.clone(),
+            None => schema.iter_names().filter(|n| n.as_str() != SEQ_COLUMN).map(|n| n.to_string()).collect(),
+        }
+    }
+
+    /// Removes duplicates, keeping the first / last in input order (the sequence column).
+    pub fn apply(&self, lf: LazyFrame, schema: &Schema) -> LazyFrame {
+        let subset = Some(by_name(self.key_columns(schema), true, false));
+        let ordered = schema.contains(SEQ_COLUMN);
+        match self.keep {
+            Keep::Any => lf.unique(subset, UniqueKeepStrategy::Any),
+            Keep::First if ordered => lf.sort([SEQ_COLUMN], SortMultipleOptions::default()).unique_stable(subset, UniqueKeepStrategy::First),
+            Keep::Last if ordered => lf.sort([SEQ_COLUMN], SortMultipleOptions::default()).unique_stable(subset, UniqueKeepStrategy::Last),
+            Keep::First => lf.unique_stable(subset, UniqueKeepStrategy::First),
+            Keep::Last => lf.unique_stable(subset, UniqueKeepStrategy::Last),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_n_per_key_and_global() {
+        let df = df!("k" => ["a", "a", "a", "b", "b"], "v" => [3, 1, 2, 5, 4], SEQ_COLUMN => [0u64, 1, 2, 3, 4]).unwrap();
+        let schema = df.schema().clone();
+        let plan = SortPlan { by: vec![col("v")], descending: vec![true], nulls_last: vec![true], limit: Some(2), keys: vec!["k".into()] };
+        let out = plan.apply(df.clone().lazy(), &schema).collect().unwrap().sort(["k", "v"], SortMultipleOptions::default()).unwrap();
+        assert_eq!(out.column("v").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [2, 3, 4, 5]);
+        let global = SortPlan { keys: vec![], ..plan };
+        let out = global.apply(df.lazy(), &schema).collect().unwrap();
+        assert_eq!(out.column("v").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [5, 4]);
+    }
+
+    #[test]
+    fn distinct_keeps_first_or_last_in_input_order() {
+        let df = df!("k" => ["a", "b", "a"], "v" => [1, 2, 3], SEQ_COLUMN => [2u64, 0, 1]).unwrap();
+        let schema = df.schema().clone();
+        let first = DistinctPlan { columns: Some(vec!["k".into()]), keep: Keep::First };
+        let out = first.apply(df.clone().lazy(), &schema).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
+        assert_eq!(out.column("v").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [3, 2]);
+        let last = DistinctPlan { keep: Keep::Last, ..first };
+        let out = last.apply(df.lazy(), &schema).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
+        assert_eq!(out.column("v").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 2]);
+    }
+}

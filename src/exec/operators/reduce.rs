@@ -1,0 +1,199 @@
+//! Reductions that run in two phases around an exchange: aggregates, sort / limit / top-n and
+//! distinct. The partial phase is chained to its input and shrinks what crosses the exchange;
+//! the final phase merges the partial states of a key (or of everything). State is kept as
+//! polars frames and compacted as it grows.
+use std::sync::Arc;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use super::aggregate::AggregatePlan;
+use super::order::{DistinctPlan, SortPlan};
+use crate::error::{Error, Result};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operator::{Collector, Operator};
+use crate::plan::expr::clean;
+use crate::plan::logical::Partitioning;
+
+/// What a two-phase operator computes.
+#[derive(Clone, Debug)]
+pub enum Reduce {
+    /// `key_by` + `aggregate`.
+    Aggregate(AggregatePlan),
+    /// `sort` and / or `limit`, global or per key.
+    Sort(SortPlan),
+    /// `distinct`.
+    Distinct(DistinctPlan),
+}
+
+impl Reduce {
+    /// Short name for `explain`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reduce::Aggregate(_) => "aggregate",
+            Reduce::Sort(s) if s.by.is_empty() => "limit",
+            Reduce::Sort(s) if s.limit.is_some() => "top_n",
+            Reduce::Sort(_) => "sort",
+            Reduce::Distinct(_) => "distinct",
+        }
+    }
+
+    /// The exchange between the phases, for an input of `schema`.
+    pub fn exchange(&self, schema: &Schema) -> Partitioning {
+        match self {
+            Reduce::Aggregate(a) if a.keyless() => Partitioning::Global,
+            Reduce::Aggregate(a) => Partitioning::Hash(a.keys.clone()),
+            Reduce::Sort(s) if s.keys.is_empty() => Partitioning::Global,
+            Reduce::Sort(s) => Partitioning::Hash(s.keys.clone()),
+            Reduce::Distinct(d) => Partitioning::Hash(d.key_columns(schema)),
+        }
+    }
+
+    /// Raw rows (of `schema`) -> partial state.
+    pub fn partial(&self, lf: LazyFrame, schema: &Schema) -> LazyFrame {
+        match self {
+            Reduce::Aggregate(a) => a.partial(lf),
+            Reduce::Sort(s) => s.apply(lf, schema),
+            Reduce::Distinct(d) => d.apply(lf, schema),
+        }
+    }
+
+    /// Partial states (of `schema`) -> one merged state.
+    pub fn merge(&self, lf: LazyFrame, schema: &Schema) -> LazyFrame {
+        match self {
+            Reduce::Aggregate(a) => a.merge(lf),
+            _ => self.partial(lf, schema),
+        }
+    }
+
+    /// Merged state -> output rows.
+    pub fn finalize(&self, lf: LazyFrame) -> LazyFrame {
+        match self {
+            Reduce::Aggregate(a) => a.finalize(lf),
+            _ => lf,
+        }
+    }
+
+    /// True when the result is one row even for no input (a global aggregate).
+    fn answers_empty_input(&self) -> bool {
+        matches!(self, Reduce::Aggregate(a) if a.keyless())
+    }
+
+    /// The whole computation in one go (for schemas and checks on an empty frame).
+    pub fn single_phase(&self, lf: LazyFrame, schema: &Schema) -> PolarsResult<LazyFrame> {
+        let partial = self.partial(lf, schema);
+        let partial_schema = partial.clone().collect_schema()?;
+        Ok(self.finalize(self.merge(partial, &partial_schema)))
+    }
+}
+
+/// Which half of a two-phase reduction an operator runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the exchange: raw rows in, partial state out.
+    Partial,
+    /// After the exchange: partial state in, output rows out.
+    Final,
+}
+
+/// One subtask of a reduction: frames of state, compacted as they grow.
+pub struct ReduceOperator {
+    name: String,
+    node: usize,
+    reduce: Reduce,
+    phase: Phase,
+    state: Vec<DataFrame>,
+    state_rows: usize,
+    compact_at: usize,
+    batch_rows: usize,
+    input_schema: SchemaRef,
+    state_schema: SchemaRef,
+    metrics: Arc<Metrics>,
+}
+
+impl ReduceOperator {
+    /// A new, empty operator for node `node`, whose input rows have `input_schema`, and whose
+    /// state has `state_schema` (the partial phase's output).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        node: usize,
+        reduce: Reduce,
+        phase: Phase,
+        batch_rows: usize,
+        input_schema: SchemaRef,
+        state_schema: SchemaRef,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let compact_at = 4 * batch_rows;
+        ReduceOperator { name, node, reduce, phase, state: Vec::new(), state_rows: 0, compact_at, batch_rows, input_schema, state_schema, metrics }
+    }
+
+    fn fail(&self, e: PolarsError) -> Error {
+        Error::execution("operator", &self.name, clean(&e))
+    }
+
+    /// Merges all state frames into one (one row per key for aggregates, the top n for a limit).
+    fn compact(&mut self) -> Result<()> {
+        if self.state.len() <= 1 {
+            return Ok(());
+        }
+        let frames: Vec<LazyFrame> = self.state.drain(..).map(DataFrame::lazy).collect();
+        let all = concat(frames, UnionArgs::default()).map_err(|e| self.fail(e))?;
+        let merged = self.reduce.merge(all, &self.state_schema).collect().map_err(|e| self.fail(e))?;
+        self.state_rows = merged.height();
+        // Grow the threshold with the state, so a state that does not shrink costs amortised
+        // linear time (n log n for a sort).
+        self.compact_at = self.compact_at.max(2 * self.state_rows);
+        self.state.push(merged);
+        Ok(())
+    }
+}
+
+impl Operator for ReduceOperator {
+    fn process(&mut self, batch: DataFrame, _out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
+        let partial = match self.phase {
+            Phase::Partial => self.reduce.partial(batch.lazy(), &self.input_schema).collect().map_err(|e| self.fail(e))?,
+            Phase::Final => batch,
+        };
+        self.state_rows += partial.height();
+        self.state.push(partial);
+        if self.state_rows >= self.compact_at {
+            self.compact()?;
+        }
+        self.metrics.nodes[self.node].add_time(start.elapsed());
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        self.compact()?;
+        let merged = self.state.pop();
+        let result = match (self.phase, merged) {
+            (Phase::Partial, None) => return Ok(()),
+            (Phase::Partial, Some(df)) => df,
+            (Phase::Final, Some(df)) => {
+                // A final state made of one frame was never merged: merge it now.
+                let merged = self.reduce.merge(df.lazy(), &self.state_schema);
+                self.reduce.finalize(merged).collect().map_err(|e| self.fail(e))?
+            }
+            // A global aggregate over no rows still answers one row (count 0, others null).
+            (Phase::Final, None) if self.reduce.answers_empty_input() => {
+                let empty = DataFrame::empty_with_schema(&self.state_schema).lazy();
+                self.reduce.finalize(self.reduce.merge(empty, &self.state_schema)).collect().map_err(|e| self.fail(e))?
+            }
+            (Phase::Final, None) => return Ok(()),
+        };
+        let m = &self.metrics.nodes[self.node];
+        m.add_time(start.elapsed());
+        NodeMetrics::add(&m.rows_out, result.height() as u64);
+        let mut offset = 0;
+        while offset < result.height() {
+            out.collect(result.slice(offset as i64, self.batch_rows))?;
+            offset += self.batch_rows;
+        }
+        Ok(())
+    }
+}

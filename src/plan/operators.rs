@@ -1,0 +1,229 @@
+//! Compiling one `[[op]]` of the pipeline file into a node of the logical graph: expressions
+//! compiled, every column checked against the input schema, and the operation chosen.
+use polars::prelude::*;
+
+use super::expr::{columns_of, parse_aggregate};
+use super::logical::{Builder, NodeKind};
+use crate::exec::operators::aggregate::{AggSpec, AggregatePlan};
+use crate::exec::operators::order::{DistinctPlan, Keep, SortPlan};
+use crate::exec::operators::reduce::Reduce;
+use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
+use crate::pipeline::{Located, OpKind, OpSpec, Origin};
+
+fn joined<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
+    items.iter().map(f).collect::<Vec<_>>().join(", ")
+}
+
+/// The node kind and `explain` detail of `op`, whose inputs are the nodes `inputs`; None when a
+/// problem was reported.
+pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_seq: bool, who: &str) -> Option<(NodeKind, String)> {
+    let in_schema = b.nodes[inputs[0]].schema.clone();
+    let who_s = who.to_string();
+    let all_exist = |b: &mut Builder<'_>, cols: &[Located<String>]| {
+        cols.iter().fold(true, |ok, c| b.columns_exist(std::slice::from_ref(&c.value), c, &in_schema, who) && ok)
+    };
+    Some(match &op.kind {
+        OpKind::Filter(f) => (NodeKind::Stateless(Step::Filter(b.expr(f, &in_schema, who)?)), f.value.clone()),
+        OpKind::Select(items) => {
+            let mut exprs: Vec<Expr> = items.iter().filter_map(|t| b.expr(t, &in_schema, who)).collect();
+            if exprs.len() != items.len() {
+                return None;
+            }
+            if keep_seq {
+                exprs.push(col(SEQ_COLUMN));
+            }
+            (NodeKind::Stateless(Step::Select(exprs)), joined(items, |i| i.value.clone()))
+        }
+        OpKind::With(items) => {
+            let exprs: Vec<Expr> = items.iter().filter_map(|(name, t)| b.expr(t, &in_schema, who).map(|e| e.alias(name.value.as_str()))).collect();
+            if exprs.len() != items.len() {
+                return None;
+            }
+            (NodeKind::Stateless(Step::With(exprs)), joined(items, |(n, t)| format!("{} = {}", n.value, t.value)))
+        }
+        OpKind::Rename(pairs) => {
+            let olds: Vec<Located<String>> = pairs.iter().map(|(o, _)| o.clone()).collect();
+            if !all_exist(b, &olds) {
+                return None;
+            }
+            let step = Step::Rename(pairs.iter().map(|(o, n)| (o.value.clone(), n.value.clone())).collect());
+            (NodeKind::Stateless(step), joined(pairs, |(o, n)| format!("{} -> {}", o.value, n.value)))
+        }
+        OpKind::Drop(cols) => {
+            if !all_exist(b, cols) {
+                return None;
+            }
+            (NodeKind::Stateless(Step::Drop(cols.iter().map(|c| c.value.clone()).collect())), joined(cols, |c| c.value.clone()))
+        }
+        OpKind::Cast(pairs) => {
+            let cols: Vec<Located<String>> = pairs.iter().map(|(c, _)| c.clone()).collect();
+            if !all_exist(b, &cols) {
+                return None;
+            }
+            let step = Step::Cast(pairs.iter().map(|(c, t)| (c.value.clone(), t.value.clone())).collect());
+            (NodeKind::Stateless(step), joined(pairs, |(c, t)| format!("{} as {}", c.value, t.value)))
+        }
+        OpKind::Aggregate { key_by, aggregates } => {
+            let mut ok = all_exist(b, key_by);
+            let mut aggs = Vec::new();
+            for (name, call) in aggregates {
+                match parse_aggregate(call) {
+                    Ok(c) => {
+                        let cols = c.arg.as_ref().map(columns_of).unwrap_or_default();
+                        ok &= b.columns_exist(&cols, call, &in_schema, who);
+                        aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg: c.arg });
+                    }
+                    Err((origin, msg)) => {
+                        b.err(&origin, who_s.clone(), msg);
+                        ok = false;
+                    }
+                }
+            }
+            if !ok {
+                return None;
+            }
+            let plan = AggregatePlan { keys: key_by.iter().map(|k| k.value.clone()).collect(), aggs };
+            let keys = if plan.keys.is_empty() { "(global)".to_string() } else { format!("[{}]", plan.keys.join(", ")) };
+            (NodeKind::Reduce(Reduce::Aggregate(plan)), format!("key_by {keys}: {}", joined(aggregates, |(n, c)| format!("{} = {}", n.value, c.value))))
+        }
+        OpKind::Union => {
+            // Same columns and types by name; the output takes the first input's column order.
+            let first = b.nodes[inputs[0]].clone();
+            let visible = |s: &Schema| -> Vec<(String, DataType)> {
+                let mut v: Vec<_> = s.iter().filter(|(n, _)| n.as_str() != SEQ_COLUMN).map(|(n, t)| (n.to_string(), t.clone())).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                v
+            };
+            let expected = visible(&first.schema);
+            let mut ok = true;
+            for (&input, name) in inputs.iter().zip(&op.inputs).skip(1) {
+                let other = visible(&b.nodes[input].schema);
+                if other != expected {
+                    let show = |v: &[(String, DataType)], w: &[(String, DataType)]| {
+                        v.iter().filter(|c| !w.contains(c)).map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>().join(", ")
+                    };
+                    let msg = format!(
+                        "union inputs differ: '{}' has [{}] that '{}' lacks, and '{}' has [{}] that '{}' lacks",
+                        first.name,
+                        show(&expected, &other),
+                        name.value,
+                        name.value,
+                        show(&other, &expected),
+                        first.name
+                    );
+                    b.err(&name.origin, who_s.clone(), msg);
+                    ok = false;
+                }
+            }
+            if !ok {
+                return None;
+            }
+            let all_seq = inputs.iter().all(|&i| b.nodes[i].schema.contains(SEQ_COLUMN));
+            let mut cols: Vec<Expr> = first.schema.iter_names().filter(|n| n.as_str() != SEQ_COLUMN).map(|n| col(n.clone())).collect();
+            if all_seq {
+                cols.push(col(SEQ_COLUMN));
+            }
+            (NodeKind::Stateless(Step::Select(cols)), joined(&op.inputs, |i| i.value.clone()))
+        }
+        OpKind::Sort { by, limit, key_by } => {
+            let mut ok = all_exist(b, key_by);
+            let (mut exprs, mut descending, mut nulls_last) = (Vec::new(), Vec::new(), Vec::new());
+            for item in by {
+                let (text, desc, nulls) = parse_order_item(item);
+                match b.expr(&text, &in_schema, who) {
+                    Some(e) => {
+                        exprs.push(e);
+                        descending.push(desc);
+                        nulls_last.push(nulls);
+                    }
+                    None => ok = false,
+                }
+            }
+            if !ok {
+                return None;
+            }
+            let plan = SortPlan { by: exprs, descending, nulls_last, limit: limit.as_ref().map(|l| l.value), keys: key_by.iter().map(|k| k.value.clone()).collect() };
+            let mut detail = if by.is_empty() { "input order".to_string() } else { joined(by, |i| i.value.clone()) };
+            if let Some(n) = plan.limit {
+                detail.push_str(&format!(", limit {n}"));
+            }
+            if !plan.keys.is_empty() {
+                detail.push_str(&format!(" per key [{}]", plan.keys.join(", ")));
+            }
+            (NodeKind::Reduce(Reduce::Sort(plan)), detail)
+        }
+        OpKind::Distinct { columns, keep } => {
+            if let Some(cols) = columns
+                && !all_exist(b, cols)
+            {
+                return None;
+            }
+            let keep_v = match keep.value.as_str() {
+                "last" => Keep::Last,
+                "any" => Keep::Any,
+                _ => Keep::First,
+            };
+            let plan = DistinctPlan { columns: columns.as_ref().map(|c| c.iter().map(|c| c.value.clone()).collect()), keep: keep_v };
+            let on = columns.as_ref().map_or("all columns".to_string(), |c| joined(c, |c| c.value.clone()));
+            (NodeKind::Reduce(Reduce::Distinct(plan)), format!("on {on}, keep {}", keep.value))
+        }
+    })
+}
+
+/// Splits `expr [ASC|DESC] [NULLS FIRST|LAST]`; nulls sort last by default, as in DuckDB.
+fn parse_order_item(item: &Located<String>) -> (Located<String>, bool, bool) {
+    let mut text = item.value.trim().to_string();
+    let mut take_suffix = |suffix: &str| {
+        let upper = text.to_ascii_uppercase();
+        if upper.ends_with(suffix) && (upper.len() == suffix.len() || upper[..upper.len() - suffix.len()].ends_with(' ')) {
+            text.truncate(text.len() - suffix.len());
+            text = text.trim_end().to_string();
+            true
+        } else {
+            false
+        }
+    };
+    let nulls_last = !take_suffix("NULLS FIRST");
+    if nulls_last {
+        take_suffix("NULLS LAST");
+    }
+    let descending = take_suffix("DESC");
+    if !descending {
+        take_suffix("ASC");
+    }
+    let offset = item.value.len() - item.value.trim_start().len();
+    (Located::new(text, item.origin.shifted(0, offset)), descending, nulls_last)
+}
+
+/// Where to point when an operator fails on an empty frame of its input: the filter, the
+/// first aggregate that fails on its own, or the operator.
+pub(super) fn blame(op: &OpSpec, kind: &NodeKind, in_schema: &Schema) -> Origin {
+    match (&op.kind, kind) {
+        (OpKind::Filter(f), _) => f.origin.clone(),
+        (OpKind::Aggregate { aggregates, .. }, NodeKind::Reduce(Reduce::Aggregate(plan))) => aggregates
+            .iter()
+            .zip(&plan.aggs)
+            .find(|(_, agg)| {
+                let one = Reduce::Aggregate(AggregatePlan { keys: plan.keys.clone(), aggs: vec![(*agg).clone()] });
+                one.single_phase(DataFrame::empty_with_schema(in_schema).lazy(), in_schema).and_then(|lf| lf.collect()).is_err()
+            })
+            .map_or(op.common.origin.clone(), |((_, call), _)| call.origin.clone()),
+        _ => op.common.origin.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_items_parse() {
+        let item = |s: &str| parse_order_item(&Located::new(s.to_string(), Origin::at(1, 1)));
+        let (t, d, n) = item("latency_ms DESC");
+        assert_eq!((t.value.as_str(), d, n), ("latency_ms", true, true));
+        let (t, d, n) = item("a + b asc nulls first");
+        assert_eq!((t.value.as_str(), d, n), ("a + b", false, false));
+        let (t, d, n) = item("descr");
+        assert_eq!((t.value.as_str(), d, n), ("descr", false, true));
+    }
+}

@@ -45,3 +45,16 @@ fn sensor_stats_matches_duckdb() {
          from read_parquet('data/sensors/*.parquet') group by site, day",
     );
 }
+
+#[test]
+fn revenue_by_region_matches_duckdb_in_order() {
+    let expected = duckdb_csv(
+        "select region, count(*) as orders, sum(amount) as revenue, count(distinct country) as countries
+         from read_json('data/orders/*.jsonl') o left join read_csv('data/countries.csv') c on o.country = c.code
+         where status = 'shipped' and amount is not null group by region order by revenue desc",
+    );
+    for p in ["1", "4"] {
+        let actual = rivulet_csv("pipelines/revenue_by_region.toml", p);
+        assert_eq!(crate::common::csv_diff_ordered(&actual, &expected), None, "-p {p}");
+    }
+}

@@ -22,6 +22,17 @@ pub trait Operator: Send {
     /// Handles one batch, emitting zero or more batches to `out`.
     fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()>;
 
+    /// Handles one batch of input `port` (for operators with several inputs, such as a join:
+    /// port 0 is the first input). The default ignores the port.
+    fn process_port(&mut self, _port: usize, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        self.process(batch, out)
+    }
+
+    /// Every channel of input `port` has ended (called before `finish`, once per port).
+    fn end_of_input(&mut self, _port: usize, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
+    }
+
     /// Event time advanced; windowed operators fire here. The default forwards it.
     fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
         out.watermark(watermark)
@@ -53,6 +64,23 @@ impl<'a> Chain<'a> {
     /// A chain over `ops` ending in `output`.
     pub fn new(ops: &'a mut [Box<dyn Operator>], output: &'a mut dyn Collector) -> Self {
         Chain { ops, output }
+    }
+
+    /// A batch of input `port` for the first operator (only the first operator of a chain can
+    /// have several inputs).
+    pub fn collect_port(&mut self, port: usize, batch: DataFrame) -> Result<()> {
+        match self.ops.split_first_mut() {
+            None => self.output.collect(batch),
+            Some((head, rest)) => head.process_port(port, batch, &mut Chain { ops: rest, output: &mut *self.output }),
+        }
+    }
+
+    /// Input `port` of the first operator has ended.
+    pub fn end_of_input(&mut self, port: usize) -> Result<()> {
+        match self.ops.split_first_mut() {
+            None => Ok(()),
+            Some((head, rest)) => head.end_of_input(port, &mut Chain { ops: rest, output: &mut *self.output }),
+        }
     }
 
     /// Calls `finish` on each operator in order, so what one emits at the end still flows

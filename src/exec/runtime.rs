@@ -15,6 +15,7 @@ use super::exchange::{ExchangeOutput, Target};
 use super::message::Envelope;
 use super::metrics::Metrics;
 use super::operator::Operator;
+use super::operators::join::JoinOperator;
 use super::operators::reduce::{Phase, ReduceOperator};
 use super::operators::stateless::StatelessOperator;
 use super::sink::{commit_all, PendingCommit, Sink};
@@ -45,23 +46,26 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
     let metrics = Arc::new(Metrics::new(stream.nodes.len()));
 
     // One bounded queue per downstream subtask; each upstream channel gets an index there.
-    let mut queues: Vec<Vec<(Sender<Envelope>, Option<Receiver<Envelope>>, usize)>> = job
+    // Per downstream subtask: its queue, and the input port of each channel into it.
+    let mut queues: Vec<Vec<(Sender<Envelope>, Option<Receiver<Envelope>>, Vec<usize>)>> = job
         .vertices
         .iter()
         .map(|v| (0..v.parallelism).map(|_| {
             let (tx, rx) = bounded(stream.channel_capacity);
-            (tx, Some(rx), 0)
+            (tx, Some(rx), Vec::new())
         }).collect())
         .collect();
     let mut outputs: Vec<Vec<Vec<ExchangeOutput>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
     for (e, edge) in job.edges.iter().enumerate() {
         let up = job.vertices[edge.from].parallelism;
+        // Which input of the downstream operator this edge feeds (a join's left or right).
+        let port = stream.inputs(edge.to_node).position(|s| s.from == edge.from_node).unwrap_or(0);
         for from in 0..up {
             let mut targets = Vec::new();
             for c in exec.edge_channels(e).filter(|c| c.from == from) {
                 let q = &mut queues[edge.to][c.to];
-                targets.push(Target { sender: q.0.clone(), channel: q.2 });
-                q.2 += 1;
+                targets.push(Target { sender: q.0.clone(), channel: q.2.len() });
+                q.2.push(port);
             }
             let name = stream.nodes[edge.from_node].name.clone();
             outputs[edge.from][from].push(ExchangeOutput::new(edge.partitioning.clone(), targets, from, name));
@@ -91,7 +95,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
                     let (splits, log) = splits[first].clone().expect("sources have splits");
                     TaskInput::Source(Box::new(FileSource::new(Arc::new(config.clone()), splits, log, first, metrics.clone())))
                 }
-                _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), channels: queues[t][i].2 },
+                _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), ports: std::mem::take(&mut queues[t][i].2) },
             };
             let output = match &stream.nodes[last].kind {
                 NodeKind::FileSink(config) => {
@@ -199,6 +203,11 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
                 // The state has the partial phase's schema: its output, or the final's input.
                 let state = if phase == Phase::Partial { node.schema.clone() } else { input.clone() };
                 let op = ReduceOperator::new(node.name.clone(), group[0], reduce.clone(), phase, stream.batch_rows, input, state, metrics.clone());
+                ops.push(Box::new(op));
+            }
+            NodeKind::Join(plan) => {
+                let schema_of = |port: usize| stream.inputs(group[0]).nth(port).map(|e| stream.nodes[e.from].schema.clone()).expect("joins have two inputs");
+                let op = JoinOperator::new(node.name.clone(), group[0], plan.clone(), schema_of(0), schema_of(1), stream.batch_rows, metrics.clone());
                 ops.push(Box::new(op));
             }
             // Sources and sinks are the task's input and output, not chained operators.

@@ -19,12 +19,13 @@ use crate::error::{Error, Result};
 pub enum TaskInput {
     /// A source it polls.
     Source(Box<dyn Source>),
-    /// A queue fed by `channels` upstream channels, each ending with `End`.
+    /// A queue fed by upstream channels, each ending with `End`.
     Channels {
         /// The subtask's bounded input queue.
         receiver: Receiver<Envelope>,
-        /// Number of upstream channels.
-        channels: usize,
+        /// The input port of each channel (index = channel): which input of the first operator
+        /// it feeds.
+        ports: Vec<usize>,
     },
 }
 
@@ -107,19 +108,24 @@ impl Subtask {
                     }
                 }
             }
-            TaskInput::Channels { receiver, channels } => {
-                let mut ended = vec![false; *channels];
-                let mut open = *channels;
-                let mut watermarks = vec![i64::MIN; *channels];
+            TaskInput::Channels { receiver, ports } => {
+                let channels = ports.len();
+                let mut ended = vec![false; channels];
+                let mut open = channels;
+                let mut open_per_port = vec![0usize; ports.iter().max().map_or(0, |m| m + 1)];
+                for &p in ports.iter() {
+                    open_per_port[p] += 1;
+                }
+                let mut watermarks = vec![i64::MIN; channels];
                 let mut current = i64::MIN;
                 while open > 0 {
                     match receiver.recv_timeout(Duration::from_millis(50)) {
                         Ok(Envelope { channel, message }) => match message {
-                            Message::Batch(df) => chain.collect(df)?,
+                            Message::Batch(df) => chain.collect_port(ports[channel], df)?,
                             Message::Watermark(w) => {
                                 watermarks[channel] = watermarks[channel].max(w);
                                 // An operator's watermark is the minimum over its open inputs.
-                                let min = (0..*channels).filter(|&c| !ended[c]).map(|c| watermarks[c]).min().unwrap_or(i64::MAX);
+                                let min = (0..channels).filter(|&c| !ended[c]).map(|c| watermarks[c]).min().unwrap_or(i64::MAX);
                                 if min > current {
                                     current = min;
                                     chain.watermark(min)?;
@@ -129,6 +135,11 @@ impl Subtask {
                             Message::End => {
                                 if !std::mem::replace(&mut ended[channel], true) {
                                     open -= 1;
+                                    let port = ports[channel];
+                                    open_per_port[port] -= 1;
+                                    if open_per_port[port] == 0 {
+                                        chain.end_of_input(port)?;
+                                    }
                                 }
                             }
                         },

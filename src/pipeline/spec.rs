@@ -129,6 +129,19 @@ pub enum OpKind {
         /// Per-key top-n.
         key_by: Vec<Located<String>>,
     },
+    /// Equi-join of two inputs (left, right).
+    Join {
+        /// inner, left, right, full, semi, anti.
+        how: Located<String>,
+        /// Key columns of the left input.
+        left_on: Vec<Located<String>>,
+        /// Key columns of the right input.
+        right_on: Vec<Located<String>>,
+        /// Suffix for clashing right column names.
+        suffix: String,
+        /// "broadcast" or "hash" (None: chosen by size).
+        strategy: Option<Located<String>>,
+    },
     /// One row per distinct value of `columns` (all columns when None).
     Distinct {
         /// Columns defining duplicates.
@@ -154,6 +167,7 @@ impl OpKind {
             OpKind::Sort { limit: Some(_), .. } => "top_n",
             OpKind::Sort { .. } => "sort",
             OpKind::Distinct { .. } => "distinct",
+            OpKind::Join { .. } => "join",
         }
     }
 }
@@ -225,6 +239,8 @@ pub struct PipelineSpec {
     pub batch_rows: usize,
     /// Capacity of every channel between subtasks, in batches.
     pub channel_capacity: usize,
+    /// A join broadcasts its right input when its files total at most this many bytes.
+    pub broadcast_threshold: u64,
     /// Sources in file order.
     pub sources: Vec<SourceSpec>,
     /// Operators in file order.
@@ -236,10 +252,12 @@ pub struct PipelineSpec {
 }
 
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
-const TOP_KEYS: [&str; 8] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "source", "op", "sink"];
+const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
 const SOURCE_KEYS: [&str; 7] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes"];
-const OP_KEYS: [&str; 15] =
-    ["input", "filter", "select", "with", "rename", "drop", "cast", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "partitioning"];
+const OP_KEYS: [&str; 21] = [
+    "input", "filter", "select", "with", "rename", "drop", "cast", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
+    "left_on", "right_on", "suffix", "strategy", "partitioning",
+];
 const SINK_KEYS: [&str; 6] = ["input", "format", "path", "style", "single_file", "header"];
 
 fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
@@ -416,6 +434,31 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
         (None, Some(k)) => r.err(diags, &k.origin, "`keep` goes with `distinct`"),
         (None, None) => {}
     }
+    let (on, left_on, right_on) = (r.string_list("on", diags), r.string_list("left_on", diags), r.string_list("right_on", diags));
+    let suffix = r.string("suffix", diags).map_or_else(|| "_right".to_string(), |s| s.value);
+    let strategy = r.string("strategy", diags);
+    if let Some(how) = r.string("join", diags) {
+        let (left_on, right_on) = match (on, left_on, right_on) {
+            (Some(on), None, None) => (on.clone(), on),
+            (None, Some(l), Some(rr)) if l.len() == rr.len() => (l, rr),
+            (None, Some(l), Some(_)) => {
+                r.err(diags, &l[0].origin, "`left_on` and `right_on` must name the same number of columns");
+                (Vec::new(), Vec::new())
+            }
+            _ => {
+                r.err(diags, &how.origin, "a join needs `on` (same names on both sides), or `left_on` and `right_on`");
+                (Vec::new(), Vec::new())
+            }
+        };
+        if let Some(st) = &strategy
+            && !matches!(st.value.as_str(), "broadcast" | "hash")
+        {
+            r.err(diags, &st.origin, format!("`strategy` must be \"broadcast\" or \"hash\", found {:?}", st.value));
+        }
+        kinds.push(("join", OpKind::Join { how, left_on, right_on, suffix, strategy }));
+    } else if let Some(k) = on.as_ref().or(left_on.as_ref()).or(right_on.as_ref()).and_then(|v| v.first()) {
+        r.err(diags, &k.origin, "`on`, `left_on` and `right_on` go with `join`");
+    }
     if key_by.is_some() && !keyed {
         r.err(diags, &r.origin.clone(), "`key_by` needs `aggregate`, `sort` or `limit` (what to do per key)");
     }
@@ -423,7 +466,7 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     match kinds.len() {
         1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1 }),
         0 => {
-            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, aggregate, union, sort, limit, distinct");
+            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, aggregate, union, sort, limit, distinct, join");
             None
         }
         _ => {
@@ -505,6 +548,7 @@ pub fn read_spec(root: &Node, base_dir: PathBuf, diags: &mut Diagnostics) -> Pip
         parallelism: None,
         batch_rows: 65_536,
         channel_capacity: 4,
+        broadcast_threshold: 8 << 20,
         sources: Vec::new(),
         ops: Vec::new(),
         sinks: Vec::new(),
@@ -518,6 +562,7 @@ pub fn read_spec(root: &Node, base_dir: PathBuf, diags: &mut Diagnostics) -> Pip
     spec.parallelism = r.positive("parallelism", diags).map(|p| p.value);
     spec.batch_rows = r.positive("batch_rows", diags).map_or(spec.batch_rows, |v| v.value);
     spec.channel_capacity = r.positive("channel_capacity", diags).map_or(spec.channel_capacity, |v| v.value);
+    spec.broadcast_threshold = r.positive("broadcast_threshold", diags).map_or(spec.broadcast_threshold, |v| v.value as u64);
     for (i, n) in components(&mut r, "source", diags).into_iter().enumerate() {
         spec.sources.extend(read_source(n, i, diags));
     }

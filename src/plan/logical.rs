@@ -12,6 +12,7 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::expr::{clean, columns_of, compile, parse_aggregate, AggFunc};
+use crate::exec::operators::join::{JoinPlan, Strategy};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
 use crate::exec::sinks::SinkConfig;
@@ -62,6 +63,8 @@ pub enum NodeKind {
     PartialReduce(Reduce),
     /// Second half of a two-phase reduction, after the exchange.
     FinalReduce(Reduce),
+    /// An equi-join of two inputs.
+    Join(JoinPlan),
     /// Writes files.
     FileSink(SinkConfig),
     /// Prints on the terminal.
@@ -141,7 +144,7 @@ impl LogicalGraph {
 pub fn build(spec: &PipelineSpec, parallelism: usize, diags: &mut Diagnostics) -> Option<LogicalGraph> {
     let errors_before = diags.items.len();
     let needs_seq = sequence_users(spec);
-    let mut b = Builder { spec, parallelism, nodes: Vec::new(), edges: Vec::new(), ids: HashMap::new(), diags };
+    let mut b = Builder { spec, parallelism, nodes: Vec::new(), broadcast_threshold: spec.broadcast_threshold, edges: Vec::new(), ids: HashMap::new(), diags };
     for s in &spec.sources {
         b.source(s, &needs_seq);
     }
@@ -210,6 +213,7 @@ pub(super) struct Builder<'a> {
     spec: &'a PipelineSpec,
     parallelism: usize,
     pub(super) nodes: Vec<Node>,
+    pub(super) broadcast_threshold: u64,
     edges: Vec<Edge>,
     ids: HashMap<String, usize>,
     diags: &'a mut Diagnostics,
@@ -284,6 +288,18 @@ impl Builder<'_> {
         self.add(&s.common, format!("source {format}"), detail, NodeKind::Source(config), parallelism, out);
     }
 
+    /// Bytes of files behind `node`, when it is a source or stateless operators over one.
+    pub(super) fn estimated_bytes(&self, node: usize) -> Option<u64> {
+        match &self.nodes[node].kind {
+            NodeKind::Source(c) => Some(c.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()),
+            NodeKind::Stateless(_) => {
+                let inputs: Vec<usize> = self.edges.iter().filter(|e| e.to == node).map(|e| e.from).collect();
+                inputs.iter().map(|&i| self.estimated_bytes(i)).sum()
+            }
+            _ => None,
+        }
+    }
+
     /// Compiles an expression and checks the columns it reads exist in `schema`.
     pub(super) fn expr(&mut self, text: &Located<String>, schema: &Schema, who: &str) -> Option<Expr> {
         let e = match compile(text) {
@@ -318,7 +334,8 @@ impl Builder<'_> {
         let keep_seq = needs_seq.contains(&op.common.name.value) && in_schema.contains(SEQ_COLUMN);
         let Some((kind, detail)) = super::operators::compile(self, op, &inputs, keep_seq, &who) else { return };
         // Run the operator on an empty frame: type errors show up here, before any data is read.
-        let schema = match output_schema(&kind, &in_schema) {
+        let in_schemas: Vec<SchemaRef> = inputs.iter().map(|&i| self.nodes[i].schema.clone()).collect();
+        let schema = match output_schema(&kind, &in_schemas) {
             Ok(schema) => schema,
             Err(e) => {
                 let origin = super::operators::blame(op, &kind, &in_schema);
@@ -348,7 +365,12 @@ impl Builder<'_> {
             self.err(&op.common.origin, who.to_string(), "a union needs at least two inputs in `input`");
             return None;
         }
-        if !union && op.inputs.len() != 1 {
+        if matches!(op.kind, OpKind::Join { .. }) {
+            if op.inputs.len() != 2 {
+                self.err(&op.common.origin, who.to_string(), format!("a join takes two inputs, `input = [\"left\", \"right\"]`, found {}", op.inputs.len()));
+                return None;
+            }
+        } else if !union && op.inputs.len() != 1 {
             let origin = op.inputs.get(1).map_or(op.common.origin.clone(), |i| i.origin.clone());
             self.err(&origin, who.to_string(), format!("{} takes exactly one input, found {}", op.kind.label(), op.inputs.len()));
             return None;
@@ -361,6 +383,16 @@ impl Builder<'_> {
     fn op_partitioning(&mut self, op: &OpSpec, inputs: &[usize], kind: &NodeKind, ordered_input: bool, who: &str) -> (usize, Vec<Partitioning>) {
         let default = if ordered_input { 1 } else { self.parallelism };
         let mut parallelism = op.common.parallelism.as_ref().map_or(default, |p| p.value);
+        if let NodeKind::Join(plan) = kind {
+            let left_up = self.nodes[inputs[0]].parallelism;
+            return match plan.strategy {
+                Strategy::BroadcastRight => {
+                    let left = if left_up == parallelism { Partitioning::Forward } else { Partitioning::Rebalance };
+                    (parallelism, vec![left, Partitioning::Broadcast])
+                }
+                Strategy::Hash => (parallelism, vec![Partitioning::Hash(plan.left_on.clone()), Partitioning::Hash(plan.right_on.clone())]),
+            };
+        }
         if let NodeKind::Reduce(reduce) = kind {
             if let Some(hint) = &op.partitioning {
                 self.err(&hint.origin, who.to_string(), format!("the input of {} is partitioned by its keys; remove `partitioning`", op.kind.label()));
@@ -435,16 +467,19 @@ impl Builder<'_> {
     }
 }
 
-/// The schema a node emits for input rows of `input`, found by running it on an empty frame.
-pub fn output_schema(kind: &NodeKind, input: &Schema) -> PolarsResult<Schema> {
+/// The schema a node emits for input rows of `inputs` (one schema per input), found by running
+/// it on empty frames.
+pub fn output_schema(kind: &NodeKind, inputs: &[SchemaRef]) -> PolarsResult<Schema> {
+    let input = &inputs[0];
     let empty = DataFrame::empty_with_schema(input).lazy();
     let out = match kind {
+        NodeKind::Join(plan) => plan.apply(empty, DataFrame::empty_with_schema(&inputs[1]).lazy()),
         NodeKind::Stateless(step) => step.apply(empty),
         NodeKind::Reduce(r) => r.single_phase(empty, input)?,
         NodeKind::PartialReduce(r) => r.partial(empty, input),
         NodeKind::FinalReduce(r) => r.finalize(r.merge(empty, input)),
         NodeKind::Source(_) | NodeKind::FileSink(_) | NodeKind::StdoutSink(_) => {
-            let mut s = input.clone();
+            let mut s = (**input).clone();
             s.shift_remove(SEQ_COLUMN);
             return Ok(s);
         }

@@ -5,6 +5,7 @@ use polars::prelude::*;
 use super::expr::{columns_of, parse_aggregate};
 use super::logical::{Builder, NodeKind};
 use crate::exec::operators::aggregate::{AggSpec, AggregatePlan};
+use crate::exec::operators::join::{How, JoinPlan, Strategy};
 use crate::exec::operators::order::{DistinctPlan, Keep, SortPlan};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
@@ -152,6 +153,69 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             }
             (NodeKind::Reduce(Reduce::Sort(plan)), detail)
         }
+        OpKind::Join { how, left_on, right_on, suffix, strategy } => {
+            let Some(how_v) = How::parse(&how.value) else {
+                b.err(&how.origin, who_s, format!("unknown join {:?}; expected inner, left, right, full, semi or anti", how.value));
+                return None;
+            };
+            let right_schema = b.nodes[inputs[1]].schema.clone();
+            let mut ok = all_exist(b, left_on);
+            for k in right_on {
+                ok &= b.columns_exist(std::slice::from_ref(&k.value), k, &right_schema, who);
+            }
+            if !ok {
+                return None;
+            }
+            // Hash partitioning sends equal keys to the same subtask only if they hash alike.
+            for (l, r) in left_on.iter().zip(right_on) {
+                let (lt, rt) = (in_schema.get(&l.value), right_schema.get(&r.value));
+                if lt != rt {
+                    let t = |t: Option<&DataType>| t.map_or("?".to_string(), |t| t.to_string());
+                    let msg = format!("join key types differ: left '{}' is {}, right '{}' is {}; add a `cast` before the join", l.value, t(lt), r.value, t(rt));
+                    b.err(&l.origin, who_s.clone(), msg);
+                    ok = false;
+                }
+            }
+            if !ok {
+                return None;
+            }
+            let can_broadcast = how_v.streams_left();
+            let size = b.estimated_bytes(inputs[1]);
+            let (chosen, why) = match strategy.as_ref().map(|s| (s.value.as_str(), &s.origin)) {
+                Some(("broadcast", origin)) if !can_broadcast => {
+                    b.err(origin, who_s, format!("a {} join cannot broadcast its right input (unmatched right rows would repeat); use strategy = \"hash\"", how.value));
+                    return None;
+                }
+                Some(("broadcast", _)) => (Strategy::BroadcastRight, "hint".to_string()),
+                Some(_) => (Strategy::Hash, "hint".to_string()),
+                None => match size {
+                    Some(bytes) if can_broadcast && bytes <= b.broadcast_threshold => {
+                        (Strategy::BroadcastRight, format!("right side {} <= broadcast_threshold {}", mb(bytes), mb(b.broadcast_threshold)))
+                    }
+                    Some(bytes) if can_broadcast => (Strategy::Hash, format!("right side {} > broadcast_threshold {}", mb(bytes), mb(b.broadcast_threshold))),
+                    Some(_) => (Strategy::Hash, format!("a {} join keeps unmatched right rows", how.value)),
+                    None => (Strategy::Hash, "right side size unknown".to_string()),
+                },
+            };
+            let mut plan = JoinPlan {
+                how: how_v,
+                left_on: left_on.iter().map(|k| k.value.clone()).collect(),
+                right_on: right_on.iter().map(|k| k.value.clone()).collect(),
+                suffix: suffix.clone(),
+                strategy: chosen,
+                layout: Vec::new(),
+            };
+            match plan.layout_for(&in_schema, &right_schema) {
+                Ok(layout) => plan.layout = layout,
+                Err(e) => {
+                    b.err(&how.origin, who_s, super::expr::clean(&e));
+                    return None;
+                }
+            }
+            let strategy_name = if chosen == Strategy::Hash { "hash both sides" } else { "broadcast right" };
+            let detail = format!("{} on [{}] = [{}], {strategy_name} ({why})", how.value, plan.left_on.join(", "), plan.right_on.join(", "));
+            (NodeKind::Join(plan), detail)
+        }
         OpKind::Distinct { columns, keep } => {
             if let Some(cols) = columns
                 && !all_exist(b, cols)
@@ -168,6 +232,13 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             (NodeKind::Reduce(Reduce::Distinct(plan)), format!("on {on}, keep {}", keep.value))
         }
     })
+}
+
+fn mb(bytes: u64) -> String {
+    match bytes {
+        b if b < 1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{:.1} MB", b as f64 / 1e6),
+    }
 }
 
 /// Splits `expr [ASC|DESC] [NULLS FIRST|LAST]`; nulls sort last by default, as in DuckDB.

@@ -31,7 +31,7 @@ fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
             let input = inputs[0];
             let upstream = &nodes[new_id[input.from]];
             let kind = NodeKind::PartialReduce(reduce.clone());
-            let partial_schema = Arc::new(output_schema(&kind, &upstream.schema)?);
+            let partial_schema = Arc::new(output_schema(&kind, std::slice::from_ref(&upstream.schema))?);
             let partial = Node {
                 name: format!("{}/partial", node.name),
                 label: format!("{} (partial)", node.label),
@@ -134,11 +134,10 @@ fn push_projection(g: &mut LogicalGraph) -> PolarsResult<()> {
 /// Recomputes every node's output schema from its input (after the sources' projections).
 fn recompute_schemas(g: &mut LogicalGraph) -> PolarsResult<()> {
     for id in 0..g.nodes.len() {
-        let input = g.inputs(id).next().map(|e| g.nodes[e.from].schema.clone());
-        let schema = match (&g.nodes[id].kind, input) {
-            (NodeKind::Source(config), _) => config.output_schema(),
-            (kind, Some(input)) => output_schema(kind, &input)?,
-            (_, None) => unreachable!("only sources have no input"),
+        let inputs: Vec<SchemaRef> = g.inputs(id).map(|e| g.nodes[e.from].schema.clone()).collect();
+        let schema = match &g.nodes[id].kind {
+            NodeKind::Source(config) => config.output_schema(),
+            kind => output_schema(kind, &inputs)?,
         };
         g.nodes[id].schema = Arc::new(schema);
     }

@@ -1,0 +1,229 @@
+//! Equi-joins of two inputs (port 0 = left, port 1 = right). The right side is the build side:
+//! it is collected until its input ends; left batches then stream through, each joined with it.
+//! Right and full joins also need the left rows that never matched, so they join once at the
+//! end. Inputs arrive either hash-partitioned on the keys (both sides) or with the right side
+//! broadcast to every subtask.
+use std::sync::Arc;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operator::{Collector, Operator};
+use crate::plan::expr::clean;
+
+use super::stateless::SEQ_COLUMN;
+
+/// Join types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// Matching pairs.
+    Inner,
+    /// All left rows, matched or not.
+    Left,
+    /// All right rows, matched or not.
+    Right,
+    /// All rows of both sides.
+    Full,
+    /// Left rows that have a match (left columns only).
+    Semi,
+    /// Left rows that have no match (left columns only).
+    Anti,
+}
+
+impl How {
+    /// Parses the pipeline file's name.
+    pub fn parse(s: &str) -> Option<How> {
+        Some(match s {
+            "inner" => How::Inner,
+            "left" => How::Left,
+            "right" => How::Right,
+            "full" | "outer" => How::Full,
+            "semi" => How::Semi,
+            "anti" => How::Anti,
+            _ => return None,
+        })
+    }
+
+    /// True when left batches can be joined as they come, once the right side is complete.
+    pub fn streams_left(self) -> bool {
+        matches!(self, How::Inner | How::Left | How::Semi | How::Anti)
+    }
+
+    fn polars(self) -> JoinType {
+        match self {
+            How::Inner => JoinType::Inner,
+            How::Left => JoinType::Left,
+            How::Right => JoinType::Right,
+            How::Full => JoinType::Full,
+            How::Semi => JoinType::Semi,
+            How::Anti => JoinType::Anti,
+        }
+    }
+}
+
+/// How the inputs reach the join's subtasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every subtask gets the whole right side; the left side is not moved.
+    BroadcastRight,
+    /// Both sides hash-partitioned on their keys.
+    Hash,
+}
+
+/// What a join computes.
+#[derive(Clone, Debug)]
+pub struct JoinPlan {
+    /// Join type.
+    pub how: How,
+    /// Key columns of the left input.
+    pub left_on: Vec<String>,
+    /// Key columns of the right input.
+    pub right_on: Vec<String>,
+    /// Appended to right columns whose names clash with left ones.
+    pub suffix: String,
+    /// Broadcast or shuffle.
+    pub strategy: Strategy,
+    /// Output columns in order (a right join presents its keys like the others do).
+    pub layout: Vec<String>,
+}
+
+impl JoinPlan {
+    /// Joins two frames. Key columns appear once (SQL `USING`): the left key columns, filled
+    /// from the right side for rows only the right side has.
+    pub fn apply(&self, left: LazyFrame, right: LazyFrame) -> LazyFrame {
+        let on = |cols: &[String]| cols.iter().map(|c| col(c.as_str())).collect::<Vec<_>>();
+        // Input order after a join is the left side's; the right side's sequence would only
+        // come back as a suffixed column.
+        let right = right.drop(by_name([SEQ_COLUMN], false, false));
+        let args = JoinArgs::new(self.how.polars()).with_coalesce(JoinCoalesce::CoalesceColumns).with_suffix(Some(self.suffix.as_str().into()));
+        let joined = left.join(right, on(&self.left_on), on(&self.right_on), args);
+        if self.how != How::Right {
+            return joined;
+        }
+        // polars names a right join's keys after the right side and puts them with its columns.
+        let renamed: Vec<(&String, &String)> = self.right_on.iter().zip(&self.left_on).filter(|(r, l)| r != l).collect();
+        let joined = if renamed.is_empty() { joined } else { joined.rename(renamed.iter().map(|p| p.0.as_str()), renamed.iter().map(|p| p.1.as_str()), true) };
+        joined.select(self.layout.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
+    }
+
+    /// The output columns of a join of these inputs: left columns (keys included), then the
+    /// right side's other columns, suffixed where a name clashes.
+    pub fn layout_for(&self, left: &Schema, right: &Schema) -> PolarsResult<Vec<String>> {
+        let full = JoinPlan { how: How::Full, layout: Vec::new(), ..self.clone() };
+        let schema = full.apply(DataFrame::empty_with_schema(left).lazy(), DataFrame::empty_with_schema(right).lazy()).collect_schema()?;
+        Ok(schema.iter_names().map(|n| n.to_string()).collect())
+    }
+}
+
+/// One subtask of a join.
+pub struct JoinOperator {
+    name: String,
+    node: usize,
+    plan: JoinPlan,
+    right_schema: SchemaRef,
+    left_schema: SchemaRef,
+    right: Vec<DataFrame>,
+    built: Option<DataFrame>,
+    pending_left: Vec<DataFrame>,
+    batch_rows: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl JoinOperator {
+    /// A new join subtask for node `node` with inputs of the given schemas.
+    pub fn new(name: String, node: usize, plan: JoinPlan, left_schema: SchemaRef, right_schema: SchemaRef, batch_rows: usize, metrics: Arc<Metrics>) -> Self {
+        JoinOperator { name, node, plan, right_schema, left_schema, right: Vec::new(), built: None, pending_left: Vec::new(), batch_rows, metrics }
+    }
+
+    fn fail(&self, e: PolarsError) -> Error {
+        Error::execution("operator", &self.name, clean(&e))
+    }
+
+    fn concat(frames: Vec<DataFrame>, schema: &Schema) -> PolarsResult<DataFrame> {
+        if frames.is_empty() {
+            return Ok(DataFrame::empty_with_schema(schema));
+        }
+        concat(frames.into_iter().map(DataFrame::lazy).collect::<Vec<_>>(), UnionArgs::default())?.collect()
+    }
+
+    fn emit(&self, left: DataFrame, right: &DataFrame, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        let joined = self.plan.apply(left.lazy(), right.clone().lazy()).collect().map_err(|e| self.fail(e))?;
+        let m = &self.metrics.nodes[self.node];
+        m.add_time(start.elapsed());
+        NodeMetrics::add(&m.rows_out, joined.height() as u64);
+        let mut offset = 0;
+        while offset < joined.height() {
+            out.collect(joined.slice(offset as i64, self.batch_rows))?;
+            offset += self.batch_rows;
+        }
+        Ok(())
+    }
+}
+
+impl Operator for JoinOperator {
+    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        self.process_port(0, batch, out)
+    }
+
+    fn process_port(&mut self, port: usize, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
+        match (port, &self.built) {
+            (0, Some(right)) if self.plan.how.streams_left() => {
+                let right = right.clone();
+                self.emit(batch, &right, out)
+            }
+            (0, _) => {
+                self.pending_left.push(batch);
+                Ok(())
+            }
+            _ => {
+                self.right.push(batch);
+                Ok(())
+            }
+        }
+    }
+
+    fn end_of_input(&mut self, port: usize, out: &mut dyn Collector) -> Result<()> {
+        if port != 1 {
+            return Ok(());
+        }
+        let right = Self::concat(std::mem::take(&mut self.right), &self.right_schema).map_err(|e| self.fail(e))?;
+        self.built = Some(right.clone());
+        if self.plan.how.streams_left() {
+            for left in std::mem::take(&mut self.pending_left) {
+                self.emit(left, &right, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        if self.built.is_none() {
+            self.end_of_input(1, out)?;
+        }
+        let right = self.built.take().expect("right side built");
+        let left = Self::concat(std::mem::take(&mut self.pending_left), &self.left_schema).map_err(|e| self.fail(e))?;
+        if self.plan.how.streams_left() && left.height() == 0 {
+            return Ok(());
+        }
+        self.emit(left, &right, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_columns_appear_once_and_clashes_get_the_suffix() {
+        let left = df!("k" => [1, 2, 3], "v" => ["a", "b", "c"]).unwrap();
+        let right = df!("id" => [2, 3, 4], "v" => ["x", "y", "z"]).unwrap();
+        let plan = JoinPlan { how: How::Full, left_on: vec!["k".into()], right_on: vec!["id".into()], suffix: "_right".into(), strategy: Strategy::Hash, layout: vec![] };
+        let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
+        assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);
+        assert_eq!(out.column("k").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    }
+}

@@ -11,7 +11,7 @@ fn all_mistakes_are_reported_with_positions() {
     for expected in [
         format!("{p}:12:21: error: operator 'errors': invalid expression \"status >= = 500\""),
         format!("{p}:16:10: error: operator 'slow': input 'acess' does not exist (did you mean 'access'?)"),
-        format!("{p}:23:39: error: operator 'by_path': unknown aggregate \"median\""),
+        format!("{p}:23:39: error: operator 'by_path': unknown aggregate \"mediann\" (did you mean median?)"),
         format!("{p}:24:1: error: operator 'by_path': unknown key `parralelism` (did you mean `parallelism`?)"),
         format!("{p}:29:20: error: operator 'trimmed': column 'statuss' does not exist (did you mean 'status'?)"),
         format!("{p}:34:20: error: operator 'typed': unknown type \"integr\""),

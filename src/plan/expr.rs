@@ -67,10 +67,20 @@ pub enum AggFunc {
     Last,
     /// Number of distinct non-null values.
     CountDistinct,
+    /// Middle value of the non-null values (mean of the two middle ones for an even count).
+    Median,
+    /// Continuous quantile (linear interpolation) of the non-null values; q in the call.
+    Quantile,
+    /// Sample standard deviation of the non-null values.
+    Std,
+    /// Sample variance of the non-null values.
+    Var,
+    /// All values (nulls included) as a list, in input order.
+    CollectList,
 }
 
 /// Names accepted in aggregate calls, for error messages.
-pub const AGG_NAMES: &str = "count, sum, min, max, mean (avg), first, last, count_distinct (count(distinct x))";
+pub const AGG_NAMES: &str = "count, sum, min, max, mean (avg), first, last, count_distinct (count(distinct x)), median, quantile(x, q), std, var, collect_list";
 
 /// One parsed aggregate call.
 #[derive(Clone, Debug)]
@@ -79,6 +89,8 @@ pub struct AggCall {
     pub func: AggFunc,
     /// Its argument; None for `count(*)`.
     pub arg: Option<Expr>,
+    /// The quantile's q, in [0, 1].
+    pub q: Option<f64>,
 }
 
 /// Parses `func(arg)`; the argument is any SQL expression (`sum(price * qty)`).
@@ -97,8 +109,14 @@ pub fn parse_aggregate(text: &Located<String>) -> Result<AggCall, ExprError> {
         "first" => AggFunc::First,
         "last" => AggFunc::Last,
         "count_distinct" | "n_unique" => AggFunc::CountDistinct,
+        "median" => AggFunc::Median,
+        "quantile" | "quantile_cont" | "percentile_cont" => AggFunc::Quantile,
+        "std" | "stddev" | "stddev_samp" => AggFunc::Std,
+        "var" | "variance" | "var_samp" => AggFunc::Var,
+        "collect_list" | "list" | "array_agg" => AggFunc::CollectList,
         other => {
-            let hint = crate::pipeline::did_you_mean(other, ["count", "sum", "min", "max", "mean", "avg", "first", "last", "count_distinct"])
+            let names = ["count", "sum", "min", "max", "mean", "avg", "first", "last", "count_distinct", "median", "quantile", "std", "var", "collect_list"];
+            let hint = crate::pipeline::did_you_mean(other, names)
                 .map(|h| format!(" (did you mean {h}?)"))
                 .unwrap_or_default();
             return Err(bad(format!("unknown aggregate {other:?}{hint}; expected one of: {AGG_NAMES}")));
@@ -109,14 +127,29 @@ pub fn parse_aggregate(text: &Located<String>) -> Result<AggCall, ExprError> {
         inner = inner[9..].trim();
     }
     if inner == "*" {
-        return if func == AggFunc::Count { Ok(AggCall { func, arg: None }) } else { Err(bad(format!("{name}(*) is not defined; name a column"))) };
+        return if func == AggFunc::Count { Ok(AggCall { func, arg: None, q: None }) } else { Err(bad(format!("{name}(*) is not defined; name a column"))) };
+    }
+    let mut q = None;
+    if func == AggFunc::Quantile {
+        // The last top-level comma separates q from the expression.
+        let mut depth = 0i32;
+        let comma = inner.char_indices().filter(|&(_, c)| {
+            depth += match c { '(' => 1, ')' => -1, _ => 0 };
+            c == ',' && depth == 0
+        }).map(|(i, _)| i).last();
+        let Some(comma) = comma else { return Err(bad(format!("{name}(x, q) needs q, a number from 0 to 1"))) };
+        match inner[comma + 1..].trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => q = Some(v),
+            _ => return Err(bad(format!("{name}(x, q): q must be a number from 0 to 1, found {:?}", inner[comma + 1..].trim()))),
+        }
+        inner = inner[..comma].trim();
     }
     if inner.is_empty() {
         return Err(bad(format!("{name}() needs an argument")));
     }
     let offset = text.value.find(inner).unwrap_or(0);
     let arg = compile(&Located::new(inner.to_string(), text.origin.shifted(0, offset)))?;
-    Ok(AggCall { func, arg: Some(arg) })
+    Ok(AggCall { func, arg: Some(arg), q })
 }
 
 #[cfg(test)]
@@ -140,6 +173,9 @@ mod tests {
         assert_eq!(parse_aggregate(&loc("COUNT(DISTINCT path)")).unwrap().func, AggFunc::CountDistinct);
         assert_eq!(parse_aggregate(&loc("avg(a * b)")).unwrap().func, AggFunc::Mean);
         assert!(parse_aggregate(&loc("sum(*)")).is_err());
+        let q = parse_aggregate(&loc("quantile(round(a, 1), 0.95)")).unwrap();
+        assert_eq!((q.func, q.q), (AggFunc::Quantile, Some(0.95)));
+        assert!(parse_aggregate(&loc("quantile(a, 2)")).is_err());
         let (_, msg) = parse_aggregate(&loc("summ(x)")).unwrap_err();
         assert!(msg.contains("did you mean sum?"), "{msg}");
     }

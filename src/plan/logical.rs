@@ -189,7 +189,7 @@ fn sequence_users(spec: &PipelineSpec) -> HashSet<String> {
     for op in &spec.ops {
         let order_dependent = match &op.kind {
             OpKind::Aggregate { aggregates, .. } => {
-                aggregates.iter().any(|(_, call)| parse_aggregate(call).is_ok_and(|c| matches!(c.func, AggFunc::First | AggFunc::Last)))
+                aggregates.iter().any(|(_, call)| parse_aggregate(call).is_ok_and(|c| matches!(c.func, AggFunc::First | AggFunc::Last | AggFunc::CollectList)))
             }
             OpKind::Distinct { keep, .. } => keep.value != "any",
             OpKind::Sort { by, .. } => by.is_empty(),

@@ -72,7 +72,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                     Ok(c) => {
                         let cols = c.arg.as_ref().map(columns_of).unwrap_or_default();
                         ok &= b.columns_exist(&cols, call, &in_schema, who);
-                        aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg: c.arg });
+                        aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg: c.arg, q: c.q });
                     }
                     Err((origin, msg)) => {
                         b.err(&origin, who_s.clone(), msg);
@@ -83,7 +83,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             if !ok {
                 return None;
             }
-            let plan = AggregatePlan { keys: key_by.iter().map(|k| k.value.clone()).collect(), aggs };
+            let plan = AggregatePlan { keys: key_by.iter().map(|k| k.value.clone()).collect(), aggs, ordered: in_schema.contains(SEQ_COLUMN) };
             let keys = if plan.keys.is_empty() { "(global)".to_string() } else { format!("[{}]", plan.keys.join(", ")) };
             (NodeKind::Reduce(Reduce::Aggregate(plan)), format!("key_by {keys}: {}", joined(aggregates, |(n, c)| format!("{} = {}", n.value, c.value))))
         }
@@ -275,7 +275,7 @@ pub(super) fn blame(op: &OpSpec, kind: &NodeKind, in_schema: &Schema) -> Origin 
             .iter()
             .zip(&plan.aggs)
             .find(|(_, agg)| {
-                let one = Reduce::Aggregate(AggregatePlan { keys: plan.keys.clone(), aggs: vec![(*agg).clone()] });
+                let one = Reduce::Aggregate(AggregatePlan { keys: plan.keys.clone(), aggs: vec![(*agg).clone()], ordered: plan.ordered });
                 one.single_phase(DataFrame::empty_with_schema(in_schema).lazy(), in_schema).and_then(|lf| lf.collect()).is_err()
             })
             .map_or(op.common.origin.clone(), |((_, call), _)| call.origin.clone()),

@@ -15,6 +15,8 @@ pub struct AggSpec {
     pub func: AggFunc,
     /// The argument expression (None for `count(*)`).
     pub arg: Option<Expr>,
+    /// A quantile's q.
+    pub q: Option<f64>,
 }
 
 /// What an aggregate operator computes: group keys and named aggregates.
@@ -24,6 +26,24 @@ pub struct AggregatePlan {
     pub keys: Vec<String>,
     /// The aggregates, in output order.
     pub aggs: Vec<AggSpec>,
+    /// The input carries the sequence column: `collect_list` keeps input order.
+    pub ordered: bool,
+}
+
+/// Every element of the lists of a group, nulls kept, empty lists contributing nothing.
+fn flat(e: Expr) -> Expr {
+    e.explode(ExplodeOptions { empty_as_null: false, keep_nulls: true })
+}
+
+/// Continuous quantile of a list column: linear interpolation between the two nearest ranks.
+fn list_quantile(list: Expr, q: f64) -> Expr {
+    let sorted = list.list().sort(SortOptions::default());
+    let n = sorted.clone().list().len().cast(DataType::Float64);
+    let pos = (n.clone() - lit(1.0)) * lit(q);
+    let (lo, hi) = (pos.clone().floor(), pos.clone().ceil());
+    let at = |i: Expr| sorted.clone().list().get(i.cast(DataType::Int64), true).cast(DataType::Float64);
+    let value = at(lo.clone()) + (at(hi) - at(lo.clone())) * (pos - lo);
+    when(n.eq(lit(0.0))).then(lit(NULL)).otherwise(value)
 }
 
 impl AggregatePlan {
@@ -53,6 +73,10 @@ impl AggregatePlan {
                 AggFunc::First => out.extend([x().sort_by([seq()], SortMultipleOptions::default()).first().alias(p("v")), seq().min().alias(p("q"))]),
                 AggFunc::Last => out.extend([x().sort_by([seq()], SortMultipleOptions::default()).last().alias(p("v")), seq().max().alias(p("q"))]),
                 AggFunc::CountDistinct => out.push(self.listed(x().drop_nulls().unique()).alias(p("v"))),
+                // Exact answers need every value: the partial state is the list of them.
+                AggFunc::Median | AggFunc::Quantile | AggFunc::Std | AggFunc::Var => out.push(self.listed(x().drop_nulls()).alias(p("v"))),
+                AggFunc::CollectList if self.ordered => out.extend([self.listed(x()).alias(p("v")), self.listed(seq()).alias(p("q"))]),
+                AggFunc::CollectList => out.push(self.listed(x()).alias(p("v"))),
             }
         }
         out
@@ -72,6 +96,11 @@ impl AggregatePlan {
                 AggFunc::First => out.extend([c("v").sort_by([c("q")], SortMultipleOptions::default()).first().alias(p("v")), c("q").min().alias(p("q"))]),
                 AggFunc::Last => out.extend([c("v").sort_by([c("q")], SortMultipleOptions::default()).last().alias(p("v")), c("q").max().alias(p("q"))]),
                 AggFunc::CountDistinct => out.push(self.listed(c("v").explode(ExplodeOptions { empty_as_null: true, keep_nulls: true }).drop_nulls().unique()).alias(p("v"))),
+                AggFunc::Median | AggFunc::Quantile | AggFunc::Std | AggFunc::Var => out.push(self.listed(flat(c("v"))).alias(p("v"))),
+                AggFunc::CollectList if self.ordered => {
+                    out.extend([self.listed(flat(c("v")).sort_by([flat(c("q"))], SortMultipleOptions::default())).alias(p("v")), self.listed(flat(c("q")).sort(SortOptions::default())).alias(p("q"))])
+                }
+                AggFunc::CollectList => out.push(self.listed(flat(c("v"))).alias(p("v"))),
             }
         }
         out
@@ -87,6 +116,11 @@ impl AggregatePlan {
                 AggFunc::Sum => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v")),
                 AggFunc::Mean => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v") / c("n").cast(DataType::Float64)),
                 AggFunc::CountDistinct => c("v").list().len().cast(DataType::Int64),
+                AggFunc::Median => c("v").list().median(),
+                AggFunc::Std => c("v").list().std(1),
+                AggFunc::Var => c("v").list().var(1),
+                AggFunc::Quantile => list_quantile(c("v"), a.q.unwrap_or(0.5)),
+                AggFunc::CollectList => c("v"),
             };
             out.push(e.alias(a.name.as_str()));
         }
@@ -135,8 +169,9 @@ mod tests {
     use crate::plan::expr::AggFunc::*;
 
     fn plan(keys: &[&str]) -> AggregatePlan {
-        let agg = |name: &str, func, arg: Option<Expr>| AggSpec { name: name.into(), func, arg };
+        let agg = |name: &str, func, arg: Option<Expr>| AggSpec { name: name.into(), func, arg, q: None };
         AggregatePlan {
+            ordered: true,
             keys: keys.iter().map(|k| k.to_string()).collect(),
             aggs: vec![
                 agg("n", Count, None),
@@ -185,6 +220,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(two, expected);
+    }
+
+    #[test]
+    fn collect_list_and_median_merge_across_subtasks_in_input_order() {
+        let spec = |name: &str, func, q| AggSpec { name: name.into(), func, arg: Some(col("x")), q };
+        let p = AggregatePlan {
+            keys: vec!["k".into()],
+            aggs: vec![spec("all", CollectList, None), spec("med", Median, None), spec("q", Quantile, Some(0.25))],
+            ordered: true,
+        };
+        // Subtask 1 saw the later rows: the merge must still list values in input order.
+        let a = p.partial(data().slice(3, 3).lazy()).collect().unwrap();
+        let b = p.partial(data().slice(0, 3).lazy()).collect().unwrap();
+        let out = sorted(p.finalize(p.merge(concat([a.lazy(), b.lazy()], UnionArgs::default()).unwrap())).collect().unwrap());
+        let lists: Vec<String> = out.column("all").unwrap().as_materialized_series().iter().map(|v| v.to_string()).collect();
+        assert_eq!(lists, ["[1, null, 1]", "[2, 5]", "[null]"]);
+        assert_eq!(out.column("med").unwrap().f64().unwrap().get(1), Some(3.5));
+        assert_eq!(out.column("q").unwrap().f64().unwrap().get(1), Some(2.75));
+        assert_eq!(out.column("med").unwrap().f64().unwrap().get(2), None);
     }
 
     #[test]

@@ -135,7 +135,10 @@ impl AggregatePlan {
 
     fn reduce(&self, lf: LazyFrame, exprs: Vec<Expr>) -> LazyFrame {
         if self.keyless() {
-            lf.select(exprs)
+            // polars 0.55's common-subexpression elimination breaks a select that repeats an
+            // aggregate (`max(d)` twice): it panics on a shape mismatch.
+            let flags = lf.get_current_optimizations() & !OptFlags::COMM_SUBEXPR_ELIM;
+            lf.with_optimizations(flags).select(exprs)
         } else {
             let keys: Vec<Expr> = self.keys.iter().map(|k| col(k.as_str())).collect();
             lf.group_by(keys).agg(exprs)
@@ -239,6 +242,14 @@ mod tests {
         assert_eq!(out.column("med").unwrap().f64().unwrap().get(1), Some(3.5));
         assert_eq!(out.column("q").unwrap().f64().unwrap().get(1), Some(2.75));
         assert_eq!(out.column("med").unwrap().f64().unwrap().get(2), None);
+    }
+
+    #[test]
+    fn a_repeated_global_aggregate_does_not_trip_polars() {
+        let spec = |name: &str| AggSpec { name: name.into(), func: Max, arg: Some(col("x")), q: None };
+        let p = AggregatePlan { keys: vec![], aggs: vec![spec("a"), spec("b")], ordered: false };
+        let out = p.single_phase(data().lazy()).collect().unwrap();
+        assert_eq!(out.column("b").unwrap().i64().unwrap().get(0), Some(5));
     }
 
     #[test]

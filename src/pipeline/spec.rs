@@ -111,6 +111,10 @@ pub enum OpKind {
     Drop(Vec<Located<String>>),
     /// Change column types: column = type.
     Cast(Vec<(Located<String>, Located<DataType>)>),
+    /// One row per element of these list columns.
+    Explode(Vec<Located<String>>),
+    /// Replace these struct columns by their fields.
+    Unnest(Vec<Located<String>>),
     /// Group by `key_by` (none: one global group) and compute named aggregates.
     Aggregate {
         /// Grouping columns.
@@ -161,6 +165,8 @@ impl OpKind {
             OpKind::Rename(_) => "rename",
             OpKind::Drop(_) => "drop",
             OpKind::Cast(_) => "cast",
+            OpKind::Explode(_) => "explode",
+            OpKind::Unnest(_) => "unnest",
             OpKind::Aggregate { .. } => "aggregate",
             OpKind::Union => "union",
             OpKind::Sort { by, .. } if by.is_empty() => "limit",
@@ -254,8 +260,8 @@ pub struct PipelineSpec {
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
 const SOURCE_KEYS: [&str; 7] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes"];
-const OP_KEYS: [&str; 21] = [
-    "input", "filter", "select", "with", "rename", "drop", "cast", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
+const OP_KEYS: [&str; 23] = [
+    "input", "filter", "select", "with", "rename", "drop", "cast", "explode", "unnest", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
     "left_on", "right_on", "suffix", "strategy", "partitioning",
 ];
 const SINK_KEYS: [&str; 6] = ["input", "format", "path", "style", "single_file", "header"];
@@ -390,6 +396,12 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     if let Some(c) = type_map(&mut r, "cast", diags) {
         kinds.push(("cast", OpKind::Cast(c)));
     }
+    if let Some(c) = r.string_list("explode", diags) {
+        kinds.push(("explode", OpKind::Explode(c)));
+    }
+    if let Some(c) = r.string_list("unnest", diags) {
+        kinds.push(("unnest", OpKind::Unnest(c)));
+    }
     let key_by = r.string_list("key_by", diags);
     let mut keyed = false;
     if let Some(aggregates) = r.string_map("aggregate", diags) {
@@ -466,7 +478,7 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     match kinds.len() {
         1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1 }),
         0 => {
-            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, aggregate, union, sort, limit, distinct, join");
+            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, aggregate, union, sort, limit, distinct, join");
             None
         }
         _ => {

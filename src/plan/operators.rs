@@ -64,6 +64,14 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             let step = Step::Cast(pairs.iter().map(|(c, t)| (c.value.clone(), t.value.clone())).collect());
             (NodeKind::Stateless(step), joined(pairs, |(c, t)| format!("{} as {}", c.value, t.value)))
         }
+        OpKind::Explode(cols) | OpKind::Unnest(cols) => {
+            if !all_exist(b, cols) {
+                return None;
+            }
+            let names: Vec<String> = cols.iter().map(|c| c.value.clone()).collect();
+            let step = if matches!(op.kind, OpKind::Explode(_)) { Step::Explode(names) } else { Step::Unnest(names) };
+            (NodeKind::Stateless(step), joined(cols, |c| c.value.clone()))
+        }
         OpKind::Aggregate { key_by, aggregates } => {
             let mut ok = all_exist(b, key_by);
             let mut aggs = Vec::new();

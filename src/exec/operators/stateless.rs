@@ -29,6 +29,11 @@ pub enum Step {
     Drop(Vec<String>),
     /// Change column types; a value that cannot be converted is an error.
     Cast(Vec<(String, DataType)>),
+    /// One row per element of these list columns (exploded together); an empty list gives
+    /// a row with a null, so no row disappears.
+    Explode(Vec<String>),
+    /// Replace these struct columns by their fields.
+    Unnest(Vec<String>),
 }
 
 impl Step {
@@ -41,6 +46,8 @@ impl Step {
             Step::Rename(pairs) => lf.rename(pairs.iter().map(|p| p.0.as_str()), pairs.iter().map(|p| p.1.as_str()), true),
             Step::Drop(cols) => lf.drop(by_name(cols.iter().map(String::as_str), true, false)),
             Step::Cast(pairs) => lf.with_columns(pairs.iter().map(|(c, t)| col(c.as_str()).strict_cast(t.clone())).collect::<Vec<_>>()),
+            Step::Explode(cols) => lf.explode(by_name(cols.iter().map(String::as_str), true, false), ExplodeOptions { empty_as_null: true, keep_nulls: true }),
+            Step::Unnest(cols) => lf.unnest(by_name(cols.iter().map(String::as_str), true, false), None),
         }
     }
 }

@@ -115,6 +115,15 @@ pub enum OpKind {
     Explode(Vec<Located<String>>),
     /// Replace these struct columns by their fields.
     Unnest(Vec<Located<String>>),
+    /// Regex named groups of a string column into columns.
+    Parse {
+        /// The string column.
+        column: Located<String>,
+        /// The regex with named groups.
+        regex: Located<String>,
+        /// Types of group columns.
+        types: Vec<(Located<String>, Located<DataType>)>,
+    },
     /// Group by `key_by` (none: one global group) and compute named aggregates.
     Aggregate {
         /// Grouping columns.
@@ -167,6 +176,7 @@ impl OpKind {
             OpKind::Cast(_) => "cast",
             OpKind::Explode(_) => "explode",
             OpKind::Unnest(_) => "unnest",
+            OpKind::Parse { .. } => "parse",
             OpKind::Aggregate { .. } => "aggregate",
             OpKind::Union => "union",
             OpKind::Sort { by, .. } if by.is_empty() => "limit",
@@ -260,8 +270,8 @@ pub struct PipelineSpec {
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
 const SOURCE_KEYS: [&str; 7] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes"];
-const OP_KEYS: [&str; 23] = [
-    "input", "filter", "select", "with", "rename", "drop", "cast", "explode", "unnest", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
+const OP_KEYS: [&str; 24] = [
+    "input", "filter", "select", "with", "rename", "drop", "cast", "explode", "unnest", "parse", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
     "left_on", "right_on", "suffix", "strategy", "partitioning",
 ];
 const SINK_KEYS: [&str; 6] = ["input", "format", "path", "style", "single_file", "header"];
@@ -402,6 +412,18 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     if let Some(c) = r.string_list("unnest", diags) {
         kinds.push(("unnest", OpKind::Unnest(c)));
     }
+    if let Some(node) = r.take("parse") {
+        let mut p = TableReader::new(node, r.component.clone(), diags);
+        if let Some(p) = p.as_mut() {
+            let column = p.required_string("column", diags);
+            let regex = p.required_string("regex", diags);
+            let types = type_map(p, "types", diags).unwrap_or_default();
+            p.finish(&["column", "regex", "types"], diags);
+            if let (Some(column), Some(regex)) = (column, regex) {
+                kinds.push(("parse", OpKind::Parse { column, regex, types }));
+            }
+        }
+    }
     let key_by = r.string_list("key_by", diags);
     let mut keyed = false;
     if let Some(aggregates) = r.string_map("aggregate", diags) {
@@ -478,7 +500,7 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     match kinds.len() {
         1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1 }),
         0 => {
-            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, aggregate, union, sort, limit, distinct, join");
+            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, parse, aggregate, union, sort, limit, distinct, join");
             None
         }
         _ => {

@@ -114,7 +114,7 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
 
 impl JobGraph {
     /// Groups of consecutive stateless nodes of a task that run as one polars pass per batch
-    /// (at most one filter each, so every operator's row counts stay exact).
+    /// (at most one filter each, so every operator's row counts stay exact; a parse ends one).
     pub fn fused_groups(&self, vertex: usize) -> Vec<Vec<usize>> {
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut filters = 0;
@@ -134,6 +134,10 @@ impl JobGraph {
                 open = true;
             }
             filters += usize::from(is_filter);
+            // A parse is checked for unmatched values right after its group runs: it ends one.
+            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. }) {
+                open = false;
+            }
         }
         groups
     }

@@ -72,6 +72,37 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             let step = if matches!(op.kind, OpKind::Explode(_)) { Step::Explode(names) } else { Step::Unnest(names) };
             (NodeKind::Stateless(step), joined(cols, |c| c.value.clone()))
         }
+        OpKind::Parse { column, regex, types } => {
+            if !all_exist(b, std::slice::from_ref(column)) {
+                return None;
+            }
+            let groups = match regex::Regex::new(&regex.value) {
+                Ok(re) if re.capture_names().flatten().next().is_none() => Err("the regex has no named groups, e.g. (?P<status>\\d+)".to_string()),
+                Ok(re) => {
+                    let names: Vec<&str> = re.capture_names().flatten().collect();
+                    let mut bad = types.iter().filter(|(n, _)| !names.contains(&n.value.as_str()));
+                    match bad.next() {
+                        Some((n, _)) => Err(format!("`types` names '{}', which is not a group of the regex (groups: {})", n.value, names.join(", "))),
+                        None => col(column.value.as_str()).str().extract_groups(&regex.value).map_err(|e| super::expr::clean(&e)),
+                    }
+                }
+                Err(e) => Err(format!("invalid regex: {e}")),
+            };
+            let groups = match groups {
+                Ok(g) => g,
+                Err(msg) => {
+                    b.err(&regex.origin, who_s, msg);
+                    return None;
+                }
+            };
+            let step = Step::Parse {
+                column: column.value.clone(),
+                groups,
+                regex: regex.value.clone(),
+                types: types.iter().map(|(n, t)| (n.value.clone(), t.value.clone())).collect(),
+            };
+            (NodeKind::Stateless(step), format!("{} with {}", column.value, regex.value))
+        }
         OpKind::Aggregate { key_by, aggregates } => {
             let mut ok = all_exist(b, key_by);
             let mut aggs = Vec::new();

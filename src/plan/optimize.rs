@@ -85,6 +85,7 @@ fn needed_from_input(node: &Node, input_schema: &Schema, wanted: &BTreeSet<Strin
         NodeKind::Stateless(Step::Drop(cols)) | NodeKind::Stateless(Step::Explode(cols)) => wanted.iter().chain(cols).cloned().collect(),
         // The fields of an unnested struct are wanted by their own names: keep the struct.
         NodeKind::Stateless(Step::Unnest(cols)) => wanted.iter().chain(cols).cloned().collect(),
+        NodeKind::Stateless(Step::Parse { column, .. }) => wanted.iter().chain([column]).cloned().collect(),
         NodeKind::Stateless(Step::Cast(pairs)) => wanted.iter().cloned().chain(pairs.iter().map(|(c, _)| c.clone())).collect(),
         NodeKind::PartialReduce(Reduce::Aggregate(plan)) | NodeKind::Reduce(Reduce::Aggregate(plan)) => {
             plan.keys.iter().cloned().chain(plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of)).collect()

@@ -34,7 +34,22 @@ pub enum Step {
     Explode(Vec<String>),
     /// Replace these struct columns by their fields.
     Unnest(Vec<String>),
+    /// Named groups of a regex over a string column become (typed) columns; a non-null value
+    /// the regex does not match is an error. Always the last step of a fused group.
+    Parse {
+        /// The string column.
+        column: String,
+        /// The regex's named groups, extracted as a struct expression.
+        groups: Expr,
+        /// The regex, for the match check.
+        regex: String,
+        /// Types of group columns (strict casts); the others stay strings.
+        types: Vec<(String, DataType)>,
+    },
 }
+
+/// Hidden column that marks rows whose value a parse step did not match.
+const MISMATCH_COLUMN: &str = "__rv_no_match";
 
 impl Step {
     /// Adds this step to a lazy plan.
@@ -48,8 +63,29 @@ impl Step {
             Step::Cast(pairs) => lf.with_columns(pairs.iter().map(|(c, t)| col(c.as_str()).strict_cast(t.clone())).collect::<Vec<_>>()),
             Step::Explode(cols) => lf.explode(by_name(cols.iter().map(String::as_str), true, false), ExplodeOptions { empty_as_null: true, keep_nulls: true }),
             Step::Unnest(cols) => lf.unnest(by_name(cols.iter().map(String::as_str), true, false), None),
+            Step::Parse { column, groups, regex, types } => {
+                let c = || col(column.as_str());
+                let mismatch = c().is_not_null().and(c().str().contains(lit(regex.clone()), true).not());
+                lf.with_columns([groups.clone().alias("__rv_groups"), mismatch.alias(MISMATCH_COLUMN)])
+                    .unnest(by_name(["__rv_groups"], true, false), None)
+                    .with_columns(types.iter().map(|(n, t)| col(n.as_str()).strict_cast(t.clone())).collect::<Vec<_>>())
+            }
         }
     }
+}
+
+/// For a batch that went through a parse step: the first value the regex did not match, as an
+/// error naming the operator; otherwise the batch without the marker column.
+fn check_parse(df: DataFrame, name: &str, step: &Step) -> Result<DataFrame> {
+    let Step::Parse { column, .. } = step else { return Ok(df) };
+    let fail = |e: PolarsError| Error::execution("operator", name, clean(&e));
+    let marks = df.column(MISMATCH_COLUMN).map_err(fail)?.bool().map_err(fail)?.clone();
+    if let Some(row) = marks.iter().position(|m| m == Some(true)) {
+        let value = df.column(column).ok().and_then(|c| c.get(row).ok().map(|v| v.to_string())).unwrap_or_default();
+        let shown = crate::exec::sources::truncate_text(&value, 120);
+        return Err(Error::execution("operator", name, format!("column '{column}': the regex does not match {shown}")));
+    }
+    df.drop(MISMATCH_COLUMN).map_err(fail)
 }
 
 /// A chain of stateless steps run as one polars plan per batch. Each step is one node of the
@@ -87,6 +123,10 @@ impl Operator for StatelessOperator {
         let result = match lf.collect() {
             Ok(df) => df,
             Err(_) => return Err(self.blame(batch)),
+        };
+        let result = match self.steps.last() {
+            Some((_, name, step @ Step::Parse { .. })) => check_parse(result, name, step)?,
+            _ => result,
         };
         let elapsed = start.elapsed() / self.steps.len() as u32;
         let rows_out = result.height() as u64;

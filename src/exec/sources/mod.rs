@@ -24,6 +24,8 @@ use crate::exec::source::{Poll, Source, SourceContext};
 use crate::pipeline::SourceFormat;
 use discover::Split;
 
+pub use values::truncate as truncate_text;
+
 /// Bytes of text parsed at once: large enough that per-call overhead vanishes, small enough
 /// that a subtask's in-flight memory stays a few megabytes.
 const CHUNK_BYTES: usize = 2 << 20;

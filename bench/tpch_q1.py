@@ -28,7 +28,7 @@ def engine_seconds(script, fmt, data, runs):
 
 def rivulet_cmd(rivulet, fmt, data, p):
     glob = f"{data}/{fmt}/lineitem/*.{fmt}"
-    return [rivulet, "run", os.path.join(HERE, "tpch/q1.toml"), "-q", "-p", str(p),
+    return [rivulet, "run", os.path.join(HERE, "../pipelines/tpch/q1.toml"), "-q", "-p", str(p),
             "--set", f"source.lineitem.format={fmt}", "--set", f"source.lineitem.path={glob}"]
 
 

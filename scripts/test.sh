@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, installing what the tests use first: DuckDB (Python, the oracle
-# for aggregates), Graphviz (renders `explain --format dot`) and Mermaid's parser (checks
+# for aggregates and TPC-H), tpchgen-cli (TPC-H data), Graphviz (renders `explain --format dot`) and Mermaid's parser (checks
 # `explain --format mermaid`; needs node and npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/rivulet-target}"
 python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
+# TPC-H data for tests/tpch.rs is generated at test time (scale factor 0.01).
+command -v tpchgen-cli >/dev/null || [ -x "$(dirname "$(python3 -c 'import sys; print(sys.executable)')")/tpchgen-cli" ] \
+    || python3 -m pip install --quiet --disable-pip-version-check tpchgen-cli
 if ! command -v dot >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
 fi

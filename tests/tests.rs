@@ -6,4 +6,5 @@ mod golden;
 mod oracle;
 mod pipelines;
 mod runtime;
+mod tpch;
 mod validate;

@@ -108,10 +108,15 @@ pub fn python() -> String {
     panic!("python3 with duckdb is needed (pip install duckdb); .ci/run installs it");
 }
 
-/// Runs a DuckDB query and returns its result as CSV (header + rows).
+/// Runs a DuckDB query (paths relative to the repository) and returns CSV (header + rows).
 pub fn duckdb_csv(sql: &str) -> String {
+    duckdb_csv_in(&root(), sql)
+}
+
+/// Runs a DuckDB query with paths relative to `dir`; returns CSV (header + rows).
+pub fn duckdb_csv_in(dir: &Path, sql: &str) -> String {
     let script = "import duckdb, sys\ncon = duckdb.connect()\nrel = con.sql(sys.argv[1])\nimport csv\nw = csv.writer(sys.stdout, lineterminator='\\n')\nw.writerow(rel.columns)\nfor row in rel.fetchall():\n    w.writerow(['' if v is None else repr(v) if isinstance(v, float) else v for v in row])\n";
-    let out = Command::new(python()).args(["-c", script, sql]).current_dir(root()).output().expect("python runs");
+    let out = Command::new(python()).args(["-c", script, sql]).current_dir(dir).output().expect("python runs");
     assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }

@@ -12,6 +12,17 @@ pub trait Collector {
     fn watermark(&mut self, watermark: i64) -> Result<()>;
 }
 
+/// Sends `df` downstream in slices of at most `batch_rows` rows (a reduction's or a join's
+/// result can be larger than one batch).
+pub fn emit_in_batches(df: &DataFrame, batch_rows: usize, out: &mut dyn Collector) -> Result<()> {
+    let mut offset = 0;
+    while offset < df.height() {
+        out.collect(df.slice(offset as i64, batch_rows))?;
+        offset += batch_rows;
+    }
+    Ok(())
+}
+
 /// A step of a pipeline that transforms batches, possibly keeping state.
 ///
 /// Hooks are called from one thread per subtask, in this order: `process` for every batch in

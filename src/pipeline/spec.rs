@@ -447,10 +447,7 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     let keep = r.string("keep", diags);
     let distinct = match r.take("distinct") {
         Some(Node { value: Value::Bool(true), .. }) => Some(None),
-        Some(n @ Node { value: Value::Array(_), .. }) => {
-            let cols = n_strings(n, &r, diags);
-            Some(Some(cols))
-        }
+        Some(n @ Node { value: Value::Array(_), .. }) => Some(Some(r.strings_of("distinct", n, diags))),
         Some(n) => {
             r.err(diags, &n.origin, "`distinct` must be true (all columns) or a list of columns");
             None
@@ -509,21 +506,6 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
             None
         }
     }
-}
-
-/// The strings of an array node (other items are reported).
-fn n_strings(node: &Node, r: &TableReader<'_>, diags: &mut Diagnostics) -> Vec<Located<String>> {
-    let Value::Array(items) = &node.value else { return Vec::new() };
-    items
-        .iter()
-        .filter_map(|n| match &n.value {
-            Value::Str(s) => Some(Located::new(s.clone(), n.origin.clone())),
-            other => {
-                r.err(diags, &n.origin, format!("`distinct` items must be column names, found {}", other.kind()));
-                None
-            }
-        })
-        .collect()
 }
 
 fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkSpec> {

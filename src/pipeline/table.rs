@@ -78,22 +78,26 @@ impl<'a> TableReader<'a> {
         }
     }
 
+    /// The string items of the array `node` (the value of `key`); other items are reported.
+    pub fn strings_of(&self, key: &str, node: &Node, diags: &mut Diagnostics) -> Vec<Located<String>> {
+        let Value::Array(items) = &node.value else { return Vec::new() };
+        items
+            .iter()
+            .filter_map(|n| match &n.value {
+                Value::Str(s) => Some(Located::new(s.clone(), n.origin.clone())),
+                other => {
+                    self.err(diags, &n.origin, format!("`{key}` items must be strings, found {}", other.kind()));
+                    None
+                }
+            })
+            .collect()
+    }
+
     pub fn string_list(&mut self, key: &str, diags: &mut Diagnostics) -> Option<Vec<Located<String>>> {
         let node = self.take(key)?;
         match &node.value {
             Value::Str(s) => Some(vec![Located::new(s.clone(), node.origin.clone())]),
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .filter_map(|n| match &n.value {
-                        Value::Str(s) => Some(Located::new(s.clone(), n.origin.clone())),
-                        other => {
-                            self.err(diags, &n.origin, format!("`{key}` items must be strings, found {}", other.kind()));
-                            None
-                        }
-                    })
-                    .collect(),
-            ),
+            Value::Array(_) => Some(self.strings_of(key, node, diags)),
             other => {
                 self.err(diags, &node.origin, format!("`{key}` must be a string or an array of strings, found {}", other.kind()));
                 None

@@ -10,7 +10,7 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
-use crate::exec::operator::{Collector, Operator};
+use crate::exec::operator::{emit_in_batches, Collector, Operator};
 use crate::plan::expr::clean;
 
 use super::stateless::SEQ_COLUMN;
@@ -154,12 +154,7 @@ impl JoinOperator {
         let m = &self.metrics.nodes[self.node];
         m.add_time(start.elapsed());
         NodeMetrics::add(&m.rows_out, joined.height() as u64);
-        let mut offset = 0;
-        while offset < joined.height() {
-            out.collect(joined.slice(offset as i64, self.batch_rows))?;
-            offset += self.batch_rows;
-        }
-        Ok(())
+        emit_in_batches(&joined, self.batch_rows, out)
     }
 }
 

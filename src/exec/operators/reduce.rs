@@ -11,7 +11,7 @@ use super::aggregate::AggregatePlan;
 use super::order::{DistinctPlan, SortPlan};
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
-use crate::exec::operator::{Collector, Operator};
+use crate::exec::operator::{emit_in_batches, Collector, Operator};
 use crate::plan::expr::clean;
 use crate::plan::logical::Partitioning;
 
@@ -189,11 +189,6 @@ impl Operator for ReduceOperator {
         let m = &self.metrics.nodes[self.node];
         m.add_time(start.elapsed());
         NodeMetrics::add(&m.rows_out, result.height() as u64);
-        let mut offset = 0;
-        while offset < result.height() {
-            out.collect(result.slice(offset as i64, self.batch_rows))?;
-            offset += self.batch_rows;
-        }
-        Ok(())
+        emit_in_batches(&result, self.batch_rows, out)
     }
 }

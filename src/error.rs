@@ -35,8 +35,9 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
-    /// The job is stopping because of an error reported elsewhere (or Ctrl-C); not reported itself.
-    #[error("cancelled")]
+    /// The job was stopped: by Ctrl-C when it reaches the top; inside the runtime, it also marks
+    /// subtasks stopping because another one failed (that error is the one reported).
+    #[error("interrupted: the run stopped before the end and its output files were discarded")]
     Cancelled,
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
@@ -57,7 +58,9 @@ impl Error {
         match self {
             Error::Spec(d) if d.all_data() => 1,
             Error::Spec(_) | Error::Usage(_) => 2,
-            Error::Input { .. } | Error::Execution { .. } | Error::Io { .. } | Error::Cancelled => 1,
+            Error::Input { .. } | Error::Execution { .. } | Error::Io { .. } => 1,
+            // As a shell reports a process killed by SIGINT.
+            Error::Cancelled => 130,
         }
     }
 

@@ -98,7 +98,7 @@ fn case(rng: &mut Rng) -> Case {
         }
         1 => {
             const KEYS: [&[&str]; 4] = [&["k1"], &["k2"], &["k1", "k2"], &[]];
-            let keys: &[&str] = *rng.pick(&KEYS);
+            let keys = *rng.pick(&KEYS);
             let n = 1 + rng.below(4) as usize;
             let aggs: Vec<(String, &str, &str)> = (0..n).map(|i| {
                 let (r, d) = rng.pick(&AGGS);
@@ -124,7 +124,7 @@ fn case(rng: &mut Rng) -> Case {
         }
         3 => {
             const COLS: [&[&str]; 4] = [&["k1"], &["k2"], &["k1", "k2"], &["k2", "d"]];
-            let cols: &[&str] = *rng.pick(&COLS);
+            let cols = *rng.pick(&COLS);
             let list = cols.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
             let pipeline = format!(
                 "{head}{filter}[[op]]\nname = \"u\"\ninput = \"f\"\ndistinct = [{list}]\nkeep = \"{}\"\n[[op]]\nname = \"s\"\ninput = \"u\"\nselect = [{list}]\n{}",

@@ -37,7 +37,7 @@ fn big_csv(path: &Path, mb: usize) -> u64 {
     let mut i: u64 = 0;
     let mut written = 0;
     while written < mb << 20 {
-        let line = format!("{i},/api/item/{},{},{},some padding text to make rows wider than they need to be\n", i % 1000, if i % 17 == 0 { 500 } else { 200 }, i % 3000);
+        let line = format!("{i},/api/item/{},{},{},some padding text to make rows wider than they need to be\n", i % 1000, if i.is_multiple_of(17) { 500 } else { 200 }, i % 3000);
         written += line.len();
         f.write_all(line.as_bytes()).unwrap();
         i += 1;
@@ -124,6 +124,26 @@ path = "out"
     assert_eq!(err.matches("operator 'bad_cast'").count(), 1, "{err}");
     assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
     // Nothing that looks like output, and no in-progress files left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_discards_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    big_csv(&dir.path().join("big.csv"), 400);
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "name = \"long\"\n[[source]]\nname = \"big\"\nformat = \"csv\"\npath = \"big.csv\"\n[[sink]]\nname = \"out\"\ninput = \"big\"\nformat = \"csv\"\npath = \"out\"\n",
+    )
+    .unwrap();
+    let child = crate::common::rivulet().current_dir(dir.path()).args(["run", "p.toml", "-q", "-p", "2"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

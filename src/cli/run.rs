@@ -42,7 +42,16 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
             p.update(m);
         }
     };
-    let report = execute(exec, Arc::new(AtomicBool::new(false)), show_progress.then_some(&tick as _));
+    // Ctrl-C stops the run: sources stop, subtasks wind down, in-progress output is deleted.
+    // A second Ctrl-C exits at once.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    let report = execute(exec, cancel, show_progress.then_some(&tick as _));
     if let Some(p) = &progress {
         p.finish();
     }

@@ -47,7 +47,8 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
 
     // One bounded queue per downstream subtask; each upstream channel gets an index there.
     // Per downstream subtask: its queue, and the input port of each channel into it.
-    let mut queues: Vec<Vec<(Sender<Envelope>, Option<Receiver<Envelope>>, Vec<usize>)>> = job
+    type Queue = (Sender<Envelope>, Option<Receiver<Envelope>>, Vec<usize>);
+    let mut queues: Vec<Vec<Queue>> = job
         .vertices
         .iter()
         .map(|v| (0..v.parallelism).map(|_| {
@@ -60,7 +61,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
         let up = job.vertices[edge.from].parallelism;
         // Which input of the downstream operator this edge feeds (a join's left or right).
         let port = stream.inputs(edge.to_node).position(|s| s.from == edge.from_node).unwrap_or(0);
-        for from in 0..up {
+        for (from, outs) in outputs[edge.from].iter_mut().enumerate().take(up) {
             let mut targets = Vec::new();
             for c in exec.edge_channels(e).filter(|c| c.from == from) {
                 let q = &mut queues[edge.to][c.to];
@@ -68,7 +69,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
                 q.2.push(port);
             }
             let name = stream.nodes[edge.from_node].name.clone();
-            outputs[edge.from][from].push(ExchangeOutput::new(edge.partitioning.clone(), targets, from, name));
+            outs.push(ExchangeOutput::new(edge.partitioning.clone(), targets, from, name));
         }
     }
 

@@ -151,7 +151,6 @@ impl Subtask {
             }
         }
         chain.finish()?;
-        drop(chain);
         match &mut self.output {
             TaskOutput::Exchanges(exchanges) => {
                 exchanges.iter_mut().try_for_each(ExchangeOutput::end)?;

@@ -258,7 +258,7 @@ impl Builder<'_> {
         };
         let mut missing = false;
         for (col, _) in s.schema.iter().flatten() {
-            if !raw.contains(&col.value) && !(s.format == SourceFormat::Csv && !s.header) {
+            if !raw.contains(&col.value) && (s.format != SourceFormat::Csv || s.header) {
                 let names: Vec<_> = raw.iter_names().map(|n| n.to_string()).collect();
                 let hint = did_you_mean(&col.value, names.iter().map(String::as_str)).map(|h| format!(" (did you mean '{h}'?)")).unwrap_or_default();
                 self.err(&col.origin, who.clone(), format!("declared column '{}' is not in the files{hint}; columns: {}", col.value, names.join(", ")));

@@ -20,8 +20,13 @@ fn joined<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
 pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_seq: bool, who: &str) -> Option<(NodeKind, String)> {
     let in_schema = b.nodes[inputs[0]].schema.clone();
     let who_s = who.to_string();
+    // Checks every column (no short circuit), so all missing ones are reported.
     let all_exist = |b: &mut Builder<'_>, cols: &[Located<String>]| {
-        cols.iter().fold(true, |ok, c| b.columns_exist(std::slice::from_ref(&c.value), c, &in_schema, who) && ok)
+        let mut ok = true;
+        for c in cols {
+            ok &= b.columns_exist(std::slice::from_ref(&c.value), c, &in_schema, who);
+        }
+        ok
     };
     Some(match &op.kind {
         OpKind::Filter(f) => (NodeKind::Stateless(Step::Filter(b.expr(f, &in_schema, who)?)), f.value.clone()),

@@ -25,7 +25,9 @@ pub struct SinkConfig {
 }
 
 // Unbuffered files: polars writes whole serialised batches, and an unbuffered write reports
-// its error (a full disk) instead of losing it in a buffer dropped at the end.
+// its error (a full disk) instead of losing it in a buffer dropped at the end. One writer per
+// sink subtask, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Writer {
     Csv(polars::io::csv::write::BatchedWriter<File>),
     Parquet(polars::io::parquet::write::BatchedWriter<File>),

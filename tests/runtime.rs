@@ -124,7 +124,7 @@ path = "out"
     assert_eq!(err.matches("operator 'bad_cast'").count(), 1, "{err}");
     assert!(elapsed.as_secs() < 20, "took {elapsed:?}");
     // Nothing that looks like output, and no in-progress files left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let leftovers = crate::common::entries(&dir.path().join("out"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -144,7 +144,7 @@ fn ctrl_c_stops_the_run_and_discards_its_output() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("out")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let leftovers = crate::common::entries(&dir.path().join("out"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

@@ -131,14 +131,20 @@ path = "out"
 #[test]
 fn ctrl_c_stops_the_run_and_discards_its_output() {
     let dir = tempfile::tempdir().unwrap();
-    big_csv(&dir.path().join("big.csv"), 400);
+    big_csv(&dir.path().join("big.csv"), 200);
+    // Small batches keep the run busy for seconds, so the interrupt lands in the middle of it.
     std::fs::write(
         dir.path().join("p.toml"),
-        "name = \"long\"\n[[source]]\nname = \"big\"\nformat = \"csv\"\npath = \"big.csv\"\n[[sink]]\nname = \"out\"\ninput = \"big\"\nformat = \"csv\"\npath = \"out\"\n",
+        "name = \"long\"\nbatch_rows = 50\n[[source]]\nname = \"big\"\nformat = \"csv\"\npath = \"big.csv\"\n[[sink]]\nname = \"out\"\ninput = \"big\"\nformat = \"csv\"\npath = \"out\"\n",
     )
     .unwrap();
     let child = crate::common::rivulet().current_dir(dir.path()).args(["run", "p.toml", "-q", "-p", "2"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Wait until the sinks are writing (their in-progress files exist), then interrupt.
+    let started = Instant::now();
+    while crate::common::entries(&dir.path().join("out")).is_empty() && started.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();

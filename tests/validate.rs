@@ -44,3 +44,10 @@ fn bad_set_override_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no op named 'erors' (did you mean 'errors'?)"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_missing_pipeline_file_is_a_usage_error() {
+    let out = run(&["validate", "no/such/pipeline.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot read pipeline file no/such/pipeline.toml"), "{}", stderr(&out));
+}

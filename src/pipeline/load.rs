@@ -1,6 +1,7 @@
-//! Loading a pipeline file: parse by extension, apply `--set` overrides, read the spec, and run
-//! the structural checks. Every problem found is returned together.
-use std::path::{Path, PathBuf};
+//! Loading pipeline text: parse (TOML or YAML), apply `--set` overrides, read the spec, and run
+//! the structural checks. Every problem found is returned together; `plan::compile` adds the
+//! checks that need schemas.
+use std::path::PathBuf;
 
 use super::diagnostics::Diagnostics;
 use super::document::{parse_override_value, parse_toml, parse_yaml, Key, Node, Origin, Value};
@@ -23,20 +24,6 @@ impl std::str::FromStr for Override {
         let (key, value) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, found {s:?}"))?;
         Ok(Override { key: key.trim().to_string(), value: value.to_string() })
     }
-}
-
-/// Loads and checks a pipeline file. On any problem, returns them all as [`Error::Spec`].
-pub fn load(path: &Path, overrides: &[Override]) -> Result<PipelineSpec> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-    let (spec, mut diags) = load_text(&text, yaml, base_dir, overrides)?;
-    if diags.is_empty() {
-        return Ok(spec);
-    }
-    diags.path = path.to_path_buf();
-    diags.text = text;
-    Err(Error::Spec(diags))
 }
 
 /// Parses pipeline text and reads the spec. Returns the best-effort spec and every problem found

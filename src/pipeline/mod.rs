@@ -10,7 +10,7 @@ mod table;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use document::{Origin, Value};
-pub use load::{load, load_text, Override};
+pub use load::{load_text, Override};
 pub use spec::{
     parse_type, Chain, Common, Located, OpKind, OpSpec, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec,
     SourceFormat, SourceSpec, StdoutStyle, TYPE_NAMES,

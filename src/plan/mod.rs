@@ -25,7 +25,8 @@ pub struct Compiled {
 /// columns, types) is reported together as [`Error::Spec`]. `parallelism` is the command
 /// line's `-p`, which overrides the file's default; without either, the number of cores.
 pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>) -> Result<Compiled> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    // A pipeline file that cannot be read is a wrong command line (exit 2), not a data error.
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read pipeline file {}: {e}", path.display())))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
     let (spec, mut diags) = load_text(&text, yaml, base_dir, overrides)?;

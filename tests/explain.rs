@@ -37,6 +37,12 @@ fn every_chain_break_states_its_reason() {
 }
 
 #[test]
+fn a_filter_on_partition_columns_prunes_files_before_reading() {
+    let text = explain("tests/golden/hive_partitions_pruned/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains("optimizer: partitions pruned: 4/9 files kept"), "{text}");
+}
+
+#[test]
 fn a_union_breaks_the_chain_for_its_inputs() {
     let text = explain("tests/golden/union_by_name/pipeline.toml", &["--graph", "job", "-p", "2"]);
     assert!(text.contains("chain break: 'both' has 2 inputs"), "{text}");

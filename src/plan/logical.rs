@@ -268,6 +268,22 @@ impl Builder<'_> {
         if missing {
             return;
         }
+        // `key=value` directories between the path's root and the files are partition columns.
+        let root = discover::root_of(&self.spec.base_dir, &s.path.value);
+        let (hive, hive_values) = match discover::hive_partitions(&root, &files) {
+            Some((keys, values)) => {
+                let mut cols = Vec::new();
+                for (i, key) in keys.iter().enumerate() {
+                    if schema.contains(key) {
+                        return self.err(&s.path.origin, who, format!("column '{key}' is both in the files and a partition directory ({key}=...)"));
+                    }
+                    let all_int = values.iter().all(|v| v[i].as_ref().is_none_or(|x| x.parse::<i64>().is_ok()));
+                    cols.push((key.clone(), if all_int { DataType::Int64 } else { DataType::String }));
+                }
+                (cols, values)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         let format = format!("{:?}", s.format).to_lowercase();
         let config = SourceConfig {
             name: s.common.name.value.clone(),
@@ -281,6 +297,8 @@ impl Builder<'_> {
             split_bytes: s.split_bytes,
             projection: None,
             with_sequence: needs_seq.contains(&s.common.name.value),
+            hive,
+            hive_values,
         };
         let detail = format!("{} ({} file{})", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" });
         let parallelism = s.common.parallelism.as_ref().map_or(self.parallelism, |p| p.value);

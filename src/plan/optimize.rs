@@ -15,8 +15,61 @@ use crate::pipeline::Chain;
 /// Applies every optimisation; the result is the graph that is chained and run.
 pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     let mut g = two_phase_aggregation(graph)?;
+    prune_partitions(&mut g)?;
     push_projection(&mut g)?;
     Ok(g)
+}
+
+/// The AND-ed parts of a predicate.
+fn conjuncts(e: &Expr) -> Vec<Expr> {
+    match e {
+        Expr::BinaryExpr { left, op: Operator::And | Operator::LogicalAnd, right } => {
+            let mut out = conjuncts(left);
+            out.extend(conjuncts(right));
+            out
+        }
+        other => vec![other.clone()],
+    }
+}
+
+/// Drops the files of a partitioned source that a filter right after it would reject anyway:
+/// each part of the filter that reads partition columns only is evaluated on the file's
+/// partition values, before any file is opened.
+fn prune_partitions(g: &mut LogicalGraph) -> PolarsResult<()> {
+    for id in 0..g.nodes.len() {
+        let outs: Vec<usize> = g.outputs(id).map(|e| e.to).collect();
+        let [consumer] = outs.as_slice() else { continue };
+        let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else { continue };
+        let predicate = predicate.clone();
+        let NodeKind::Source(config) = &mut g.nodes[id].kind else { continue };
+        if config.hive.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = config.hive.iter().map(|(n, _)| n.as_str()).collect();
+        let parts: Vec<Expr> = conjuncts(&predicate).into_iter().filter(|c| {
+            let cols = columns_of(c);
+            !cols.is_empty() && cols.iter().all(|c| names.contains(&c.as_str()))
+        }).collect();
+        if parts.is_empty() {
+            continue;
+        }
+        let before = config.files.len();
+        let mut keep = Vec::new();
+        for values in &config.hive_values {
+            let columns: Vec<Column> = config.hive.iter().zip(values).map(|((n, t), v)| Column::new(n.as_str().into(), [v.as_deref()]).strict_cast(t)).collect::<PolarsResult<_>>()?;
+            let row = DataFrame::new(1, columns)?;
+            let lf = parts.iter().fold(row.lazy(), |lf, p| lf.filter(p.clone()));
+            keep.push(lf.collect()?.height() == 1);
+        }
+        let mut k = keep.iter();
+        config.files.retain(|_| *k.next().expect("one flag per file"));
+        let mut k = keep.iter();
+        config.hive_values.retain(|_| *k.next().expect("one flag per file"));
+        let shown: Vec<String> = parts.iter().map(|p| format!("{p:?}")).collect();
+        let note = format!("partitions pruned: {}/{before} files kept by {}", config.files.len(), shown.join(" AND "));
+        g.nodes[id].notes.push(note);
+    }
+    Ok(())
 }
 
 /// Splits every reduction (aggregate, sort, distinct) into a partial phase (same parallelism
@@ -119,10 +172,12 @@ fn push_projection(g: &mut LogicalGraph) -> PolarsResult<()> {
     }
     for (id, node) in g.nodes.iter_mut().enumerate() {
         if let NodeKind::Source(config) = &mut node.kind {
-            let total = config.schema.len();
-            let mut cols: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).filter(|c| wanted[id].contains(c)).collect();
-            if cols.is_empty() {
-                // Only rows are counted: read the first column to know how many there are.
+            let all: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).chain(config.hive.iter().map(|(n, _)| n.clone())).collect();
+            let total = all.len();
+            let mut cols: Vec<String> = all.iter().filter(|c| wanted[id].contains(*c)).cloned().collect();
+            if !cols.iter().any(|c| config.schema.contains(c)) {
+                // No file column is used (rows are only counted, or only partition columns are
+                // read): read the first one to know how many rows there are.
                 cols.extend(config.schema.iter_names().next().map(|n| n.to_string()));
             }
             if cols.len() < total {

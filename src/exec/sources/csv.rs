@@ -115,7 +115,7 @@ impl ChunkParser for CsvChunkParser {
                 message: format!("a record in the lines from here on does not have {} fields", self.shape.width),
             }));
         }
-        let columns = c.projection.as_ref().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect::<Arc<[_]>>());
+        let columns = c.file_projection().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect::<Arc<[_]>>());
         let result = read_options(c.delimiter)
             .with_has_header(false)
             .with_schema(Some(c.schema.clone()))

@@ -49,6 +49,71 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The root directory of a source path: the directory itself, or a glob's directory part
+/// before its first pattern character.
+pub fn root_of(base_dir: &Path, pattern: &str) -> PathBuf {
+    let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { base_dir.join(pattern) };
+    if !pattern.contains(['*', '?', '[']) {
+        return full;
+    }
+    let mut root = PathBuf::new();
+    for part in full.components() {
+        if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
+            break;
+        }
+        root.push(part);
+    }
+    root
+}
+
+/// Partition values of one file, in key order (None: Hive's null marker).
+pub type PartitionValues = Vec<Option<String>>;
+
+/// Hive-style partition directories (`year=2026/month=11/part.csv`) between `root` and each
+/// file: the keys, and for each file its values (None for Hive's null marker). None when the
+/// files do not all have the same keys.
+pub fn hive_partitions(root: &Path, files: &[PathBuf]) -> Option<(Vec<String>, Vec<PartitionValues>)> {
+    let mut keys: Option<Vec<String>> = None;
+    let mut values = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(root).ok()?;
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for dir in rel.parent()?.components() {
+            let dir = dir.as_os_str().to_string_lossy();
+            let (key, value) = dir.split_once('=')?;
+            k.push(key.to_string());
+            v.push((value != "__HIVE_DEFAULT_PARTITION__").then(|| percent_decode(value)));
+        }
+        match &keys {
+            None => keys = Some(k),
+            Some(existing) if *existing != k => return None,
+            Some(_) => {}
+        }
+        values.push(v);
+    }
+    keys.filter(|k| !k.is_empty()).map(|k| (k, values))
+}
+
+/// Undoes the `%XX` escapes of partition values.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A part of one file read by one subtask: bytes `[start, end)` for text formats (a line belongs
 /// to the split it starts in), or rows `[start, end)` for Parquet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +172,18 @@ mod tests {
         assert_eq!(names(discover(dir.path(), "a/**/*.csv").unwrap()), ["a/1.csv", "a/b/2.csv"]);
         assert_eq!(names(discover(dir.path(), "a").unwrap()), ["a/1.csv", "a/b/2.csv", "a/b/3.txt"]);
         assert!(discover(dir.path(), "nope/*.csv").unwrap_err().contains("no files match"));
+    }
+
+    #[test]
+    fn hive_directories_become_columns() {
+        let root = Path::new("/d");
+        let files = ["/d/year=2026/m=1/a.csv", "/d/year=2025/m=%2F/b.csv", "/d/year=__HIVE_DEFAULT_PARTITION__/m=3/c.csv"].map(PathBuf::from);
+        let (keys, values) = hive_partitions(root, &files).unwrap();
+        assert_eq!(keys, ["year", "m"]);
+        assert_eq!(values[1], [Some("2025".to_string()), Some("/".to_string())]);
+        assert_eq!(values[2][0], None);
+        assert!(hive_partitions(root, &[PathBuf::from("/d/a.csv")]).is_none());
+        assert_eq!(root_of(Path::new("/base"), "data/**/*.csv"), PathBuf::from("/base/data"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl JsonChunkParser {
 impl ChunkParser for JsonChunkParser {
     fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>) -> Result<DataFrame> {
         let c = &self.config;
-        let projection = c.projection.as_ref().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect());
+        let projection = c.file_projection().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect());
         let result = JsonReader::new(Cursor::new(&chunk))
             .with_json_format(JsonFormat::JsonLines)
             .with_schema(c.raw_schema.clone())

@@ -55,19 +55,50 @@ pub struct SourceConfig {
     pub projection: Option<Vec<String>>,
     /// Add the hidden row-sequence column (for `first` / `last`).
     pub with_sequence: bool,
+    /// Hive partition columns (from `key=value` directories), after the file columns.
+    pub hive: Vec<(String, DataType)>,
+    /// Partition values of each file (same order as `files`).
+    pub hive_values: Vec<discover::PartitionValues>,
 }
 
 impl SourceConfig {
-    /// Schema of the batches the source emits.
+    /// Schema of the batches the source emits: file columns, then partition columns.
     pub fn output_schema(&self) -> Schema {
         let mut schema: Schema = match &self.projection {
             Some(cols) => cols.iter().filter_map(|c| self.schema.get_field(c)).collect(),
             None => (*self.schema).clone(),
         };
+        for (name, dtype) in self.wanted_hive() {
+            schema.with_column(name.as_str().into(), dtype.clone());
+        }
         if self.with_sequence {
             schema.with_column(SEQ_COLUMN.into(), DataType::UInt64);
         }
         schema
+    }
+
+    /// Partition columns the source emits (all, or those in the projection).
+    fn wanted_hive(&self) -> impl Iterator<Item = &(String, DataType)> {
+        self.hive.iter().filter(|(n, _)| self.projection.as_ref().is_none_or(|p| p.contains(n)))
+    }
+
+    /// The projection handed to file readers: file columns only.
+    pub fn file_projection(&self) -> Option<Vec<String>> {
+        self.projection.as_ref().map(|p| p.iter().filter(|c| self.schema.contains(c)).cloned().collect())
+    }
+
+    /// Adds the partition columns of file `file_index` to a batch read from it.
+    fn add_partition_columns(&self, file_index: usize, mut df: DataFrame) -> PolarsResult<DataFrame> {
+        let height = df.height();
+        for (i, (name, dtype)) in self.hive.iter().enumerate() {
+            if !self.wanted_hive().any(|(n, _)| n == name) {
+                continue;
+            }
+            let value = self.hive_values[file_index][i].as_deref();
+            let column = Column::new(name.as_str().into(), vec![value; height]).strict_cast(dtype)?;
+            df.with_column(column)?;
+        }
+        Ok(df)
     }
 
     /// Cuts the input into splits, in source order.
@@ -258,18 +289,21 @@ pub struct FileSource {
     /// Rows emitted so far from the current split (for the sequence column).
     split_rows: u64,
     split_ordinal: usize,
+    /// File of the split being read (for its partition values).
+    current_file: usize,
 }
 
 impl FileSource {
     /// A source subtask over `config`, for node `node`; `splits` are the source's splits
     /// (computed once for all subtasks) and `log` records what each really covered.
     pub fn new(config: Arc<SourceConfig>, splits: Arc<Vec<Split>>, log: Arc<SplitLog>, node: usize, metrics: Arc<Metrics>) -> Self {
-        FileSource { config, all_splits: splits, log, splits: VecDeque::new(), current: None, pending: VecDeque::new(), batch_rows: 65_536, node, metrics, split_rows: 0, split_ordinal: 0 }
+        FileSource { config, all_splits: splits, log, splits: VecDeque::new(), current: None, pending: VecDeque::new(), batch_rows: 65_536, node, metrics, split_rows: 0, split_ordinal: 0, current_file: 0 }
     }
 
     fn open_split(&mut self, split: Split) -> Result<Box<dyn SplitReader>> {
         self.split_rows = 0;
         self.split_ordinal = split.ordinal;
+        self.current_file = split.file_index;
         let c = &self.config;
         let shape = lines::CsvShape { width: c.schema.len(), delimiter: c.delimiter, quote: b'"' };
         let (parser, shape): (Box<dyn ChunkParser>, Option<lines::CsvShape>) = match c.format {
@@ -330,6 +364,8 @@ impl Source for FileSource {
                 }
                 Some(df) if df.height() == 0 => {}
                 Some(df) => {
+                    let file_index = self.current_file;
+                    let df = self.config.add_partition_columns(file_index, df).map_err(|e| Error::execution("source", &self.config.name, e))?;
                     let df = self.with_sequence(df)?;
                     NodeMetrics::add(&m.rows_in, df.height() as u64);
                     NodeMetrics::add(&m.rows_out, df.height() as u64);

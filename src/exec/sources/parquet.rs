@@ -71,7 +71,7 @@ impl SplitReader for ParquetSplit {
         let Some(split) = self.split.take() else { return Ok(None) };
         let bad = |m: String| Error::Input { path: split.path.clone(), line: 0, column: 0, message: m };
         let reader = open(&split.path).map_err(bad)?;
-        let columns = self.config.projection.clone();
+        let columns = self.config.file_projection();
         let df = reader
             .with_slice(Some((split.start as usize, (split.end - split.start) as usize)))
             .with_columns(columns)

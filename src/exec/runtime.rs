@@ -143,8 +143,8 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| subtask.run()))
                 .unwrap_or_else(|panic| Err(Error::execution("subtask", &name, format!("panicked: {}", panic_message(&panic)))));
             match result {
-                Ok(Some(commit)) => pending.lock().expect("pending").push(commit),
-                Ok(None) | Err(Error::Cancelled) => {}
+                Ok(commits) => pending.lock().expect("pending").extend(commits),
+                Err(Error::Cancelled) => {}
                 Err(e) => {
                     let mut slot = first_error.lock().expect("error slot");
                     if slot.is_none() {

@@ -23,6 +23,21 @@ impl PendingCommit {
     }
 }
 
+/// Removes the part files of an earlier run from `dir` and its `key=value` subdirectories.
+fn remove_old_parts(dir: &std::path::Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let path = e.path();
+        if path.is_dir() && name.contains('=') {
+            remove_old_parts(&path)?;
+        } else if name.starts_with("part-") {
+            std::fs::remove_file(&path).map_err(|err| Error::io(&path, err))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes every pending output visible: removes stale part files of a previous run from each
 /// part directory once, then renames each in-progress file to its final name.
 pub fn commit_all(pending: Vec<PendingCommit>) -> Result<()> {
@@ -32,13 +47,7 @@ pub fn commit_all(pending: Vec<PendingCommit>) -> Result<()> {
             && !cleaned.contains(dir)
         {
             cleaned.push(dir.clone());
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with("part-") {
-                        std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-                    }
-                }
-            }
+            remove_old_parts(dir)?;
         }
     }
     for p in pending {
@@ -60,5 +69,5 @@ pub trait Sink: Send {
     /// Writes one batch.
     fn write(&mut self, batch: &DataFrame) -> Result<()>;
     /// Flushes and closes; returns the output to commit, if any.
-    fn finish(&mut self) -> Result<Option<PendingCommit>>;
+    fn finish(&mut self) -> Result<Vec<PendingCommit>>;
 }

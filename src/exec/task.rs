@@ -87,9 +87,9 @@ pub struct Subtask {
 }
 
 impl Subtask {
-    /// Runs to the end of input; returns the sink output to commit, if any. `Err(Cancelled)`
+    /// Runs to the end of input; returns the sink output to commit. `Err(Cancelled)`
     /// means another subtask failed first.
-    pub fn run(mut self) -> Result<Option<PendingCommit>> {
+    pub fn run(mut self) -> Result<Vec<PendingCommit>> {
         if let TaskOutput::Sink { sink, .. } = &mut self.output {
             sink.open()?;
         }
@@ -154,7 +154,7 @@ impl Subtask {
         match &mut self.output {
             TaskOutput::Exchanges(exchanges) => {
                 exchanges.iter_mut().try_for_each(ExchangeOutput::end)?;
-                Ok(None)
+                Ok(Vec::new())
             }
             TaskOutput::Sink { sink, .. } => sink.finish(),
         }

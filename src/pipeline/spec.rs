@@ -242,6 +242,8 @@ pub struct SinkSpec {
     pub single_file: bool,
     /// CSV only: write a header line.
     pub header: bool,
+    /// Columns whose values name `key=value` directories.
+    pub partition_by: Vec<Located<String>>,
 }
 
 /// A whole pipeline file.
@@ -274,7 +276,7 @@ const OP_KEYS: [&str; 24] = [
     "input", "filter", "select", "with", "rename", "drop", "cast", "explode", "unnest", "parse", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
     "left_on", "right_on", "suffix", "strategy", "partitioning",
 ];
-const SINK_KEYS: [&str; 6] = ["input", "format", "path", "style", "single_file", "header"];
+const SINK_KEYS: [&str; 7] = ["input", "format", "path", "style", "single_file", "header", "partition_by"];
 
 fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
     COMMON_KEYS.iter().chain(extra).copied().collect()
@@ -536,13 +538,21 @@ fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkS
     });
     let single_file = r.bool("single_file", false, diags);
     let header = r.bool("header", true, diags);
+    let partition_by = r.string_list("partition_by", diags).unwrap_or_default();
+    if let Some(first) = partition_by.first() {
+        if format == Some(SinkFormat::Stdout) {
+            r.err(diags, &first.origin, "a stdout sink cannot be partitioned; `partition_by` is for file sinks");
+        } else if single_file {
+            r.err(diags, &first.origin, "`partition_by` writes a directory tree; remove `single_file`");
+        }
+    }
     match (format, &path) {
         (Some(SinkFormat::Stdout), Some(p)) => r.err(diags, &p.origin, "a stdout sink takes no `path`"),
         (Some(f), None) if f != SinkFormat::Stdout => r.err(diags, &r.origin.clone(), "a file sink needs `path`"),
         _ => {}
     }
     r.finish(&allowed(&SINK_KEYS), diags);
-    Some(SinkSpec { common, input: input?, format: format?, path, style, single_file, header })
+    Some(SinkSpec { common, input: input?, format: format?, path, style, single_file, header, partition_by })
 }
 
 fn components<'a>(r: &mut TableReader<'a>, key: &str, diags: &mut Diagnostics) -> Vec<&'a Node> {

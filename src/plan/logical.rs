@@ -472,7 +472,15 @@ impl Builder<'_> {
                 if !s.single_file && full.is_file() {
                     self.err(&path.origin, who.clone(), format!("{} is a file; a sink with single_file = false writes a directory of part files", path.value));
                 }
-                let config = SinkConfig { name: s.common.name.value.clone(), format, path: full, single_file: s.single_file, header: s.header };
+                let mut missing = false;
+                for k in &s.partition_by {
+                    missing |= !self.columns_exist(std::slice::from_ref(&k.value), k, &schema, &who);
+                }
+                if missing {
+                    return;
+                }
+                let partition_by = s.partition_by.iter().map(|k| k.value.clone()).collect();
+                let config = SinkConfig { name: s.common.name.value.clone(), format, path: full, single_file: s.single_file, header: s.header, partition_by };
                 let name = format!("{format:?}").to_lowercase();
                 let what = if s.single_file { "file" } else { "directory" };
                 (NodeKind::FileSink(config), format!("sink {name}"), format!("{what} {}", path.value))

@@ -1,5 +1,7 @@
 //! File sinks: CSV, Parquet and JSON lines, one part file per subtask in a directory, or one
-//! file. Each is written under a hidden in-progress name and renamed on commit.
+//! file, optionally under Hive-style `key=value` directories (`partition_by`). Each file is
+//! written under a hidden in-progress name and renamed on commit.
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 
@@ -22,11 +24,13 @@ pub struct SinkConfig {
     pub single_file: bool,
     /// CSV: write a header line.
     pub header: bool,
+    /// Columns whose values name `key=value` directories (not written into the files).
+    pub partition_by: Vec<String>,
 }
 
 // Unbuffered files: polars writes whole serialised batches, and an unbuffered write reports
 // its error (a full disk) instead of losing it in a buffer dropped at the end. One writer per
-// sink subtask, so the variants' sizes do not matter.
+// open file, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Writer {
     Csv(polars::io::csv::write::BatchedWriter<File>),
@@ -34,77 +38,186 @@ enum Writer {
     Jsonl(polars::io::json::BatchedWriter<File>),
 }
 
+/// One open output file.
+struct Output {
+    writer: Writer,
+    temp: PathBuf,
+    target: PathBuf,
+}
+
 /// One subtask of a file sink.
 pub struct FileSink {
     config: SinkConfig,
-    schema: SchemaRef,
-    writer: Option<Writer>,
-    temp: PathBuf,
-    target: PathBuf,
+    subtask: usize,
+    /// Schema of the rows in the files (partition columns removed).
+    file_schema: SchemaRef,
+    /// Open files by partition directory ("" without partitions).
+    outputs: HashMap<String, Output>,
+}
+
+/// A partition value as one safe path segment: bytes outside `[A-Za-z0-9_.-]` become `%XX`,
+/// values made only of dots are fully escaped (no `.` or `..` segment), null is Hive's
+/// `__HIVE_DEFAULT_PARTITION__`, and very long values are cut and made unique with a hash.
+pub fn escape_partition_value(value: Option<&str>) -> String {
+    let Some(value) = value else { return "__HIVE_DEFAULT_PARTITION__".into() };
+    let only_dots = !value.is_empty() && value.bytes().all(|b| b == b'.');
+    let mut out = String::new();
+    for b in value.bytes() {
+        if (b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') && !only_dots {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > 200 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut h);
+        let mut cut = 180;
+        while !out.is_char_boundary(cut) || out[..cut].ends_with('%') || out[..cut.saturating_sub(1)].ends_with('%') {
+            cut -= 1;
+        }
+        out = format!("{}~{:016x}", &out[..cut], h.finish());
+    }
+    out
 }
 
 impl FileSink {
     /// Subtask `subtask` of the sink, writing rows of `schema`.
     pub fn new(config: SinkConfig, subtask: usize, schema: SchemaRef) -> Self {
-        let ext = match config.format {
-            SinkFormat::Csv => "csv",
-            SinkFormat::Parquet => "parquet",
-            _ => "jsonl",
-        };
-        let target = if config.single_file { config.path.clone() } else { config.path.join(format!("part-{subtask:05}.{ext}")) };
-        let file_name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let temp = target.with_file_name(format!(".{file_name}.inprogress-{}", std::process::id()));
-        FileSink { config, schema, writer: None, temp, target }
+        let mut file_schema = (*schema).clone();
+        for c in &config.partition_by {
+            file_schema.shift_remove(c.as_str());
+        }
+        FileSink { config, subtask, file_schema: Arc::new(file_schema), outputs: HashMap::new() }
     }
 
-    fn fail(&self, e: impl std::fmt::Display) -> Error {
-        Error::execution("sink", &self.config.name, format!("{}: {e}", self.target.display()))
+    fn fail(&self, target: &std::path::Path, e: impl std::fmt::Display) -> Error {
+        Error::execution("sink", &self.config.name, format!("{}: {e}", target.display()))
+    }
+
+    /// The output file for partition directory `dir`, opened on first use.
+    fn output(&mut self, dir: &str) -> Result<&mut Output> {
+        if !self.outputs.contains_key(dir) {
+            let ext = match self.config.format {
+                SinkFormat::Csv => "csv",
+                SinkFormat::Parquet => "parquet",
+                _ => "jsonl",
+            };
+            let target = if self.config.single_file {
+                self.config.path.clone()
+            } else {
+                self.config.path.join(dir).join(format!("part-{:05}.{ext}", self.subtask))
+            };
+            let parent = target.parent().map(PathBuf::from).unwrap_or_default();
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+            }
+            let file_name = target.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let temp = target.with_file_name(format!(".{file_name}.inprogress-{}", std::process::id()));
+            let file = File::create(&temp).map_err(|e| Error::io(&temp, e))?;
+            let schema = &self.file_schema;
+            let writer = match self.config.format {
+                SinkFormat::Csv => Writer::Csv(CsvWriter::new(file).include_header(self.config.header).batched(schema).map_err(|e| self.fail(&target, e))?),
+                SinkFormat::Parquet => Writer::Parquet(ParquetWriter::new(file).batched(schema).map_err(|e| self.fail(&target, e))?),
+                _ => Writer::Jsonl(polars::io::json::BatchedWriter::new(file)),
+            };
+            self.outputs.insert(dir.to_string(), Output { writer, temp, target });
+        }
+        Ok(self.outputs.get_mut(dir).expect("just inserted"))
+    }
+
+    fn write_to(&mut self, dir: &str, batch: &DataFrame) -> Result<()> {
+        let name = self.config.name.clone();
+        let out = self.output(dir)?;
+        let result = match &mut out.writer {
+            Writer::Csv(w) => w.write_batch(batch),
+            Writer::Parquet(w) => w.write_batch(batch),
+            Writer::Jsonl(w) => w.write_batch(batch),
+        };
+        result.map_err(|e| Error::execution("sink", &name, format!("{}: {e}", out.target.display())))
     }
 }
 
 impl Sink for FileSink {
     fn open(&mut self) -> Result<()> {
-        let dir = self.target.parent().map(PathBuf::from).unwrap_or_default();
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Without partitions the (possibly empty) part file always exists.
+        if self.config.partition_by.is_empty() {
+            self.output("")?;
         }
-        let file = File::create(&self.temp).map_err(|e| Error::io(&self.temp, e))?;
-        let writer = match self.config.format {
-            SinkFormat::Csv => Writer::Csv(CsvWriter::new(file).include_header(self.config.header).batched(&self.schema).map_err(|e| self.fail(e))?),
-            SinkFormat::Parquet => Writer::Parquet(ParquetWriter::new(file).batched(&self.schema).map_err(|e| self.fail(e))?),
-            _ => Writer::Jsonl(polars::io::json::BatchedWriter::new(file)),
-        };
-        self.writer = Some(writer);
         Ok(())
     }
 
     fn write(&mut self, batch: &DataFrame) -> Result<()> {
-        let result = match self.writer.as_mut() {
-            Some(Writer::Csv(w)) => w.write_batch(batch),
-            Some(Writer::Parquet(w)) => w.write_batch(batch),
-            Some(Writer::Jsonl(w)) => w.write_batch(batch),
-            None => return Err(self.fail("write before open")),
-        };
-        result.map_err(|e| self.fail(e))
+        if self.config.partition_by.is_empty() {
+            return self.write_to("", batch);
+        }
+        let keys = self.config.partition_by.clone();
+        let parts = batch.partition_by_stable(keys.iter().map(String::as_str), true).map_err(|e| self.fail(&self.config.path, e))?;
+        for part in parts {
+            let mut dir = PathBuf::new();
+            for key in &keys {
+                let value = part.column(key).and_then(|c| c.get(0)).map_err(|e| self.fail(&self.config.path, e))?;
+                let text = match value {
+                    AnyValue::Null => None,
+                    AnyValue::String(s) => Some(s.to_string()),
+                    other => Some(other.to_string()),
+                };
+                dir.push(format!("{}={}", escape_partition_value(Some(key)), escape_partition_value(text.as_deref())));
+            }
+            let rows = part.drop_many(keys.iter().map(String::as_str));
+            self.write_to(&dir.to_string_lossy(), &rows)?;
+        }
+        Ok(())
     }
 
-    fn finish(&mut self) -> Result<Option<PendingCommit>> {
-        let result = match self.writer.take() {
-            Some(Writer::Csv(mut w)) => w.finish(),
-            Some(Writer::Parquet(w)) => w.finish().map(|_| ()),
-            Some(Writer::Jsonl(_)) | None => Ok(()),
-        };
-        result.map_err(|e| self.fail(e))?;
-        let part_dir = (!self.config.single_file).then(|| self.config.path.clone());
-        Ok(Some(PendingCommit { temp: self.temp.clone(), target: self.target.clone(), part_dir }))
+    fn finish(&mut self) -> Result<Vec<PendingCommit>> {
+        let mut pending = Vec::new();
+        for (_, out) in std::mem::take(&mut self.outputs) {
+            let result = match out.writer {
+                Writer::Csv(mut w) => w.finish(),
+                Writer::Parquet(w) => w.finish().map(|_| ()),
+                Writer::Jsonl(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&out.temp);
+                return Err(self.fail(&out.target, e));
+            }
+            let part_dir = (!self.config.single_file).then(|| self.config.path.clone());
+            pending.push(PendingCommit { temp: out.temp, target: out.target, part_dir });
+        }
+        Ok(pending)
     }
 }
 
 impl Drop for FileSink {
     fn drop(&mut self) {
         // Still writing when dropped: the job failed; leave nothing that looks like output.
-        if self.writer.is_some() {
-            let _ = std::fs::remove_file(&self.temp);
+        for out in self.outputs.values() {
+            let _ = std::fs::remove_file(&out.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_are_safe_path_segments() {
+        assert_eq!(escape_partition_value(Some("eu-west_1.a")), "eu-west_1.a");
+        assert_eq!(escape_partition_value(Some("..")), "%2E%2E");
+        assert_eq!(escape_partition_value(Some(".")), "%2E");
+        assert_eq!(escape_partition_value(Some("a/../b")), "a%2F..%2Fb");
+        assert_eq!(escape_partition_value(Some("nul\0x")), "nul%00x");
+        assert_eq!(escape_partition_value(None), "__HIVE_DEFAULT_PARTITION__");
+        let long = "é".repeat(300);
+        let a = escape_partition_value(Some(&long));
+        assert!(a.len() <= 200 && a.contains('~'), "{a}");
+        assert_ne!(a, escape_partition_value(Some(&"é".repeat(301))));
+        for v in ["..", "/", "a/b", "\0", &long] {
+            let seg = escape_partition_value(Some(v));
+            assert!(!seg.contains('/') && seg != "." && seg != ".." && !seg.contains('\0'));
         }
     }
 }

@@ -55,7 +55,7 @@ impl Sink for StdoutSink {
         }
     }
 
-    fn finish(&mut self) -> Result<Option<PendingCommit>> {
+    fn finish(&mut self) -> Result<Vec<PendingCommit>> {
         match self.style {
             StdoutStyle::Csv if !self.wrote_header => self.write_csv(&DataFrame::empty_with_schema(&self.schema))?,
             StdoutStyle::Table => {
@@ -69,6 +69,6 @@ impl Sink for StdoutSink {
             _ => {}
         }
         std::io::stdout().flush().map_err(|e| self.fail(e))?;
-        Ok(None)
+        Ok(Vec::new())
     }
 }

@@ -21,7 +21,8 @@ use super::operators::stateless::StatelessOperator;
 use super::sink::{commit_all, PendingCommit, Sink};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::SourceContext;
-use super::sources::{FileSource, SplitLog};
+use super::sources::discover::Split;
+use super::sources::{FileSource, SourceConfig, SplitLog};
 use super::task::{Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
@@ -73,13 +74,15 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
         }
     }
 
-    let splits: Vec<Option<(Arc<Vec<_>>, Arc<SplitLog>)>> = stream
+    // Per source, once for all its subtasks: the shared config, the splits and their log.
+    type SourceShare = (Arc<SourceConfig>, Arc<Vec<Split>>, Arc<SplitLog>);
+    let splits: Vec<Option<SourceShare>> = stream
         .nodes
         .iter()
         .map(|n| match &n.kind {
             NodeKind::Source(config) => config.splits().map(|s| {
                 let log = Arc::new(SplitLog::new(s.len()));
-                Some((Arc::new(s), log))
+                Some((Arc::new(config.clone()), Arc::new(s), log))
             }),
             _ => Ok(None),
         })
@@ -92,9 +95,9 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
             let last = *vertex.nodes.last().expect("a task has operators");
             let context = SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone() };
             let input = match &stream.nodes[first].kind {
-                NodeKind::Source(config) => {
-                    let (splits, log) = splits[first].clone().expect("sources have splits");
-                    TaskInput::Source(Box::new(FileSource::new(Arc::new(config.clone()), splits, log, first, metrics.clone())))
+                NodeKind::Source(_) => {
+                    let (config, splits, log) = splits[first].clone().expect("sources have splits");
+                    TaskInput::Source(Box::new(FileSource::new(config, splits, log, first, metrics.clone())))
                 }
                 _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), ports: std::mem::take(&mut queues[t][i].2) },
             };
@@ -160,12 +163,9 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
     let error = first_error.into_inner().expect("error slot");
     let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled)).or_else(|| {
         // Every text file must have been read exactly once, end to end.
-        stream.nodes.iter().zip(&splits).find_map(|(node, s)| {
-            let (splits, log) = s.as_ref()?;
-            match &node.kind {
-                NodeKind::Source(c) if c.format != crate::pipeline::SourceFormat::Parquet => log.verify(splits, c).err(),
-                _ => None,
-            }
+        splits.iter().flatten().find_map(|(config, splits, log)| match config.format {
+            crate::pipeline::SourceFormat::Parquet => None,
+            _ => log.verify(splits, config).err(),
         })
     });
     if let Some(e) = error {

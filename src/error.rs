@@ -22,6 +22,8 @@ pub enum Error {
         line: u64,
         /// 1-based column (byte offset in the line + 1).
         column: u64,
+        /// The kind of problem, when it is about a record or file (shown as `error[kind]`).
+        kind: Option<crate::exec::dead_letter::ErrorKind>,
         /// What was expected and what was found.
         message: String,
     },

@@ -93,19 +93,26 @@ fn case(rng: &mut Rng) -> Case {
     let src = "read_csv('a/*.csv')";
     match rng.below(5) {
         0 => {
-            let pipeline = format!("{head}{filter}[[op]]\nname = \"s\"\ninput = \"f\"\nselect = [\"id\", \"k1\", \"y * 2 - k2 AS z\", \"x / 4 AS q\"]\n{}", sink("s"));
+            let pipeline =
+                format!("{head}{filter}[[op]]\nname = \"s\"\ninput = \"f\"\nselect = [\"id\", \"k1\", \"y * 2 - k2 AS z\", \"x / 4 AS q\"]\n{}", sink("s"));
             Case { pipeline, sql: format!("select id, k1, y * 2 - k2 as z, x / 4 as q from {src} where {pred}"), ordered: false }
         }
         1 => {
             const KEYS: [&[&str]; 4] = [&["k1"], &["k2"], &["k1", "k2"], &[]];
             let keys = *rng.pick(&KEYS);
             let n = 1 + rng.below(4) as usize;
-            let aggs: Vec<(String, &str, &str)> = (0..n).map(|i| {
-                let (r, d) = rng.pick(&AGGS);
-                (format!("a{i}"), *r, *d)
-            }).collect();
+            let aggs: Vec<(String, &str, &str)> = (0..n)
+                .map(|i| {
+                    let (r, d) = rng.pick(&AGGS);
+                    (format!("a{i}"), *r, *d)
+                })
+                .collect();
             let toml_aggs = aggs.iter().map(|(n, r, _)| format!("{n} = \"{r}\"")).collect::<Vec<_>>().join(", ");
-            let key_by = if keys.is_empty() { String::new() } else { format!("key_by = [{}]\n", keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")) };
+            let key_by = if keys.is_empty() {
+                String::new()
+            } else {
+                format!("key_by = [{}]\n", keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", "))
+            };
             let pipeline = format!("{head}{filter}[[op]]\nname = \"g\"\ninput = \"f\"\n{key_by}aggregate = {{ {toml_aggs} }}\n{}", sink("g"));
             let cols: Vec<String> = keys.iter().map(|k| k.to_string()).chain(aggs.iter().map(|(n, _, d)| format!("{d} as {n}"))).collect();
             let group = if keys.is_empty() { String::new() } else { format!(" group by {}", keys.join(", ")) };
@@ -119,7 +126,9 @@ fn case(rng: &mut Rng) -> Case {
                 "{head}{b}{filter}[[op]]\nname = \"j\"\ninput = [\"f\", \"b\"]\njoin = \"{how}\"\non = [\"k1\"]\n{strategy}[[op]]\nname = \"g\"\ninput = \"j\"\nkey_by = [\"k1\"]\naggregate = {{ n = \"count(*)\", s = \"sum(y)\" }}\n{}",
                 sink("g")
             );
-            let sql = format!("select k1, count(*) as n, sum(y) as s from (select * from {src} where {pred}) a {how} join read_csv('b.csv') b using (k1) group by k1");
+            let sql = format!(
+                "select k1, count(*) as n, sum(y) as s from (select * from {src} where {pred}) a {how} join read_csv('b.csv') b using (k1) group by k1"
+            );
             Case { pipeline, sql, ordered: false }
         }
         3 => {
@@ -137,7 +146,10 @@ fn case(rng: &mut Rng) -> Case {
             let n = 1 + rng.below(40);
             let desc = rng.chance(50);
             let dir = if desc { "DESC" } else { "ASC" };
-            let pipeline = format!("{head}{filter}[[op]]\nname = \"t\"\ninput = \"f\"\nsort = [\"y {dir}\", \"id\"]\nlimit = {n}\n[[op]]\nname = \"s\"\ninput = \"t\"\nselect = [\"id\", \"y\", \"k1\"]\n{}", sink("s"));
+            let pipeline = format!(
+                "{head}{filter}[[op]]\nname = \"t\"\ninput = \"f\"\nsort = [\"y {dir}\", \"id\"]\nlimit = {n}\n[[op]]\nname = \"s\"\ninput = \"t\"\nselect = [\"id\", \"y\", \"k1\"]\n{}",
+                sink("s")
+            );
             Case { pipeline, sql: format!("select id, y, k1 from {src} where {pred} order by y {dir} nulls last, id limit {n}"), ordered: true }
         }
     }

@@ -16,7 +16,11 @@ fn cases() -> Vec<PathBuf> {
 }
 
 fn pipeline_file(dir: &Path) -> String {
-    ["pipeline.toml", "pipeline.yaml", "pipeline.yml"].iter().find(|f| dir.join(f).exists()).unwrap_or_else(|| panic!("{}: no pipeline file", dir.display())).to_string()
+    ["pipeline.toml", "pipeline.yaml", "pipeline.yml"]
+        .iter()
+        .find(|f| dir.join(f).exists())
+        .unwrap_or_else(|| panic!("{}: no pipeline file", dir.display()))
+        .to_string()
 }
 
 fn check_case(case: &Path, parallelism: &str) -> Result<(), String> {

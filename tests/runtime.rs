@@ -37,7 +37,12 @@ fn big_csv(path: &Path, mb: usize) -> u64 {
     let mut i: u64 = 0;
     let mut written = 0;
     while written < mb << 20 {
-        let line = format!("{i},/api/item/{},{},{},some padding text to make rows wider than they need to be\n", i % 1000, if i.is_multiple_of(17) { 500 } else { 200 }, i % 3000);
+        let line = format!(
+            "{i},/api/item/{},{},{},some padding text to make rows wider than they need to be\n",
+            i % 1000,
+            if i.is_multiple_of(17) { 500 } else { 200 },
+            i % 3000
+        );
         written += line.len();
         f.write_all(line.as_bytes()).unwrap();
         i += 1;

@@ -4,7 +4,7 @@ use std::path::Path;
 use super::PlanArgs;
 use crate::error::Result;
 use crate::plan::compile;
-use crate::plan::explain::{render, ExplainFormat, GraphKind};
+use crate::plan::explain::{ExplainFormat, GraphKind, render};
 
 pub fn run(pipeline: &Path, graph: GraphKind, format: ExplainFormat, plan: &PlanArgs) -> Result<i32> {
     let c = compile(pipeline, &plan.overrides, plan.parallelism())?;

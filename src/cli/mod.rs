@@ -116,6 +116,7 @@ fn polars_warning(message: &str, kind: polars::error::PolarsWarning) {
 fn report(e: &Error) {
     match e {
         Error::Spec(_) => eprintln!("{e}"),
+        Error::Input { kind: Some(kind), .. } => eprintln!("error[{kind}]: {e}"),
         _ => eprintln!("error: {e}"),
     }
 }

@@ -16,7 +16,9 @@ impl Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let mut bars = Vec::new();
         for (id, node) in stream.nodes.iter().enumerate() {
-            let NodeKind::Source(config) = &node.kind else { continue };
+            let NodeKind::Source(config) = &node.kind else {
+                continue;
+            };
             let by_rows = config.format == SourceFormat::Parquet;
             let (total, template) = if by_rows {
                 let rows = config.splits().map(|s| s.iter().map(|s| s.end - s.start).sum()).unwrap_or(0);

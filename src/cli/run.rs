@@ -1,12 +1,12 @@
 //! `rivulet run`: plan, execute with progress on a terminal, print the summary.
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
+use super::PlanArgs;
 use super::progress::Progress;
 use super::summary::Summary;
-use super::PlanArgs;
 use crate::error::Result;
 use crate::exec::runtime::execute;
 use crate::plan::compile;

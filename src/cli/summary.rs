@@ -14,6 +14,7 @@ pub struct Row {
     rows_in: u64,
     rows_out: u64,
     filtered: u64,
+    rejected: u64,
     seconds: f64,
     bytes: u64,
 }
@@ -47,6 +48,7 @@ impl Summary {
                 rows_in: NodeMetrics::get(&m.rows_in),
                 rows_out: NodeMetrics::get(&m.rows_out),
                 filtered: NodeMetrics::get(&m.filtered),
+                rejected: NodeMetrics::get(&m.rejected),
                 seconds: NodeMetrics::get(&m.nanos) as f64 / 1e9,
                 bytes: NodeMetrics::get(&m.bytes),
             })
@@ -62,9 +64,17 @@ impl Summary {
         s.push('\n');
         let w = self.rows.iter().map(|r| r.name.len()).max().unwrap_or(8).max(8);
         let ow = self.rows.iter().map(|r| r.operation.len()).max().unwrap_or(9).max(9);
-        let _ = writeln!(s, "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>9}", "operator", "operation", "p", "rows in", "rows out", "filtered", "time");
+        let _ = writeln!(
+            s,
+            "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}",
+            "operator", "operation", "p", "rows in", "rows out", "filtered", "rejected", "time"
+        );
         for r in &self.rows {
-            let _ = write!(s, "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>8.3}s", r.name, r.operation, r.parallelism, r.rows_in, r.rows_out, r.filtered, r.seconds);
+            let _ = write!(
+                s,
+                "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8.3}s",
+                r.name, r.operation, r.parallelism, r.rows_in, r.rows_out, r.filtered, r.rejected, r.seconds
+            );
             if r.bytes > 0 {
                 let _ = write!(s, "  ({:.1} MB read)", r.bytes as f64 / 1e6);
             }
@@ -80,11 +90,12 @@ impl Summary {
             .map(|r| {
                 json!({
                     "name": r.name, "operation": r.operation, "parallelism": r.parallelism,
-                    "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered,
+                    "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered, "rejected": r.rejected,
                     "seconds": r.seconds, "bytes_read": r.bytes,
                 })
             })
             .collect();
-        serde_json::to_string_pretty(&json!({"pipeline": self.pipeline, "elapsed_seconds": self.elapsed, "peak_rss_bytes": self.peak_rss, "operators": ops})).unwrap_or_default()
+        serde_json::to_string_pretty(&json!({"pipeline": self.pipeline, "elapsed_seconds": self.elapsed, "peak_rss_bytes": self.peak_rss, "operators": ops}))
+            .unwrap_or_default()
     }
 }

@@ -1,7 +1,7 @@
 //! `rivulet validate`: check one or more pipeline files, reporting every problem.
 use std::path::PathBuf;
 
-use super::{report, PlanArgs};
+use super::{PlanArgs, report};
 use crate::error::Result;
 use crate::plan::compile;
 

@@ -1,8 +1,8 @@
 //! The sending side of an exchange: routes a task's output batches to downstream subtasks
 //! (forward, rebalance, hash by keys, broadcast, global) over bounded channels.
 use crossbeam_channel::Sender;
-use polars::prelude::*;
 use polars::polars_utils::aliases::{PlSeedableRandomStateQuality, SeedableFromU64SeedExt};
+use polars::prelude::*;
 
 use super::message::{Envelope, Message};
 use super::operator::Collector;
@@ -54,10 +54,7 @@ pub fn hash_split(df: &DataFrame, keys: &[String], n: usize) -> PolarsResult<Vec
         let target = ((h as u128 * n as u128) >> 64) as usize;
         parts[target].push(row as IdxSize);
     }
-    parts
-        .into_iter()
-        .map(|rows| if rows.is_empty() { Ok(None) } else { df.take(&IdxCa::from_vec("".into(), rows)).map(Some) })
-        .collect()
+    parts.into_iter().map(|rows| if rows.is_empty() { Ok(None) } else { df.take(&IdxCa::from_vec("".into(), rows)).map(Some) }).collect()
 }
 
 impl Collector for ExchangeOutput {
@@ -84,6 +81,10 @@ impl Collector for ExchangeOutput {
 
     fn watermark(&mut self, watermark: i64) -> Result<()> {
         (0..self.targets.len()).try_for_each(|i| self.send(i, Message::Watermark(watermark)))
+    }
+
+    fn side_output(&mut self, _: usize, tag: &str, _: DataFrame) -> Result<()> {
+        Err(Error::execution("operator", &self.node, format!("side output '{tag}' sent into an exchange")))
     }
 }
 

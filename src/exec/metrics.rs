@@ -11,6 +11,9 @@ pub struct NodeMetrics {
     pub rows_out: AtomicU64,
     /// Rows removed by a filter.
     pub filtered: AtomicU64,
+    /// Rows (or whole files) that could not be read or computed: skipped or sent to the
+    /// dead-letter output.
+    pub rejected: AtomicU64,
     /// Time spent in this node's own work, in nanoseconds, summed over subtasks.
     pub nanos: AtomicU64,
     /// Sources: bytes read.

@@ -1,13 +1,15 @@
 //! The runtime: subtasks on a dedicated thread pool, connected by bounded channels that carry
 //! data and control messages; operators, sources and sinks. Owns no pipeline-file parsing.
+pub mod dead_letter;
 pub mod exchange;
+pub mod guard;
 pub mod message;
 pub mod metrics;
 pub mod operator;
 pub mod operators;
+pub mod runtime;
 pub mod sink;
 pub mod sinks;
-pub mod runtime;
 pub mod source;
 pub mod sources;
 pub mod task;

@@ -10,6 +10,9 @@ pub trait Collector {
     fn collect(&mut self, batch: DataFrame) -> Result<()>;
     /// Passes a watermark downstream.
     fn watermark(&mut self, watermark: i64) -> Result<()>;
+    /// Passes a batch to side output `tag` of node `node` (its dead-letter rows, say). The
+    /// planner makes sure a side output that can receive rows has a consumer.
+    fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()>;
 }
 
 /// Sends `df` downstream in slices of at most `batch_rows` rows (a reduction's or a join's
@@ -119,6 +122,10 @@ impl Collector for Chain<'_> {
             Some((head, rest)) => head.on_watermark(watermark, &mut Chain { ops: rest, output: &mut *self.output }),
         }
     }
+
+    fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()> {
+        self.output.side_output(node, tag, batch)
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +150,9 @@ mod tests {
             Ok(())
         }
         fn watermark(&mut self, _: i64) -> Result<()> {
+            Ok(())
+        }
+        fn side_output(&mut self, _: usize, _: &str, _: DataFrame) -> Result<()> {
             Ok(())
         }
     }

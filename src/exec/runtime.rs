@@ -9,21 +9,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::exchange::{ExchangeOutput, Target};
+use super::guard::panic_message;
 use super::message::Envelope;
 use super::metrics::Metrics;
 use super::operator::Operator;
 use super::operators::join::JoinOperator;
 use super::operators::reduce::{Phase, ReduceOperator};
-use super::operators::stateless::StatelessOperator;
-use super::sink::{commit_all, PendingCommit, Sink};
+use super::operators::stateless::{FusedStep, StatelessOperator};
+use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::SourceContext;
 use super::sources::discover::Split;
 use super::sources::{FileSource, SourceConfig, SplitLog};
-use super::task::{Subtask, TaskInput, TaskOutput};
+use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
 use crate::plan::logical::NodeKind;
@@ -52,17 +53,26 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
     let mut queues: Vec<Vec<Queue>> = job
         .vertices
         .iter()
-        .map(|v| (0..v.parallelism).map(|_| {
-            let (tx, rx) = bounded(stream.channel_capacity);
-            (tx, Some(rx), Vec::new())
-        }).collect())
+        .map(|v| {
+            (0..v.parallelism)
+                .map(|_| {
+                    let (tx, rx) = bounded(stream.channel_capacity);
+                    (tx, Some(rx), Vec::new())
+                })
+                .collect()
+        })
         .collect();
     let mut outputs: Vec<Vec<Vec<ExchangeOutput>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
+    let mut sides: Vec<Vec<Vec<SideExchange>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
     for (e, edge) in job.edges.iter().enumerate() {
         let up = job.vertices[edge.from].parallelism;
         // Which input of the downstream operator this edge feeds (a join's left or right).
         let port = stream.inputs(edge.to_node).position(|s| s.from == edge.from_node).unwrap_or(0);
-        for (from, outs) in outputs[edge.from].iter_mut().enumerate().take(up) {
+        let side_tag = match &stream.nodes[edge.to_node].kind {
+            NodeKind::SideOutput(tag) => Some(tag.clone()),
+            _ => None,
+        };
+        for from in 0..up {
             let mut targets = Vec::new();
             for c in exec.edge_channels(e).filter(|c| c.from == from) {
                 let q = &mut queues[edge.to][c.to];
@@ -70,7 +80,11 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
                 q.2.push(port);
             }
             let name = stream.nodes[edge.from_node].name.clone();
-            outs.push(ExchangeOutput::new(edge.partitioning.clone(), targets, from, name));
+            let exchange = ExchangeOutput::new(edge.partitioning.clone(), targets, from, name);
+            match &side_tag {
+                Some(tag) => sides[edge.from][from].push(SideExchange { node: edge.from_node, tag: tag.clone(), side_node: edge.to_node, exchange }),
+                None => outputs[edge.from][from].push(exchange),
+            }
         }
     }
 
@@ -101,20 +115,21 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
                 }
                 _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), ports: std::mem::take(&mut queues[t][i].2) },
             };
-            let output = match &stream.nodes[last].kind {
+            let main = match &stream.nodes[last].kind {
                 NodeKind::FileSink(config) => {
                     let sink: Box<dyn Sink> = Box::new(FileSink::new(config.clone(), i, stream.nodes[last].schema.clone()));
-                    TaskOutput::Sink { sink, node: last, metrics: metrics.clone() }
+                    MainOutput::Sink { sink, node: last, metrics: metrics.clone() }
                 }
                 NodeKind::StdoutSink(style) => {
                     let sink: Box<dyn Sink> = Box::new(StdoutSink::new(stream.nodes[last].name.clone(), *style, stream.nodes[last].schema.clone()));
-                    TaskOutput::Sink { sink, node: last, metrics: metrics.clone() }
+                    MainOutput::Sink { sink, node: last, metrics: metrics.clone() }
                 }
-                _ => TaskOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
+                _ => MainOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
             };
+            let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), metrics: metrics.clone() };
             let operators = build_operators(exec, t, &metrics);
             let name = crate::plan::explain::subtask_name(exec, t, i);
-            subtasks.push(Mutex::new(Some(Subtask { name, input, operators, output, context })));
+            subtasks.push(Mutex::new(Some(Subtask { name, input, operators, output, context, first_node: first })));
         }
     }
     // Only subtasks hold senders now: a queue closes when all its upstream subtasks are gone.
@@ -144,7 +159,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
             let subtask = subtasks[ctx.index()].lock().expect("subtask slot").take().expect("each subtask runs once");
             let name = subtask.name.clone();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| subtask.run()))
-                .unwrap_or_else(|panic| Err(Error::execution("subtask", &name, format!("panicked: {}", panic_message(&panic)))));
+                .unwrap_or_else(|panic| Err(Error::execution("subtask", &name, format!("panicked (a bug in rivulet): {}", panic_message(panic.as_ref())))));
             match result {
                 Ok(commits) => pending.lock().expect("pending").extend(commits),
                 Err(Error::Cancelled) => {}
@@ -176,10 +191,6 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
     Ok(RunReport { metrics, elapsed: start.elapsed() })
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
-}
-
 /// The operators of task `t` between its input and its output, fused where possible.
 fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> Vec<Box<dyn Operator>> {
     let stream = &exec.job.stream;
@@ -192,7 +203,9 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
                 let steps = group
                     .iter()
                     .map(|&id| match &stream.nodes[id].kind {
-                        NodeKind::Stateless(step) => (id, stream.nodes[id].name.clone(), step.clone()),
+                        NodeKind::Stateless(step) => {
+                            FusedStep { id, name: stream.nodes[id].name.clone(), step: step.clone(), on_error: stream.nodes[id].on_error }
+                        }
                         _ => unreachable!("fused groups hold stateless steps only"),
                     })
                     .collect();

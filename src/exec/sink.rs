@@ -25,7 +25,9 @@ impl PendingCommit {
 
 /// Removes the part files of an earlier run from `dir` and its `key=value` subdirectories.
 fn remove_old_parts(dir: &std::path::Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         let path = e.path();

@@ -1,6 +1,6 @@
 //! The source contract: a subtask polls its source for batches until it says it is finished.
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use polars::prelude::DataFrame;
 
@@ -11,6 +11,8 @@ use crate::error::Result;
 pub enum Poll {
     /// A batch of rows.
     Batch(DataFrame),
+    /// Records that could not be read, as a dead-letter frame for the side output.
+    Rejected(DataFrame),
     /// Nothing available right now (tail mode); poll again later.
     Idle,
     /// No more data will ever come (bounded input done).

@@ -14,6 +14,7 @@ use super::operators::stateless::SEQ_COLUMN;
 use super::sink::{PendingCommit, Sink};
 use super::source::{Poll, Source, SourceContext};
 use crate::error::{Error, Result};
+use crate::pipeline::DEAD_LETTER;
 
 /// Where a subtask's rows come from.
 pub enum TaskInput {
@@ -30,7 +31,7 @@ pub enum TaskInput {
 }
 
 /// Where a subtask's rows go.
-pub enum TaskOutput {
+pub enum MainOutput {
     /// To downstream subtasks, over one exchange per outgoing edge.
     Exchanges(Vec<ExchangeOutput>),
     /// Out of the pipeline.
@@ -44,14 +45,36 @@ pub enum TaskOutput {
     },
 }
 
+/// The exchange of a side output (`<node>.<tag>`) of one of the subtask's operators.
+pub struct SideExchange {
+    /// The node whose side output this is.
+    pub node: usize,
+    /// The side output's tag (`dead_letter`).
+    pub tag: String,
+    /// The side-output node of the graph (its rows are counted there).
+    pub side_node: usize,
+    /// The exchange to the side output's consumers.
+    pub exchange: ExchangeOutput,
+}
+
+/// A subtask's main output and the side outputs of its operators.
+pub struct TaskOutput {
+    /// Rows the last operator emits.
+    pub main: MainOutput,
+    /// Side outputs of any operator of the chain.
+    pub sides: Vec<SideExchange>,
+    /// Shared counters.
+    pub metrics: Arc<Metrics>,
+}
+
 impl Collector for TaskOutput {
     fn collect(&mut self, batch: DataFrame) -> Result<()> {
-        match self {
-            TaskOutput::Exchanges(exchanges) => match exchanges.as_mut_slice() {
+        match &mut self.main {
+            MainOutput::Exchanges(exchanges) => match exchanges.as_mut_slice() {
                 [one] => one.collect(batch),
                 many => many.iter_mut().try_for_each(|x| x.collect(batch.clone())),
             },
-            TaskOutput::Sink { sink, node, metrics } => {
+            MainOutput::Sink { sink, node, metrics } => {
                 let batch = if batch.schema().contains(SEQ_COLUMN) { batch.drop(SEQ_COLUMN).map_err(|e| Error::execution("sink", "?", e))? } else { batch };
                 let m = &metrics.nodes[*node];
                 NodeMetrics::add(&m.rows_in, batch.height() as u64);
@@ -65,10 +88,21 @@ impl Collector for TaskOutput {
     }
 
     fn watermark(&mut self, watermark: i64) -> Result<()> {
-        match self {
-            TaskOutput::Exchanges(exchanges) => exchanges.iter_mut().try_for_each(|x| x.watermark(watermark)),
-            TaskOutput::Sink { .. } => Ok(()),
+        self.sides.iter_mut().try_for_each(|s| s.exchange.watermark(watermark))?;
+        match &mut self.main {
+            MainOutput::Exchanges(exchanges) => exchanges.iter_mut().try_for_each(|x| x.watermark(watermark)),
+            MainOutput::Sink { .. } => Ok(()),
         }
+    }
+
+    fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()> {
+        let Some(side) = self.sides.iter_mut().find(|s| s.node == node && s.tag == tag) else {
+            return Err(Error::execution("operator", &format!("#{node}"), format!("side output '{tag}' has no consumer")));
+        };
+        let m = &self.metrics.nodes[side.side_node];
+        NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        NodeMetrics::add(&m.rows_out, batch.height() as u64);
+        side.exchange.collect(batch)
     }
 }
 
@@ -84,13 +118,15 @@ pub struct Subtask {
     pub output: TaskOutput,
     /// Position in the job and the cancel flag.
     pub context: SourceContext,
+    /// Node id of the first operator (a source's, for its dead-letter rows).
+    pub first_node: usize,
 }
 
 impl Subtask {
     /// Runs to the end of input; returns the sink output to commit. `Err(Cancelled)`
     /// means another subtask failed first.
     pub fn run(mut self) -> Result<Vec<PendingCommit>> {
-        if let TaskOutput::Sink { sink, .. } = &mut self.output {
+        if let MainOutput::Sink { sink, .. } = &mut self.output.main {
             sink.open()?;
         }
         let mut chain = Chain::new(&mut self.operators, &mut self.output);
@@ -103,6 +139,7 @@ impl Subtask {
                     }
                     match source.poll()? {
                         Poll::Batch(df) => chain.collect(df)?,
+                        Poll::Rejected(df) => chain.side_output(self.first_node, DEAD_LETTER, df)?,
                         Poll::Idle => std::thread::sleep(Duration::from_millis(5)),
                         Poll::Finished => break,
                     }
@@ -143,7 +180,9 @@ impl Subtask {
                                 }
                             }
                         },
-                        Err(RecvTimeoutError::Timeout) if self.context.cancelled() => return Err(Error::Cancelled),
+                        Err(RecvTimeoutError::Timeout) if self.context.cancelled() => {
+                            return Err(Error::Cancelled);
+                        }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return Err(Error::Cancelled),
                     }
@@ -151,12 +190,13 @@ impl Subtask {
             }
         }
         chain.finish()?;
-        match &mut self.output {
-            TaskOutput::Exchanges(exchanges) => {
+        self.output.sides.iter_mut().try_for_each(|s| s.exchange.end())?;
+        match &mut self.output.main {
+            MainOutput::Exchanges(exchanges) => {
                 exchanges.iter_mut().try_for_each(ExchangeOutput::end)?;
                 Ok(Vec::new())
             }
-            TaskOutput::Sink { sink, .. } => sink.finish(),
+            MainOutput::Sink { sink, .. } => sink.finish(),
         }
     }
 }

@@ -208,8 +208,7 @@ pub fn parse_yaml(text: &str) -> Result<Node, Diagnostics> {
                 stack.pop().map(|(n, _)| n).expect("balanced YAML events")
             }
             Event::Scalar(s, style, _, _) => {
-                let in_key_position = matches!(stack.last(), Some((Node { value: Value::Table(_), .. }, _)))
-                    && pending_key.last().is_some_and(|k| k.is_none());
+                let in_key_position = matches!(stack.last(), Some((Node { value: Value::Table(_), .. }, _))) && pending_key.last().is_some_and(|k| k.is_none());
                 if in_key_position {
                     let key_origin = Origin::at(span.start.line(), span.start.col() + 1);
                     *pending_key.last_mut().expect("key slot") = Some(Key { name: s.to_string(), origin: key_origin });
@@ -223,7 +222,9 @@ pub fn parse_yaml(text: &str) -> Result<Node, Diagnostics> {
                 };
                 Node { value: yaml_scalar(&s, quoted), origin }
             }
-            Event::Alias(_) => return Err(err(origin, "YAML aliases are not supported in pipeline files".into())),
+            Event::Alias(_) => {
+                return Err(err(origin, "YAML aliases are not supported in pipeline files".into()));
+            }
             _ => continue,
         };
         match stack.last_mut() {
@@ -251,7 +252,9 @@ fn yaml_scalar(s: &str, quoted: bool) -> Value {
     if let Ok(i) = s.parse::<i64>() {
         return Value::Int(i);
     }
-    if s.contains(['.', 'e', 'E']) && let Ok(x) = s.parse::<f64>() {
+    if s.contains(['.', 'e', 'E'])
+        && let Ok(x) = s.parse::<f64>()
+    {
         return Value::Float(x);
     }
     Value::Str(s.to_string())

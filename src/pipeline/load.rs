@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use super::diagnostics::Diagnostics;
-use super::document::{parse_override_value, parse_toml, parse_yaml, Key, Node, Origin, Value};
-use super::spec::{read_spec, PipelineSpec};
+use super::document::{Key, Node, Origin, Value, parse_override_value, parse_toml, parse_yaml};
+use super::spec::{PipelineSpec, read_spec};
 use super::structure::check_structure;
 use crate::error::{Error, Result};
 
@@ -31,7 +31,9 @@ impl std::str::FromStr for Override {
 pub fn load_text(text: &str, yaml: bool, base_dir: PathBuf, overrides: &[Override]) -> Result<(PipelineSpec, Diagnostics)> {
     let mut root = match if yaml { parse_yaml(text) } else { parse_toml(text) } {
         Ok(root) => root,
-        Err(diags) => return Ok((read_spec(&Node { value: Value::Table(vec![]), origin: Origin::at(1, 1) }, base_dir, &mut Diagnostics::default()), diags)),
+        Err(diags) => {
+            return Ok((read_spec(&Node { value: Value::Table(vec![]), origin: Origin::at(1, 1) }, base_dir, &mut Diagnostics::default()), diags));
+        }
     };
     for o in overrides {
         apply_override(&mut root, o)?;
@@ -49,7 +51,9 @@ fn apply_override(root: &mut Node, o: &Override) -> Result<()> {
     let parts: Vec<&str> = o.key.split('.').collect();
     let usage = |msg: String| Error::Usage(format!("--set {}={}: {msg}", o.key, o.value));
     let value = parse_override_value(&o.value, origin.clone());
-    let Value::Table(top) = &mut root.value else { return Err(usage("the pipeline file is not a table".into())) };
+    let Value::Table(top) = &mut root.value else {
+        return Err(usage("the pipeline file is not a table".into()));
+    };
     let (table, key) = match parts.as_slice() {
         [key] => (top, *key),
         [kind @ ("source" | "op" | "sink"), name, key] => {
@@ -61,10 +65,14 @@ fn apply_override(root: &mut Node, o: &Override) -> Result<()> {
                 let hint = super::did_you_mean(name, names.iter().map(String::as_str)).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
                 return Err(usage(format!("no {kind} named '{name}'{hint}; names: {}", names.join(", "))));
             };
-            let Value::Table(t) = &mut item.value else { return Err(usage(format!("{kind} '{name}' is not a table"))) };
+            let Value::Table(t) = &mut item.value else {
+                return Err(usage(format!("{kind} '{name}' is not a table")));
+            };
             (t, *key)
         }
-        _ => return Err(usage("expected KEY, source.NAME.KEY, op.NAME.KEY or sink.NAME.KEY".into())),
+        _ => {
+            return Err(usage("expected KEY, source.NAME.KEY, op.NAME.KEY or sink.NAME.KEY".into()));
+        }
     };
     match table.iter_mut().find(|(k, _)| k.name == key) {
         Some((_, v)) => *v = value,

@@ -10,9 +10,10 @@ mod table;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use document::{Origin, Value};
-pub use load::{load_text, Override};
+pub use load::{Override, load_text};
 pub use spec::{
-    parse_type, Chain, Common, Located, OpKind, OpSpec, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec,
-    SourceFormat, SourceSpec, StdoutStyle, TYPE_NAMES,
+    Chain, Common, DEAD_LETTER, DEFAULT_MAX_LINE_BYTES, Located, OnError, OpKind, OpSpec, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec, SourceFormat,
+    SourceSpec, StdoutStyle, TYPE_NAMES, parse_type,
 };
+pub use structure::{producer_of, side_output_name};
 pub use suggest::did_you_mean;

@@ -64,6 +64,21 @@ pub enum SourceFormat {
     Jsonl,
 }
 
+/// What a source or operator does with a row it cannot read or compute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop the run with an error naming the file, line and column (the default).
+    #[default]
+    Fail,
+    /// Drop the row and count it as rejected.
+    Skip,
+    /// Send the row to the side output `<name>.dead_letter`, and count it as rejected.
+    DeadLetter,
+}
+
+/// The side output that carries a component's rejected rows (`<name>.dead_letter`).
+pub const DEAD_LETTER: &str = "dead_letter";
+
 /// A `[[source]]`.
 #[derive(Clone, Debug)]
 pub struct SourceSpec {
@@ -83,6 +98,10 @@ pub struct SourceSpec {
     pub infer_rows: usize,
     /// Files larger than this are read as several byte ranges in parallel (CSV, JSON lines).
     pub split_bytes: u64,
+    /// What to do with a row that cannot be read.
+    pub on_error: OnError,
+    /// Text formats: a longer line is rejected as `line_too_long`.
+    pub max_line_bytes: usize,
 }
 
 /// How an operator's input is partitioned, when the user asks for a specific exchange.
@@ -199,6 +218,8 @@ pub struct OpSpec {
     pub partitioning: Option<Located<PartitioningHint>>,
     /// The operation.
     pub kind: OpKind,
+    /// What to do with a row whose expressions fail (a strict cast, a regex that does not match).
+    pub on_error: OnError,
 }
 
 /// Where a sink writes.
@@ -271,10 +292,33 @@ pub struct PipelineSpec {
 
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
-const SOURCE_KEYS: [&str; 7] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes"];
-const OP_KEYS: [&str; 24] = [
-    "input", "filter", "select", "with", "rename", "drop", "cast", "explode", "unnest", "parse", "key_by", "aggregate", "union", "sort", "limit", "distinct", "keep", "join", "on",
-    "left_on", "right_on", "suffix", "strategy", "partitioning",
+const SOURCE_KEYS: [&str; 9] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes"];
+const OP_KEYS: [&str; 25] = [
+    "input",
+    "filter",
+    "select",
+    "with",
+    "rename",
+    "drop",
+    "cast",
+    "explode",
+    "unnest",
+    "parse",
+    "key_by",
+    "aggregate",
+    "union",
+    "sort",
+    "limit",
+    "distinct",
+    "keep",
+    "join",
+    "on",
+    "left_on",
+    "right_on",
+    "suffix",
+    "strategy",
+    "partitioning",
+    "on_error",
 ];
 const SINK_KEYS: [&str; 7] = ["input", "format", "path", "style", "single_file", "header", "partition_by"];
 
@@ -330,6 +374,24 @@ fn component_name(reader: &mut TableReader<'_>, kind: &str, index: usize, requir
     }
 }
 
+/// Longest line a text source accepts by default (Vector's default too).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 100 << 10;
+
+fn on_error(r: &mut TableReader<'_>, diags: &mut Diagnostics) -> OnError {
+    match r.string("on_error", diags) {
+        None => OnError::Fail,
+        Some(v) => match v.value.as_str() {
+            "fail" => OnError::Fail,
+            "skip" => OnError::Skip,
+            "dead_letter" => OnError::DeadLetter,
+            other => {
+                r.err(diags, &v.origin, format!("`on_error` must be \"fail\", \"skip\" or \"dead_letter\", found {other:?}"));
+                OnError::Fail
+            }
+        },
+    }
+}
+
 fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SourceSpec> {
     let mut r = TableReader::new(node, Some(format!("source #{}", index + 1)), diags)?;
     let name = component_name(&mut r, "source", index, true, diags);
@@ -357,8 +419,11 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
     });
     let infer_rows = r.positive("infer_rows", diags).map_or(1000, |v| v.value);
     let split_bytes = r.positive("split_bytes", diags).map_or(32 << 20, |v| v.value as u64);
+    let on_error = on_error(&mut r, diags);
+    let max_line_bytes = r.positive("max_line_bytes", diags).map_or(DEFAULT_MAX_LINE_BYTES, |v| v.value);
     r.finish(&allowed(&SOURCE_KEYS), diags);
-    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter: delimiter.unwrap_or(b','), infer_rows, split_bytes })
+    let delimiter = delimiter.unwrap_or(b',');
+    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter, infer_rows, split_bytes, on_error, max_line_bytes })
 }
 
 fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec> {
@@ -495,11 +560,16 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     if key_by.is_some() && !keyed {
         r.err(diags, &r.origin.clone(), "`key_by` needs `aggregate`, `sort` or `limit` (what to do per key)");
     }
+    let on_error = on_error(&mut r, diags);
     r.finish(&allowed(&OP_KEYS), diags);
     match kinds.len() {
-        1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1 }),
+        1 => Some(OpSpec { common, inputs, partitioning, kind: kinds.pop().expect("one kind").1, on_error }),
         0 => {
-            r.err(diags, &r.origin.clone(), "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, parse, aggregate, union, sort, limit, distinct, join");
+            r.err(
+                diags,
+                &r.origin.clone(),
+                "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, parse, aggregate, union, sort, limit, distinct, join",
+            );
             None
         }
         _ => {
@@ -580,7 +650,9 @@ pub fn read_spec(root: &Node, base_dir: PathBuf, diags: &mut Diagnostics) -> Pip
         sinks: Vec::new(),
         base_dir,
     };
-    let Some(mut r) = TableReader::new(root, None, diags) else { return spec };
+    let Some(mut r) = TableReader::new(root, None, diags) else {
+        return spec;
+    };
     if let Some(n) = r.required_string("name", diags) {
         spec.name = n.value;
     }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::diagnostics::Diagnostics;
-use super::spec::PipelineSpec;
+use super::spec::{DEAD_LETTER, OnError, PipelineSpec};
 use super::suggest::did_you_mean;
 
 /// Adds every structural problem of `spec` to `diags`.
@@ -24,9 +24,16 @@ pub fn check_structure(spec: &PipelineSpec, diags: &mut Diagnostics) {
         }
     }
 
-    // Inputs must name a source or an operator (sinks produce nothing).
-    let producers: Vec<&str> =
-        spec.sources.iter().map(|s| s.common.name.value.as_str()).chain(spec.ops.iter().map(|o| o.common.name.value.as_str())).collect();
+    // Inputs must name a source or an operator (sinks produce nothing), or the dead-letter side
+    // output of one with `on_error = "dead_letter"`.
+    let mains = spec.sources.iter().map(|s| (&s.common, s.on_error)).chain(spec.ops.iter().map(|o| (&o.common, o.on_error)));
+    let mut producers: Vec<String> = Vec::new();
+    for (common, on_error) in mains {
+        producers.push(common.name.value.clone());
+        if on_error == OnError::DeadLetter {
+            producers.push(side_output_name(&common.name.value, DEAD_LETTER));
+        }
+    }
     let consumers = spec
         .ops
         .iter()
@@ -35,23 +42,50 @@ pub fn check_structure(spec: &PipelineSpec, diags: &mut Diagnostics) {
     let mut consumed: HashSet<&str> = HashSet::new();
     for (who, input) in consumers {
         consumed.insert(input.value.as_str());
-        if producers.contains(&input.value.as_str()) {
+        if producers.contains(&input.value) {
             continue;
         }
         let msg = if spec.sinks.iter().any(|s| s.common.name.value == input.value) {
             format!("input '{}' is a sink, which produces no rows", input.value)
+        } else if let Some((owner, tag)) = input.value.split_once('.')
+            && producers.iter().any(|p| p == owner)
+        {
+            match tag {
+                DEAD_LETTER => format!("'{owner}' has no dead-letter output: set on_error = \"dead_letter\" on it"),
+                _ => format!("'{owner}' has no side output '{tag}'; side outputs: {DEAD_LETTER} (with on_error = \"dead_letter\")"),
+            }
         } else {
-            let hint = did_you_mean(&input.value, producers.iter().copied()).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
+            let hint = did_you_mean(&input.value, producers.iter().map(String::as_str)).map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default();
             format!("input '{}' does not exist{hint}", input.value)
         };
         diags.push(input.origin.clone(), Some(who), msg);
     }
-    for (kind, c) in spec.sources.iter().map(|s| ("source", &s.common)).chain(spec.ops.iter().map(|o| ("operator", &o.common))) {
+    let all = spec.sources.iter().map(|s| ("source", &s.common, s.on_error)).chain(spec.ops.iter().map(|o| ("operator", &o.common, o.on_error)));
+    for (kind, c, on_error) in all {
+        let who = format!("{kind} '{}'", c.name.value);
         if !consumed.contains(c.name.value.as_str()) {
-            diags.push(c.name.origin.clone(), Some(format!("{kind} '{}'", c.name.value)), "is not the input of any operator or sink: its rows would be thrown away");
+            diags.push(c.name.origin.clone(), Some(who.clone()), "is not the input of any operator or sink: its rows would be thrown away");
+        }
+        let side = side_output_name(&c.name.value, DEAD_LETTER);
+        if on_error == OnError::DeadLetter && !consumed.contains(side.as_str()) {
+            diags.push(
+                c.name.origin.clone(),
+                Some(who),
+                format!("has on_error = \"dead_letter\" but nothing reads '{side}': add a sink with input = \"{side}\""),
+            );
         }
     }
     check_cycles(spec, diags);
+}
+
+/// The name by which consumers read side output `tag` of component `owner`.
+pub fn side_output_name(owner: &str, tag: &str) -> String {
+    format!("{owner}.{tag}")
+}
+
+/// The component that produces input `name` (itself, or the owner of a side output).
+pub fn producer_of(name: &str) -> &str {
+    name.split_once('.').map_or(name, |(owner, _)| owner)
 }
 
 /// Reports each cycle among operators once, at the operator where it was found.
@@ -63,7 +97,9 @@ fn check_cycles(spec: &PipelineSpec, diags: &mut Diagnostics) {
         state[i] = 1;
         path.push(i);
         for input in &spec.ops[i].inputs {
-            let Some(&j) = index.get(input.value.as_str()) else { continue };
+            let Some(&j) = index.get(producer_of(&input.value)) else {
+                continue;
+            };
             if state[j] == 1 {
                 let start = path.iter().position(|&p| p == j).unwrap_or(0);
                 let mut names: Vec<&str> = path[start..].iter().map(|&p| spec.ops[p].common.name.value.as_str()).collect();

@@ -16,9 +16,7 @@ pub struct TableReader<'a> {
 impl<'a> TableReader<'a> {
     pub fn new(node: &'a Node, component: Option<String>, diags: &mut Diagnostics) -> Option<Self> {
         match &node.value {
-            Value::Table(entries) => {
-                Some(TableReader { entries, used: vec![false; entries.len()], component, origin: node.origin.clone() })
-            }
+            Value::Table(entries) => Some(TableReader { entries, used: vec![false; entries.len()], component, origin: node.origin.clone() }),
             other => {
                 diags.push(node.origin.clone(), component, format!("expected a table, found {}", other.kind()));
                 None
@@ -80,7 +78,9 @@ impl<'a> TableReader<'a> {
 
     /// The string items of the array `node` (the value of `key`); other items are reported.
     pub fn strings_of(&self, key: &str, node: &Node, diags: &mut Diagnostics) -> Vec<Located<String>> {
-        let Value::Array(items) = &node.value else { return Vec::new() };
+        let Value::Array(items) = &node.value else {
+            return Vec::new();
+        };
         items
             .iter()
             .filter_map(|n| match &n.value {
@@ -144,16 +144,9 @@ impl<'a> TableReader<'a> {
     pub fn finish(&self, allowed: &[&str], diags: &mut Diagnostics) {
         for ((key, _), used) in self.entries.iter().zip(&self.used) {
             if !used {
-                let hint = did_you_mean(&key.name, allowed.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                diags.push(
-                    key.origin.clone(),
-                    self.component.clone(),
-                    format!("unknown key `{}`{hint}; allowed keys: {}", key.name, allowed.join(", ")),
-                );
+                let hint = did_you_mean(&key.name, allowed.iter().copied()).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                diags.push(key.origin.clone(), self.component.clone(), format!("unknown key `{}`{hint}; allowed keys: {}", key.name, allowed.join(", ")));
             }
         }
     }
 }
-

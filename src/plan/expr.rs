@@ -116,9 +116,7 @@ pub fn parse_aggregate(text: &Located<String>) -> Result<AggCall, ExprError> {
         "collect_list" | "list" | "array_agg" => AggFunc::CollectList,
         other => {
             let names = ["count", "sum", "min", "max", "mean", "avg", "first", "last", "count_distinct", "median", "quantile", "std", "var", "collect_list"];
-            let hint = crate::pipeline::did_you_mean(other, names)
-                .map(|h| format!(" (did you mean {h}?)"))
-                .unwrap_or_default();
+            let hint = crate::pipeline::did_you_mean(other, names).map(|h| format!(" (did you mean {h}?)")).unwrap_or_default();
             return Err(bad(format!("unknown aggregate {other:?}{hint}; expected one of: {AGG_NAMES}")));
         }
     };
@@ -133,14 +131,26 @@ pub fn parse_aggregate(text: &Located<String>) -> Result<AggCall, ExprError> {
     if func == AggFunc::Quantile {
         // The last top-level comma separates q from the expression.
         let mut depth = 0i32;
-        let comma = inner.char_indices().filter(|&(_, c)| {
-            depth += match c { '(' => 1, ')' => -1, _ => 0 };
-            c == ',' && depth == 0
-        }).map(|(i, _)| i).last();
-        let Some(comma) = comma else { return Err(bad(format!("{name}(x, q) needs q, a number from 0 to 1"))) };
+        let comma = inner
+            .char_indices()
+            .filter(|&(_, c)| {
+                depth += match c {
+                    '(' => 1,
+                    ')' => -1,
+                    _ => 0,
+                };
+                c == ',' && depth == 0
+            })
+            .map(|(i, _)| i)
+            .last();
+        let Some(comma) = comma else {
+            return Err(bad(format!("{name}(x, q) needs q, a number from 0 to 1")));
+        };
         match inner[comma + 1..].trim().parse::<f64>() {
             Ok(v) if (0.0..=1.0).contains(&v) => q = Some(v),
-            _ => return Err(bad(format!("{name}(x, q): q must be a number from 0 to 1, found {:?}", inner[comma + 1..].trim()))),
+            _ => {
+                return Err(bad(format!("{name}(x, q): q must be a number from 0 to 1, found {:?}", inner[comma + 1..].trim())));
+            }
         }
         inner = inner[..comma].trim();
     }

@@ -48,6 +48,9 @@ pub struct JobGraph {
 /// Why the edge `from -> to` cannot be chained, or None when it can.
 fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitioning) -> Option<String> {
     let (u, v) = (&g.nodes[from], &g.nodes[to]);
+    if let NodeKind::SideOutput(tag) = &v.kind {
+        return Some(format!("side output '{tag}' of '{}'", u.name));
+    }
     if u.parallelism != v.parallelism {
         return Some(format!("parallelism {} -> {}", u.parallelism, v.parallelism));
     }
@@ -72,7 +75,7 @@ fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitio
     if ins > 1 {
         return Some(format!("'{}' has {ins} inputs", v.name));
     }
-    let outs = g.outputs(from).count();
+    let outs = g.outputs(from).filter(|e| !g.is_side_edge(e)).count();
     if outs > 1 {
         return Some(format!("'{}' feeds {outs} consumers", u.name));
     }
@@ -98,7 +101,12 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
                 v
             }
             None => {
-                vertices.push(JobVertex { name: node.name.clone(), nodes: vec![id], parallelism: node.parallelism, slot_sharing_group: node.slot_sharing_group.clone() });
+                vertices.push(JobVertex {
+                    name: node.name.clone(),
+                    nodes: vec![id],
+                    parallelism: node.parallelism,
+                    slot_sharing_group: node.slot_sharing_group.clone(),
+                });
                 let v = vertices.len() - 1;
                 for e in &inputs {
                     let reason = chain_break(&stream, e.from, id, &e.partitioning).unwrap_or_default();

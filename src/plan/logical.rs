@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use polars::prelude::*;
 
-use super::expr::{clean, columns_of, compile, parse_aggregate, AggFunc};
+use super::expr::{AggFunc, clean, columns_of, compile, parse_aggregate};
 use crate::exec::operators::join::{JoinPlan, Strategy};
 use crate::exec::operators::reduce::Reduce;
-use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
+use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::exec::sinks::SinkConfig;
-use crate::exec::sources::{discover, infer_schema, SourceConfig};
+use crate::exec::sources::{Inference, SourceConfig, discover, infer_schema};
 use crate::pipeline::{
-    did_you_mean, Chain, Common, Diagnostics, Located, OpKind, OpSpec, Origin, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec,
-    SourceFormat, SourceSpec, StdoutStyle,
+    Chain, Common, Diagnostics, Located, OnError, OpKind, OpSpec, Origin, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec, SourceFormat, SourceSpec,
+    StdoutStyle, did_you_mean, producer_of,
 };
 
 /// How records of an edge are distributed over the downstream subtasks.
@@ -69,6 +69,9 @@ pub enum NodeKind {
     FileSink(SinkConfig),
     /// Prints on the terminal.
     StdoutSink(StdoutStyle),
+    /// The side output `tag` of its only input (`<input>.dead_letter`): it does nothing itself;
+    /// its input's subtasks send it rows beside their main output.
+    SideOutput(String),
 }
 
 /// A node of the graph.
@@ -94,6 +97,8 @@ pub struct Node {
     pub notes: Vec<String>,
     /// Rows leave in a total order (after a global sort, through order-keeping operators).
     pub ordered: bool,
+    /// What the node does with a row it cannot read or compute.
+    pub on_error: OnError,
 }
 
 /// A directed edge with its partitioning.
@@ -133,6 +138,11 @@ impl LogicalGraph {
         self.edges.iter().filter(move |e| e.from == node)
     }
 
+    /// True when the edge carries a side output (it never chains, and is not a main output).
+    pub fn is_side_edge(&self, edge: &Edge) -> bool {
+        matches!(self.nodes[edge.to].kind, NodeKind::SideOutput(_))
+    }
+
     /// Largest parallelism of any node.
     pub fn max_parallelism(&self) -> usize {
         self.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1)
@@ -168,7 +178,10 @@ fn topological_ops(spec: &PipelineSpec) -> Vec<&OpSpec> {
     loop {
         let before = left.len();
         left.retain(|op| {
-            let ready = op.inputs.iter().all(|i| done.contains(i.value.as_str()) || !spec.ops.iter().any(|o| o.common.name.value == i.value));
+            let ready = op.inputs.iter().all(|i| {
+                let p = producer_of(&i.value);
+                done.contains(p) || !spec.ops.iter().any(|o| o.common.name.value == p)
+            });
             if ready {
                 done.insert(&op.common.name.value);
                 order.push(*op);
@@ -238,8 +251,38 @@ impl Builder<'_> {
             schema: Arc::new(schema),
             notes: Vec::new(),
             ordered: false,
+            on_error: OnError::Fail,
         });
         id
+    }
+
+    /// The node an input name refers to: a source or operator, or the side output
+    /// `<owner>.<tag>` of one, whose node is made on first use.
+    fn input_id(&mut self, name: &str) -> Option<usize> {
+        if let Some(&id) = self.ids.get(name) {
+            return Some(id);
+        }
+        let (owner, tag) = name.split_once('.')?;
+        let &from = self.ids.get(owner)?;
+        let up = &self.nodes[from];
+        let node = Node {
+            name: name.to_string(),
+            label: format!("side output {tag}"),
+            detail: format!("rows '{owner}' rejects"),
+            kind: NodeKind::SideOutput(tag.to_string()),
+            parallelism: up.parallelism,
+            chain: Chain::Allowed,
+            slot_sharing_group: up.slot_sharing_group.clone(),
+            schema: Arc::new(crate::exec::dead_letter::schema()),
+            notes: Vec::new(),
+            ordered: false,
+            on_error: OnError::Fail,
+        };
+        let id = self.nodes.len();
+        self.nodes.push(node);
+        self.ids.insert(name.to_string(), id);
+        self.edges.push(Edge { from, to: id, partitioning: Partitioning::Forward });
+        Some(id)
     }
 
     fn source(&mut self, s: &SourceSpec, needs_seq: &HashSet<String>) {
@@ -252,7 +295,15 @@ impl Builder<'_> {
         if s.format == SourceFormat::Csv && !s.header && declared.is_empty() {
             return self.err(&s.common.origin, who, "header = false needs a declared `schema` naming every column in order");
         }
-        let (raw, schema) = match infer_schema(s.format, &files, s.header, s.delimiter, s.infer_rows, &declared) {
+        let how = Inference {
+            format: s.format,
+            header: s.header,
+            delimiter: s.delimiter,
+            infer_rows: s.infer_rows,
+            declared: &declared,
+            tolerant: s.on_error != OnError::Fail,
+        };
+        let (raw, schema) = match infer_schema(&files, &how) {
             Ok(v) => v,
             Err(msg) => return self.diags.push_data(s.path.origin.clone(), Some(who), msg),
         };
@@ -299,11 +350,15 @@ impl Builder<'_> {
             with_sequence: needs_seq.contains(&s.common.name.value),
             hive,
             hive_values,
+            on_error: s.on_error,
+            max_line_bytes: s.max_line_bytes,
+            infer_rows: s.infer_rows,
         };
         let detail = format!("{} ({} file{})", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" });
         let parallelism = s.common.parallelism.as_ref().map_or(self.parallelism, |p| p.value);
         let out = config.output_schema();
-        self.add(&s.common, format!("source {format}"), detail, NodeKind::Source(config), parallelism, out);
+        let id = self.add(&s.common, format!("source {format}"), detail, NodeKind::Source(config), parallelism, out);
+        self.nodes[id].on_error = s.on_error;
     }
 
     /// Bytes of files behind `node`, when it is a source or stateless operators over one.
@@ -347,10 +402,14 @@ impl Builder<'_> {
 
     fn op(&mut self, op: &OpSpec, needs_seq: &HashSet<String>) {
         let who = format!("operator '{}'", op.common.name.value);
-        let Some(inputs) = self.op_inputs(op, &who) else { return };
+        let Some(inputs) = self.op_inputs(op, &who) else {
+            return;
+        };
         let in_schema = self.nodes[inputs[0]].schema.clone();
         let keep_seq = needs_seq.contains(&op.common.name.value) && in_schema.contains(SEQ_COLUMN);
-        let Some((kind, detail)) = super::operators::compile(self, op, &inputs, keep_seq, &who) else { return };
+        let Some((kind, detail)) = super::operators::compile(self, op, &inputs, keep_seq, &who) else {
+            return;
+        };
         // Run the operator on an empty frame: type errors show up here, before any data is read.
         let in_schemas: Vec<SchemaRef> = inputs.iter().map(|&i| self.nodes[i].schema.clone()).collect();
         let schema = match output_schema(&kind, &in_schemas) {
@@ -367,9 +426,17 @@ impl Builder<'_> {
             NodeKind::Stateless(_) => ordered_input && parallelism == 1 && partitionings[0] == Partitioning::Forward,
             _ => false,
         };
+        if op.on_error != OnError::Fail && !matches!(kind, NodeKind::Stateless(_)) {
+            return self.err(
+                &op.common.origin,
+                who,
+                format!("`on_error` applies to sources and to row-by-row operators (filter, select, with, cast, parse, ...), not to {}", op.kind.label()),
+            );
+        }
         let label = op.kind.label().to_string();
         let id = self.add(&op.common, label, detail, kind, parallelism, schema);
         self.nodes[id].ordered = ordered;
+        self.nodes[id].on_error = op.on_error;
         for (input, partitioning) in inputs.into_iter().zip(partitionings) {
             self.edges.push(Edge { from: input, to: id, partitioning });
         }
@@ -393,7 +460,7 @@ impl Builder<'_> {
             self.err(&origin, who.to_string(), format!("{} takes exactly one input, found {}", op.kind.label(), op.inputs.len()));
             return None;
         }
-        op.inputs.iter().map(|i| self.ids.get(&i.value).copied()).collect()
+        op.inputs.iter().map(|i| self.input_id(&i.value)).collect()
     }
 
     /// Parallelism of an operator and the partitioning of each input edge. Without its own
@@ -447,7 +514,9 @@ impl Builder<'_> {
 
     fn sink(&mut self, s: &SinkSpec) {
         let who = format!("sink '{}'", s.common.name.value);
-        let Some(&input) = self.ids.get(&s.input.value) else { return };
+        let Some(input) = self.input_id(&s.input.value) else {
+            return;
+        };
         let mut schema = (*self.nodes[input].schema).clone();
         schema.shift_remove(SEQ_COLUMN);
         let forced_one = match s.format {
@@ -504,6 +573,7 @@ pub fn output_schema(kind: &NodeKind, inputs: &[SchemaRef]) -> PolarsResult<Sche
         NodeKind::Reduce(r) => r.single_phase(empty, input)?,
         NodeKind::PartialReduce(r) => r.partial(empty, input),
         NodeKind::FinalReduce(r) => r.finalize(r.merge(empty, input)),
+        NodeKind::SideOutput(_) => return Ok(crate::exec::dead_letter::schema()),
         NodeKind::Source(_) | NodeKind::FileSink(_) | NodeKind::StdoutSink(_) => {
             let mut s = (**input).clone();
             s.shift_remove(SEQ_COLUMN);

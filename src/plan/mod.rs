@@ -1,17 +1,17 @@
 //! From the spec to something that runs: the logical graph, the job graph (chains), the
 //! execution graph (subtasks and channels), the physical placement (slots), and `explain`.
-pub mod expr;
-pub mod logical;
-mod operators;
 pub mod execution;
 pub mod explain;
+pub mod expr;
 pub mod job_graph;
+pub mod logical;
+mod operators;
 pub mod optimize;
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{load_text, Override};
+use crate::pipeline::{Override, load_text};
 
 /// A pipeline file turned into its graphs, ready to explain or run.
 pub struct Compiled {

@@ -8,7 +8,7 @@ use crate::exec::operators::aggregate::{AggSpec, AggregatePlan};
 use crate::exec::operators::join::{How, JoinPlan, Strategy};
 use crate::exec::operators::order::{DistinctPlan, Keep, SortPlan};
 use crate::exec::operators::reduce::Reduce;
-use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
+use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::pipeline::{Located, OpKind, OpSpec, Origin};
 
 fn joined<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
@@ -187,7 +187,8 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             if !ok {
                 return None;
             }
-            let plan = SortPlan { by: exprs, descending, nulls_last, limit: limit.as_ref().map(|l| l.value), keys: key_by.iter().map(|k| k.value.clone()).collect() };
+            let plan =
+                SortPlan { by: exprs, descending, nulls_last, limit: limit.as_ref().map(|l| l.value), keys: key_by.iter().map(|k| k.value.clone()).collect() };
             let mut detail = if by.is_empty() { "input order".to_string() } else { joined(by, |i| i.value.clone()) };
             if let Some(n) = plan.limit {
                 detail.push_str(&format!(", limit {n}"));
@@ -227,7 +228,11 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             let size = b.estimated_bytes(inputs[1]);
             let (chosen, why) = match strategy.as_ref().map(|s| (s.value.as_str(), &s.origin)) {
                 Some(("broadcast", origin)) if !can_broadcast => {
-                    b.err(origin, who_s, format!("a {} join cannot broadcast its right input (unmatched right rows would repeat); use strategy = \"hash\"", how.value));
+                    b.err(
+                        origin,
+                        who_s,
+                        format!("a {} join cannot broadcast its right input (unmatched right rows would repeat); use strategy = \"hash\"", how.value),
+                    );
                     return None;
                 }
                 Some(("broadcast", _)) => (Strategy::BroadcastRight, "hint".to_string()),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::expr::{clean, columns_of};
-use super::logical::{output_schema, Edge, LogicalGraph, Node, NodeKind, Partitioning};
+use super::logical::{Edge, LogicalGraph, Node, NodeKind, Partitioning, output_schema};
 use crate::exec::operators::reduce::Reduce;
-use crate::exec::operators::stateless::{Step, SEQ_COLUMN};
+use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::pipeline::Chain;
 
 /// Applies every optimisation; the result is the graph that is chained and run.
@@ -37,26 +37,36 @@ fn conjuncts(e: &Expr) -> Vec<Expr> {
 /// partition values, before any file is opened.
 fn prune_partitions(g: &mut LogicalGraph) -> PolarsResult<()> {
     for id in 0..g.nodes.len() {
-        let outs: Vec<usize> = g.outputs(id).map(|e| e.to).collect();
-        let [consumer] = outs.as_slice() else { continue };
-        let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else { continue };
+        let outs: Vec<usize> = g.outputs(id).filter(|e| !g.is_side_edge(e)).map(|e| e.to).collect();
+        let [consumer] = outs.as_slice() else {
+            continue;
+        };
+        let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else {
+            continue;
+        };
         let predicate = predicate.clone();
-        let NodeKind::Source(config) = &mut g.nodes[id].kind else { continue };
+        let NodeKind::Source(config) = &mut g.nodes[id].kind else {
+            continue;
+        };
         if config.hive.is_empty() {
             continue;
         }
         let names: Vec<&str> = config.hive.iter().map(|(n, _)| n.as_str()).collect();
-        let parts: Vec<Expr> = conjuncts(&predicate).into_iter().filter(|c| {
-            let cols = columns_of(c);
-            !cols.is_empty() && cols.iter().all(|c| names.contains(&c.as_str()))
-        }).collect();
+        let parts: Vec<Expr> = conjuncts(&predicate)
+            .into_iter()
+            .filter(|c| {
+                let cols = columns_of(c);
+                !cols.is_empty() && cols.iter().all(|c| names.contains(&c.as_str()))
+            })
+            .collect();
         if parts.is_empty() {
             continue;
         }
         let before = config.files.len();
         let mut keep = Vec::new();
         for values in &config.hive_values {
-            let columns: Vec<Column> = config.hive.iter().zip(values).map(|((n, t), v)| Column::new(n.as_str().into(), [v.as_deref()]).strict_cast(t)).collect::<PolarsResult<_>>()?;
+            let columns: Vec<Column> =
+                config.hive.iter().zip(values).map(|((n, t), v)| Column::new(n.as_str().into(), [v.as_deref()]).strict_cast(t)).collect::<PolarsResult<_>>()?;
             let row = DataFrame::new(1, columns)?;
             let lf = parts.iter().fold(row.lazy(), |lf, p| lf.filter(p.clone()));
             keep.push(lf.collect()?.height() == 1);
@@ -99,6 +109,7 @@ fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
                     _ => format!("partial {} before the exchange", node.label),
                 }],
                 ordered: false,
+                on_error: crate::pipeline::OnError::Fail,
             };
             nodes.push(partial);
             let partial_id = nodes.len() - 1;
@@ -122,6 +133,8 @@ fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
 fn needed_from_input(node: &Node, input_schema: &Schema, wanted: &BTreeSet<String>) -> BTreeSet<String> {
     let all = || input_schema.iter_names().map(|n| n.to_string()).collect();
     let mut need: BTreeSet<String> = match &node.kind {
+        // A side output's rows are not made of its input's columns.
+        NodeKind::SideOutput(_) => return BTreeSet::new(),
         NodeKind::Stateless(Step::Filter(e)) => wanted.iter().cloned().chain(columns_of(e)).collect(),
         NodeKind::Stateless(Step::Select(es)) => es.iter().flat_map(columns_of).collect(),
         NodeKind::Stateless(Step::With(es)) => {

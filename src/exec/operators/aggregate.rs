@@ -95,11 +95,14 @@ impl AggregatePlan {
                 AggFunc::Max => out.push(c("v").max().alias(p("v"))),
                 AggFunc::First => out.extend([c("v").sort_by([c("q")], SortMultipleOptions::default()).first().alias(p("v")), c("q").min().alias(p("q"))]),
                 AggFunc::Last => out.extend([c("v").sort_by([c("q")], SortMultipleOptions::default()).last().alias(p("v")), c("q").max().alias(p("q"))]),
-                AggFunc::CountDistinct => out.push(self.listed(c("v").explode(ExplodeOptions { empty_as_null: true, keep_nulls: true }).drop_nulls().unique()).alias(p("v"))),
-                AggFunc::Median | AggFunc::Quantile | AggFunc::Std | AggFunc::Var => out.push(self.listed(flat(c("v"))).alias(p("v"))),
-                AggFunc::CollectList if self.ordered => {
-                    out.extend([self.listed(flat(c("v")).sort_by([flat(c("q"))], SortMultipleOptions::default())).alias(p("v")), self.listed(flat(c("q")).sort(SortOptions::default())).alias(p("q"))])
+                AggFunc::CountDistinct => {
+                    out.push(self.listed(c("v").explode(ExplodeOptions { empty_as_null: true, keep_nulls: true }).drop_nulls().unique()).alias(p("v")))
                 }
+                AggFunc::Median | AggFunc::Quantile | AggFunc::Std | AggFunc::Var => out.push(self.listed(flat(c("v"))).alias(p("v"))),
+                AggFunc::CollectList if self.ordered => out.extend([
+                    self.listed(flat(c("v")).sort_by([flat(c("q"))], SortMultipleOptions::default())).alias(p("v")),
+                    self.listed(flat(c("q")).sort(SortOptions::default())).alias(p("q")),
+                ]),
                 AggFunc::CollectList => out.push(self.listed(flat(c("v"))).alias(p("v"))),
             }
         }

@@ -10,7 +10,7 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
-use crate::exec::operator::{emit_in_batches, Collector, Operator};
+use crate::exec::operator::{Collector, Operator, emit_in_batches};
 use crate::plan::expr::clean;
 
 use super::stateless::SEQ_COLUMN;
@@ -216,7 +216,14 @@ mod tests {
     fn key_columns_appear_once_and_clashes_get_the_suffix() {
         let left = df!("k" => [1, 2, 3], "v" => ["a", "b", "c"]).unwrap();
         let right = df!("id" => [2, 3, 4], "v" => ["x", "y", "z"]).unwrap();
-        let plan = JoinPlan { how: How::Full, left_on: vec!["k".into()], right_on: vec!["id".into()], suffix: "_right".into(), strategy: Strategy::Hash, layout: vec![] };
+        let plan = JoinPlan {
+            how: How::Full,
+            left_on: vec!["k".into()],
+            right_on: vec!["id".into()],
+            suffix: "_right".into(),
+            strategy: Strategy::Hash,
+            layout: vec![],
+        };
         let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
         assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);
         assert_eq!(out.column("k").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);

@@ -30,10 +30,7 @@ impl SortPlan {
         } else {
             (self.by.clone(), self.descending.clone(), self.nulls_last.clone())
         };
-        let options = SortMultipleOptions::default()
-            .with_order_descending_multi(descending)
-            .with_nulls_last_multi(nulls_last)
-            .with_maintain_order(true);
+        let options = SortMultipleOptions::default().with_order_descending_multi(descending).with_nulls_last_multi(nulls_last).with_maintain_order(true);
         let sorted = if by.is_empty() { lf } else { lf.sort_by_exprs(by, options) };
         match (self.limit, self.keys.is_empty()) {
             (Some(n), true) => sorted.limit(n as IdxSize),

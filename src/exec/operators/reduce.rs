@@ -11,7 +11,7 @@ use super::aggregate::AggregatePlan;
 use super::order::{DistinctPlan, SortPlan};
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
-use crate::exec::operator::{emit_in_batches, Collector, Operator};
+use crate::exec::operator::{Collector, Operator, emit_in_batches};
 use crate::plan::expr::clean;
 use crate::plan::logical::Partitioning;
 

@@ -6,8 +6,10 @@ use std::time::Instant;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::exec::dead_letter::{self, ErrorKind, Rejection};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operator::{Collector, Operator};
+use crate::pipeline::{DEAD_LETTER, OnError};
 use crate::plan::expr::clean;
 
 /// Hidden column carrying each row's position in source order, present only when a `first` /
@@ -74,44 +76,158 @@ impl Step {
     }
 }
 
-/// For a batch that went through a parse step: the first value the regex did not match, as an
-/// error naming the operator; otherwise the batch without the marker column.
-fn check_parse(df: DataFrame, name: &str, step: &Step) -> Result<DataFrame> {
-    let Step::Parse { column, .. } = step else { return Ok(df) };
-    let fail = |e: PolarsError| Error::execution("operator", name, clean(&e));
-    let marks = df.column(MISMATCH_COLUMN).map_err(fail)?.bool().map_err(fail)?.clone();
-    if let Some(row) = marks.iter().position(|m| m == Some(true)) {
-        let value = df.column(column).ok().and_then(|c| c.get(row).ok().map(|v| v.to_string())).unwrap_or_default();
-        let shown = crate::exec::sources::truncate_text(&value, 120);
-        return Err(Error::execution("operator", name, format!("column '{column}': the regex does not match {shown}")));
-    }
-    df.drop(MISMATCH_COLUMN).map_err(fail)
+/// One step of a fused group: its node id, operator name, step and error policy.
+pub struct FusedStep {
+    /// Node id (for counters and side outputs).
+    pub id: usize,
+    /// Operator name (for errors).
+    pub name: String,
+    /// What it does.
+    pub step: Step,
+    /// What it does with a row it cannot compute.
+    pub on_error: OnError,
 }
 
 /// A chain of stateless steps run as one polars plan per batch. Each step is one node of the
 /// graph; at most one of them is a filter, so every node's row counts stay exact.
+///
+/// When the fused plan fails (or a parse does not match), the batch runs again step by step:
+/// each failing step names its operator, and under `on_error = "skip"` / `"dead_letter"` the
+/// rows it cannot compute are found (by halving the batch) and rejected, the rest go on.
 pub struct StatelessOperator {
-    steps: Vec<(usize, String, Step)>,
+    steps: Vec<FusedStep>,
     metrics: Arc<Metrics>,
 }
 
+/// Rows a step rejected: (row index in the step's input, kind, message).
+type Rejected = Vec<(usize, ErrorKind, String)>;
+
 impl StatelessOperator {
-    /// Fuses `(node id, operator name, step)` triples, in chain order.
-    pub fn new(steps: Vec<(usize, String, Step)>, metrics: Arc<Metrics>) -> Self {
+    /// Fuses steps, in chain order.
+    pub fn new(steps: Vec<FusedStep>, metrics: Arc<Metrics>) -> Self {
         StatelessOperator { steps, metrics }
     }
 
-    /// Runs the steps one by one to name the operator whose step fails.
-    fn blame(&self, batch: DataFrame) -> Error {
+    /// The whole group as one plan; a parse that did not match counts as a failure.
+    fn fused(&self, batch: DataFrame) -> Option<DataFrame> {
+        let lf = self.steps.iter().fold(batch.lazy(), |lf, s| s.step.apply(lf));
+        let df = lf.collect().ok()?;
+        match self.steps.last().map(|s| &s.step) {
+            Some(Step::Parse { .. }) => {
+                let marks = df.column(MISMATCH_COLUMN).ok()?.bool().ok()?;
+                if marks.any() { None } else { df.drop(MISMATCH_COLUMN).ok() }
+            }
+            _ => Some(df),
+        }
+    }
+
+    /// Runs the steps one by one, applying each one's `on_error`.
+    fn step_by_step(&self, batch: DataFrame, out: &mut dyn Collector) -> Result<Option<DataFrame>> {
         let mut df = batch;
-        for (_, name, step) in &self.steps {
-            match step.apply(df.lazy()).collect() {
-                Ok(next) => df = next,
-                Err(e) => return Error::execution("operator", name, clean(&e)),
+        for s in &self.steps {
+            let start = Instant::now();
+            let rows_in = df.height();
+            let (next, rejected) = run_step(s, &df)?;
+            let m = &self.metrics.nodes[s.id];
+            NodeMetrics::add(&m.rows_in, rows_in as u64);
+            NodeMetrics::add(&m.rejected, rejected.len() as u64);
+            if matches!(s.step, Step::Filter(_)) {
+                NodeMetrics::add(&m.filtered, (rows_in - rejected.len() - next.height()) as u64);
+            }
+            NodeMetrics::add(&m.rows_out, next.height() as u64);
+            m.add_time(start.elapsed());
+            if s.on_error == OnError::DeadLetter && !rejected.is_empty() {
+                let fail = |e: PolarsError| Error::execution("operator", &s.name, clean(&e));
+                let rows: Vec<Rejection> = rejected
+                    .iter()
+                    .map(|(row, kind, message)| Rejection {
+                        file: None,
+                        line: None,
+                        offset: None,
+                        column: None,
+                        kind: *kind,
+                        message: message.clone(),
+                        raw: row_json(&df, *row),
+                    })
+                    .collect();
+                out.side_output(s.id, DEAD_LETTER, dead_letter::frame(&s.name, &rows).map_err(fail)?)?;
+            }
+            df = next;
+        }
+        Ok(Some(df))
+    }
+}
+
+/// Applies one step to `df`: its output, and the rows it rejected (empty under `fail`, where the
+/// first bad row is an error naming the operator).
+fn run_step(s: &FusedStep, df: &DataFrame) -> Result<(DataFrame, Rejected)> {
+    let fail = |e: PolarsError| Error::execution("operator", &s.name, clean(&e));
+    let (out, mut rejected) = match s.step.apply(df.clone().lazy()).collect() {
+        Ok(out) => (out, Vec::new()),
+        Err(e) if s.on_error == OnError::Fail => return Err(fail(e)),
+        Err(_) => {
+            let mut frames = Vec::new();
+            let mut rejected = Vec::new();
+            halve(&s.step, df, 0, &mut frames, &mut rejected);
+            let out = match frames.into_iter().reduce(|mut a, b| {
+                let _ = a.vstack_mut_owned(b);
+                a
+            }) {
+                Some(out) => out,
+                None => s.step.apply(df.clear().lazy()).collect().map_err(fail)?,
+            };
+            (out, rejected)
+        }
+    };
+    if let Step::Parse { column, .. } = &s.step {
+        // Rows are one to one with the input here (a parse adds columns to each row).
+        let marks = out.column(MISMATCH_COLUMN).map_err(fail)?.bool().map_err(fail)?.clone();
+        let kept_rows: Vec<usize> = (0..df.height()).filter(|r| !rejected.iter().any(|(x, _, _)| x == r)).collect();
+        let mut misses = Vec::new();
+        for (i, m) in marks.iter().enumerate() {
+            if m == Some(true) {
+                let row = kept_rows[i];
+                let value = df.column(column).ok().and_then(|c| c.get(row).ok().map(|v| v.to_string())).unwrap_or_default();
+                let message = format!("column '{column}': the regex does not match {}", crate::exec::sources::truncate_text(&value, 120));
+                if s.on_error == OnError::Fail {
+                    return Err(Error::execution("operator", &s.name, message));
+                }
+                misses.push((row, ErrorKind::NoMatch, message));
             }
         }
-        let names: Vec<_> = self.steps.iter().map(|s| s.1.as_str()).collect();
-        Error::execution("operator", &names.join("+"), "failed in the fused plan but not step by step")
+        let out = out.filter(&!&marks.fill_null_with_values(false).map_err(fail)?).map_err(fail)?.drop(MISMATCH_COLUMN).map_err(fail)?;
+        rejected.extend(misses);
+        rejected.sort_by_key(|r| r.0);
+        return Ok((out, rejected));
+    }
+    Ok((out, rejected))
+}
+
+/// Finds the rows of `df` (whose first row is row `base` of the step's input) that `step`
+/// cannot compute by halving; the outputs of the others go to `frames`, in row order.
+fn halve(step: &Step, df: &DataFrame, base: usize, frames: &mut Vec<DataFrame>, rejected: &mut Rejected) {
+    match step.apply(df.clone().lazy()).collect() {
+        Ok(out) => frames.push(out),
+        Err(e) if df.height() == 1 => rejected.push((base, ErrorKind::Expression, clean(&e))),
+        Err(_) if df.height() == 0 => {}
+        Err(_) => {
+            let mid = df.height() / 2;
+            halve(step, &df.slice(0, mid), base, frames, rejected);
+            halve(step, &df.slice(mid as i64, df.height() - mid), base + mid, frames, rejected);
+        }
+    }
+}
+
+/// Row `row` of `df` as a JSON object (the `raw` column of a rejected computed row).
+fn row_json(df: &DataFrame, row: usize) -> String {
+    let mut one = df.slice(row as i64, 1);
+    if one.schema().contains(SEQ_COLUMN) {
+        let _ = one.drop_in_place(SEQ_COLUMN);
+    }
+    let mut buf = Vec::new();
+    match JsonWriter::new(&mut buf).with_json_format(JsonFormat::JsonLines).finish(&mut one) {
+        Ok(()) => dead_letter::raw_text(&buf),
+        Err(e) => format!("(row {row} cannot be shown: {})", clean(&e)),
     }
 }
 
@@ -119,22 +235,19 @@ impl Operator for StatelessOperator {
     fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
         let rows_in = batch.height() as u64;
         let start = Instant::now();
-        let lf = self.steps.iter().fold(batch.clone().lazy(), |lf, (_, _, step)| step.apply(lf));
-        let result = match lf.collect() {
-            Ok(df) => df,
-            Err(_) => return Err(self.blame(batch)),
-        };
-        let result = match self.steps.last() {
-            Some((_, name, step @ Step::Parse { .. })) => check_parse(result, name, step)?,
-            _ => result,
+        let Some(result) = self.fused(batch.clone()) else {
+            return match self.step_by_step(batch, out)? {
+                Some(df) if df.height() > 0 => out.collect(df),
+                _ => Ok(()),
+            };
         };
         let elapsed = start.elapsed() / self.steps.len() as u32;
         let rows_out = result.height() as u64;
         let mut rows = rows_in;
-        for (id, _, step) in &self.steps {
-            let m = &self.metrics.nodes[*id];
+        for s in &self.steps {
+            let m = &self.metrics.nodes[s.id];
             NodeMetrics::add(&m.rows_in, rows);
-            if matches!(step, Step::Filter(_)) {
+            if matches!(s.step, Step::Filter(_)) {
                 NodeMetrics::add(&m.filtered, rows - rows_out);
                 rows = rows_out;
             }
@@ -152,7 +265,7 @@ impl Operator for StatelessOperator {
 mod tests {
     use super::*;
 
-    struct Keep(Vec<DataFrame>);
+    struct Keep(Vec<DataFrame>, Vec<DataFrame>);
     impl Collector for Keep {
         fn collect(&mut self, batch: DataFrame) -> Result<()> {
             self.0.push(batch);
@@ -161,18 +274,26 @@ mod tests {
         fn watermark(&mut self, _: i64) -> Result<()> {
             Ok(())
         }
+        fn side_output(&mut self, _: usize, _: &str, batch: DataFrame) -> Result<()> {
+            self.1.push(batch);
+            Ok(())
+        }
+    }
+
+    fn fs(id: usize, name: &str, step: Step, on_error: OnError) -> FusedStep {
+        FusedStep { id, name: name.into(), step, on_error }
     }
 
     #[test]
     fn fused_steps_count_rows_per_node() {
         let metrics = Arc::new(Metrics::new(3));
         let steps = vec![
-            (0, "w".to_string(), Step::With(vec![(col("a") * lit(10)).alias("b")])),
-            (1, "f".to_string(), Step::Filter(col("b").gt(lit(15)))),
-            (2, "d".to_string(), Step::Drop(vec!["a".into()])),
+            fs(0, "w", Step::With(vec![(col("a") * lit(10)).alias("b")]), OnError::Fail),
+            fs(1, "f", Step::Filter(col("b").gt(lit(15))), OnError::Fail),
+            fs(2, "d", Step::Drop(vec!["a".into()]), OnError::Fail),
         ];
         let mut op = StatelessOperator::new(steps, metrics.clone());
-        let mut out = Keep(vec![]);
+        let mut out = Keep(vec![], vec![]);
         op.process(df!("a" => [1, 2, 3]).unwrap(), &mut out).unwrap();
         assert_eq!(out.0[0], df!("b" => [20, 30]).unwrap());
         let get = |i: usize| (NodeMetrics::get(&metrics.nodes[i].rows_in), NodeMetrics::get(&metrics.nodes[i].rows_out));
@@ -182,9 +303,28 @@ mod tests {
 
     #[test]
     fn failing_step_is_named() {
-        let steps = vec![(0, "ok".to_string(), Step::Filter(lit(true))), (1, "bad".to_string(), Step::Cast(vec![("s".into(), DataType::Int64)]))];
+        let steps = vec![fs(0, "ok", Step::Filter(lit(true)), OnError::Fail), fs(1, "bad", Step::Cast(vec![("s".into(), DataType::Int64)]), OnError::Fail)];
         let mut op = StatelessOperator::new(steps, Arc::new(Metrics::new(2)));
-        let e = op.process(df!("s" => ["x"]).unwrap(), &mut Keep(vec![])).unwrap_err();
+        let e = op.process(df!("s" => ["x"]).unwrap(), &mut Keep(vec![], vec![])).unwrap_err();
         assert!(e.to_string().starts_with("operator 'bad':"), "{e}");
+    }
+
+    #[test]
+    fn rows_that_fail_are_rejected_and_the_rest_go_on() {
+        let metrics = Arc::new(Metrics::new(2));
+        let steps = vec![
+            fs(0, "f", Step::Filter(col("k").neq(lit(0))), OnError::Fail),
+            fs(1, "to_int", Step::Cast(vec![("s".into(), DataType::Int64)]), OnError::DeadLetter),
+        ];
+        let mut op = StatelessOperator::new(steps, metrics.clone());
+        let mut out = Keep(vec![], vec![]);
+        let input = df!("k" => [1, 0, 1, 1, 1], "s" => ["1", "x", "y", "4", "z"]).unwrap();
+        op.process(input, &mut out).unwrap();
+        assert_eq!(out.0[0].column("s").unwrap().i64().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(out.1.len(), 1);
+        let dl = &out.1[0];
+        assert_eq!(dl.column("raw").unwrap().str().unwrap().iter().flatten().collect::<Vec<_>>(), [r#"{"k":1,"s":"y"}"#, r#"{"k":1,"s":"z"}"#]);
+        let get = |i: usize, c: fn(&NodeMetrics) -> &std::sync::atomic::AtomicU64| NodeMetrics::get(c(&metrics.nodes[i]));
+        assert_eq!([get(0, |m| &m.filtered), get(1, |m| &m.rows_in), get(1, |m| &m.rejected), get(1, |m| &m.rows_out)], [1, 4, 2, 2]);
     }
 }

@@ -59,7 +59,9 @@ pub struct FileSink {
 /// values made only of dots are fully escaped (no `.` or `..` segment), null is Hive's
 /// `__HIVE_DEFAULT_PARTITION__`, and very long values are cut and made unique with a hash.
 pub fn escape_partition_value(value: Option<&str>) -> String {
-    let Some(value) = value else { return "__HIVE_DEFAULT_PARTITION__".into() };
+    let Some(value) = value else {
+        return "__HIVE_DEFAULT_PARTITION__".into();
+    };
     let only_dots = !value.is_empty() && value.bytes().all(|b| b == b'.');
     let mut out = String::new();
     for b in value.bytes() {
@@ -104,11 +106,8 @@ impl FileSink {
                 SinkFormat::Parquet => "parquet",
                 _ => "jsonl",
             };
-            let target = if self.config.single_file {
-                self.config.path.clone()
-            } else {
-                self.config.path.join(dir).join(format!("part-{:05}.{ext}", self.subtask))
-            };
+            let target =
+                if self.config.single_file { self.config.path.clone() } else { self.config.path.join(dir).join(format!("part-{:05}.{ext}", self.subtask)) };
             let parent = target.parent().map(PathBuf::from).unwrap_or_default();
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::discover::Split;
-use super::lines::{line_of, CsvShape};
+use super::lines::CsvShape;
+use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
 use super::values::{truncate, type_problem};
-use super::{ChunkParser, SourceConfig};
+use super::{ChunkParser, Parsed, SourceConfig};
 use crate::error::{Error, Result};
+use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::plan::expr::clean;
 
 fn read_options(delimiter: u8) -> CsvReadOptions {
@@ -18,7 +20,15 @@ fn read_options(delimiter: u8) -> CsvReadOptions {
 }
 
 /// Infers the schema from the first `infer_rows` rows of `path`.
-pub fn infer(path: &Path, header: bool, delimiter: u8, infer_rows: usize, declared: &[(String, DataType)]) -> std::result::Result<Schema, String> {
+/// `tolerant`: records with the wrong number of fields are left out of the sample.
+pub fn infer(
+    path: &Path,
+    header: bool,
+    delimiter: u8,
+    infer_rows: usize,
+    declared: &[(String, DataType)],
+    tolerant: bool,
+) -> std::result::Result<Schema, String> {
     if std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len() == 0 {
         return Err(format!("{}: the file is empty (expected a header line)", path.display()));
     }
@@ -26,7 +36,10 @@ pub fn infer(path: &Path, header: bool, delimiter: u8, infer_rows: usize, declar
         return Ok(declared.iter().map(|(n, t)| Field::new(n.as_str().into(), t.clone())).collect());
     }
     // Read only the sample: polars would map the whole file.
-    let sample = super::lines::head_lines(path, infer_rows + 1, Some(b'"')).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sample = super::lines::head_lines(path, infer_rows + 1, Some(b'"')).map_err(|e| format!("{}: {e}", path.display()))?;
+    if tolerant {
+        sample = well_formed_records(&sample, delimiter);
+    }
     let df = read_options(delimiter)
         .with_has_header(true)
         .with_infer_schema_length(Some(infer_rows))
@@ -37,6 +50,27 @@ pub fn infer(path: &Path, header: bool, delimiter: u8, infer_rows: usize, declar
             None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
         })?;
     Ok((**df.schema()).clone())
+}
+
+/// The records of `sample` with as many fields as its first (the header), and no unclosed quote.
+fn well_formed_records(sample: &[u8], delimiter: u8) -> Vec<u8> {
+    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(sample);
+    let mut record = ::csv::ByteRecord::new();
+    let mut out = Vec::with_capacity(sample.len());
+    let mut width = None;
+    loop {
+        let start = reader.position().byte() as usize;
+        if !matches!(reader.read_byte_record(&mut record), Ok(true)) {
+            return out;
+        }
+        let raw = &sample[start..(reader.position().byte() as usize).min(sample.len())];
+        if *width.get_or_insert(record.len()) == record.len() && unclosed_quote(raw, b'"').is_none() {
+            out.extend_from_slice(raw);
+            if !raw.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+    }
 }
 
 /// The first record whose field count differs from `width` (default: the first record's):
@@ -64,9 +98,9 @@ pub fn first_ragged_line(sample: &[u8], delimiter: u8, width: Option<usize>) -> 
 }
 
 /// Checks that a file's header names the source's columns, in order.
-pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -> Result<()> {
+pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -> std::result::Result<(), Rejection> {
     let Some(line) = header else {
-        return Err(Error::Input { path: path.into(), line: 1, column: 1, message: "the file is empty (expected a header line)".into() });
+        return Err(Rejection::in_file(path, 1, 0, 1, ErrorKind::EmptyFile, "the file is empty (expected a header line)".into(), b""));
     };
     let mut reader = ::csv::ReaderBuilder::new().has_headers(false).delimiter(config.delimiter).from_reader(line);
     let found: Vec<String> = match reader.records().next() {
@@ -75,18 +109,14 @@ pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -
     };
     let expected: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).collect();
     if found != expected {
-        return Err(Error::Input {
-            path: path.into(),
-            line: 1,
-            column: 1,
-            message: format!(
-                "the header has columns [{}] but the source '{}' has [{}] (from {})",
-                found.join(", "),
-                config.name,
-                expected.join(", "),
-                config.files[0].display()
-            ),
-        });
+        let message = format!(
+            "the header has columns [{}] but the source '{}' has [{}] (from {})",
+            found.join(", "),
+            config.name,
+            expected.join(", "),
+            config.files[0].display()
+        );
+        return Err(Rejection::in_file(path, 1, 0, 1, ErrorKind::SchemaMismatch, message, line));
     }
     Ok(())
 }
@@ -102,87 +132,129 @@ impl CsvChunkParser {
     pub fn new(config: Arc<SourceConfig>, shape: CsvShape) -> Self {
         CsvChunkParser { config, shape }
     }
-}
 
-impl ChunkParser for CsvChunkParser {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>) -> Result<DataFrame> {
+    /// polars' parse of whole records with the source's schema and projection.
+    fn read(&self, bytes: &[u8]) -> PolarsResult<DataFrame> {
         let c = &self.config;
-        if !self.shape.all_records_complete(&chunk) {
-            return Err(locate(c, &split.path, offset, &chunk).unwrap_or_else(|| Error::Input {
-                path: split.path.clone(),
-                line: line_of(&split.path, offset),
-                column: 1,
-                message: format!("a record in the lines from here on does not have {} fields", self.shape.width),
-            }));
-        }
         let columns = c.file_projection().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect::<Arc<[_]>>());
-        let result = read_options(c.delimiter)
+        read_options(c.delimiter)
             .with_has_header(false)
             .with_schema(Some(c.schema.clone()))
             .with_columns(columns)
             .with_n_threads(Some(1))
             .with_rechunk(false)
-            .into_reader_with_file_handle(Cursor::new(&chunk))
-            .finish();
-        match result {
-            Ok(df) => Ok(df),
-            Err(e) => Err(locate(c, &split.path, offset, &chunk).unwrap_or_else(|| {
-                let line = line_of(&split.path, offset);
-                Error::Input { path: split.path.clone(), line, column: 1, message: format!("cannot parse the lines from here on: {}", clean(&e)) }
-            })),
-        }
+            .into_reader_with_file_handle(Cursor::new(bytes))
+            .finish()
     }
 }
 
-/// Finds the first malformed record of a chunk: wrong field count or a value of the wrong type.
-fn locate(config: &SourceConfig, path: &Path, offset: u64, chunk: &[u8]) -> Option<Error> {
+impl ChunkParser for CsvChunkParser {
+    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
+        let c = &self.config;
+        if self.shape.all_records_complete(&chunk)
+            && !has_long_line(&chunk, c.max_line_bytes)
+            && let Ok(df) = self.read(&chunk)
+        {
+            return Ok(Parsed { df: Some(df), rejected: Vec::new() });
+        }
+        // Slow path: check record by record.
+        let base = lines.line_at(offset);
+        let (good, mut rejected) = classify(c, &split.path, offset, base, &chunk);
+        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b).map_err(|e| clean(&e)));
+        for (span, message) in bad {
+            let raw = &chunk[span.start..span.end];
+            let message = format!("cannot parse the record: {message}");
+            rejected.push(Rejection::in_file(&split.path, base + span.line - 1, offset + span.start as u64, 1, ErrorKind::Type, message, raw));
+        }
+        rejected.sort_by_key(|r| r.offset);
+        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected })
+    }
+}
+
+/// Checks every record of a chunk: the good ones, and a rejection for each bad one (too long,
+/// an unterminated quote, the wrong number of fields, invalid UTF-8 or a value of the wrong
+/// type in a column that is read). `base` is the file line of the chunk's first byte.
+fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &[u8]) -> (Vec<Span>, Vec<Rejection>) {
     let width = config.schema.len();
+    let read: Vec<bool> = match config.file_projection() {
+        Some(p) => config.schema.iter_names().map(|n| p.iter().any(|c| c == n.as_str())).collect(),
+        None => vec![true; width],
+    };
     let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(config.delimiter).from_reader(chunk);
     let mut record = ::csv::ByteRecord::new();
-    let first_line = line_of(path, offset);
+    let (mut good, mut rejected) = (Vec::new(), Vec::new());
     loop {
-        let pos = reader.position().clone();
-        let at = |line_in_chunk: u64, column: u64, message: String| Error::Input {
-            path: path.into(),
-            line: first_line + line_in_chunk - 1,
-            column,
-            message,
-        };
+        let at = reader.position().clone();
         match reader.read_byte_record(&mut record) {
-            Ok(false) => return None,
-            Err(e) => {
-                let line = e.position().map_or(pos.line(), |p| p.line());
-                return Some(at(line, 1, format!("malformed CSV: {e}")));
-            }
+            Ok(false) => break,
             Ok(true) => {}
+            Err(e) => {
+                // The csv crate fails only on I/O, which a byte slice cannot have: keep the rest.
+                let line = base + e.position().map_or(at.line(), |p| p.line()) - 1;
+                let raw = &chunk[at.byte() as usize..];
+                rejected.push(Rejection::in_file(path, line, offset + at.byte(), 1, ErrorKind::Quote, format!("malformed CSV: {e}"), raw));
+                break;
+            }
         }
-        let line = record.position().map_or(pos.line(), |p| p.line());
-        let start = record.position().map_or(0, |p| p.byte()) as usize;
-        let raw_end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
-        let raw = String::from_utf8_lossy(&chunk[start..raw_end]).trim_end_matches('\r').to_string();
-        let starts = field_starts(&raw, config.delimiter);
-        if record.len() == 1 && record[0].is_empty() {
+        let pos = record.position().cloned().unwrap_or(at);
+        let (start, end) = (pos.byte() as usize, (reader.position().byte() as usize).min(chunk.len()));
+        let span = Span { line: pos.line(), start, end };
+        let raw = &chunk[start..end];
+        if record.len() == 1 && record[0].is_empty() && raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue; // blank line
         }
-        if record.len() != width {
-            let column = if record.len() > width { starts.get(width).copied().unwrap_or(0) } else { raw.len() } + 1;
-            return Some(at(line, column as u64, format!("expected {width} fields but found {}: {}", record.len(), truncate(&raw, 120))));
+        let reject = |column: usize, kind: ErrorKind, message: String| {
+            Rejection::in_file(path, base + span.line - 1, offset + start as u64, column as u64, kind, message, raw)
+        };
+        let text = String::from_utf8_lossy(raw);
+        let line_text = text.trim_end_matches(['\n', '\r']);
+        if line_text.len() > config.max_line_bytes {
+            let message = format!("the record is {} bytes long, more than max_line_bytes = {}", line_text.len(), config.max_line_bytes);
+            rejected.push(reject(config.max_line_bytes + 1, ErrorKind::LineTooLong, message));
+            continue;
         }
-        for (i, (name, dtype)) in config.schema.iter().enumerate() {
-            let Ok(text) = std::str::from_utf8(&record[i]) else {
-                return Some(at(line, starts[i] as u64 + 1, format!("column '{name}': invalid UTF-8")));
+        if let Some(column) = unclosed_quote(raw, b'"') {
+            rejected.push(reject(column + 1, ErrorKind::Quote, format!("a quoted field is never closed: {}", truncate(line_text, 120))));
+            continue;
+        }
+        let starts = field_starts(line_text, config.delimiter);
+        if record.len() != width {
+            let column = if record.len() > width { starts.get(width).copied().unwrap_or(0) } else { line_text.len() } + 1;
+            let message = format!("expected {width} fields but found {}: {}", record.len(), truncate(line_text, 120));
+            rejected.push(reject(column, ErrorKind::FieldCount, message));
+            continue;
+        }
+        let problem = config.schema.iter().enumerate().filter(|(i, _)| read[*i]).find_map(|(i, (name, dtype))| {
+            let column = starts.get(i).copied().unwrap_or(0) + 1;
+            let Ok(value) = std::str::from_utf8(&record[i]) else {
+                return Some(reject(column, ErrorKind::Utf8, format!("column '{name}': invalid UTF-8: {}", truncate(line_text, 120))));
             };
-            if let Some(problem) = type_problem(text, dtype) {
-                let column = starts.get(i).copied().unwrap_or(0) + 1;
+            type_problem(value, dtype).map(|problem| {
                 let hint = if config.declared.iter().any(|d| d == name.as_str()) {
                     " (the type declared in `schema`)"
                 } else {
                     " (the type was inferred from the first rows: declare it in `schema`, or raise `infer_rows`)"
                 };
-                return Some(at(line, column as u64, format!("column '{name}': {problem}{hint}")));
-            }
+                reject(column, ErrorKind::Type, format!("column '{name}': {problem}{hint}"))
+            })
+        });
+        match problem {
+            Some(r) => rejected.push(r),
+            None => good.push(span),
         }
     }
+    (good, rejected)
+}
+
+/// Where a quoted field that is never closed starts (byte in `raw`), if one is.
+fn unclosed_quote(raw: &[u8], quote: u8) -> Option<usize> {
+    let mut open = None;
+    for (i, &b) in raw.iter().enumerate() {
+        if b == quote {
+            open = if open.is_some() { None } else { Some(i) };
+        }
+    }
+    open
 }
 
 /// Byte offsets where each field of a raw CSV line starts (quote aware).

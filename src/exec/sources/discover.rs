@@ -129,6 +129,9 @@ pub struct Split {
     /// Position of this split in the source's order (file order, then start): the base of the
     /// row sequence used by `first` / `last`.
     pub ordinal: usize,
+    /// The file cannot be read as the source's (corrupt, another schema): its reader emits this
+    /// rejection instead of rows, when the source does not fail on errors.
+    pub problem: Option<Box<crate::exec::dead_letter::Rejection>>,
 }
 
 /// Cuts text files into byte ranges of about `split_bytes`.
@@ -141,7 +144,7 @@ pub fn byte_splits(files: &[PathBuf], split_bytes: u64) -> std::io::Result<Vec<S
         let mut start = 0;
         loop {
             let end = (start + step).min(len);
-            splits.push(Split { file_index, path: path.clone(), start, end, ordinal: splits.len() });
+            splits.push(Split { file_index, path: path.clone(), start, end, ordinal: splits.len(), problem: None });
             start = end;
             if start >= len {
                 break;

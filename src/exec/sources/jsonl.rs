@@ -8,26 +8,31 @@ use std::sync::Arc;
 use polars::prelude::*;
 
 use super::discover::Split;
-use super::lines::line_of;
+use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
 use super::values::truncate;
-use super::{ChunkParser, SourceConfig};
+use super::{ChunkParser, Parsed, SourceConfig};
 use crate::error::{Error, Result};
+use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::plan::expr::clean;
 
 /// Infers the schema from the first `infer_rows` lines of `path`.
-pub fn infer(path: &Path, infer_rows: usize) -> std::result::Result<Schema, String> {
-    let sample = super::lines::head_lines(path, infer_rows, None).map_err(|e| format!("{}: {e}", path.display()))?;
+/// `tolerant`: lines that are not JSON objects are left out of the sample.
+pub fn infer(path: &Path, infer_rows: usize, tolerant: bool) -> std::result::Result<Schema, String> {
+    let mut sample = super::lines::head_lines(path, infer_rows, None).map_err(|e| format!("{}: {e}", path.display()))?;
+    if tolerant {
+        let objects =
+            sample.split_inclusive(|&b| b == b'\n').filter(|l| matches!(serde_json::from_slice::<serde_json::Value>(l), Ok(serde_json::Value::Object(_))));
+        sample = objects.flat_map(|l| l.iter().copied().chain((!l.ends_with(b"\n")).then_some(b'\n'))).collect();
+    }
     if sample.iter().all(u8::is_ascii_whitespace) {
         return Err(format!("{}: the file is empty (expected JSON objects, one per line)", path.display()));
     }
-    let df = JsonReader::new(Cursor::new(&sample))
-        .with_json_format(JsonFormat::JsonLines)
-        .infer_schema_len(NonZeroUsize::new(infer_rows))
-        .finish()
-        .map_err(|e| match first_invalid_line(&sample) {
+    let df = JsonReader::new(Cursor::new(&sample)).with_json_format(JsonFormat::JsonLines).infer_schema_len(NonZeroUsize::new(infer_rows)).finish().map_err(
+        |e| match first_invalid_line(&sample) {
             Some((line, col, msg)) => format!("{}:{line}:{col}: {msg}", path.display()),
             None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
-        })?;
+        },
+    )?;
     Ok((**df.schema()).clone())
 }
 
@@ -41,31 +46,91 @@ impl JsonChunkParser {
     pub fn new(config: Arc<SourceConfig>) -> Self {
         JsonChunkParser { config }
     }
-}
 
-impl ChunkParser for JsonChunkParser {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>) -> Result<DataFrame> {
+    /// polars' parse of whole lines with the source's schema and projection, then the declared
+    /// types.
+    fn read(&self, bytes: &[u8]) -> PolarsResult<DataFrame> {
         let c = &self.config;
         let projection = c.file_projection().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect());
-        let result = JsonReader::new(Cursor::new(&chunk))
+        let df = JsonReader::new(Cursor::new(bytes))
             .with_json_format(JsonFormat::JsonLines)
             .with_schema(c.raw_schema.clone())
             .with_projection(projection)
-            .finish();
-        let df = result.map_err(|e| {
-            let base = line_of(&split.path, offset);
-            match first_invalid_line(&chunk).or_else(|| first_mistyped_value(&chunk, &c.raw_schema)) {
-                Some((line, column, message)) => Error::Input { path: split.path.clone(), line: base + line - 1, column, message },
-                None => Error::Input { path: split.path.clone(), line: base, column: 1, message: format!("cannot read the JSON lines from here on: {}", clean(&e)) },
-            }
-        })?;
-        super::cast_declared(c, df).map_err(|e| Error::Input {
-            path: split.path.clone(),
-            line: line_of(&split.path, offset),
-            column: 1,
-            message: format!("cannot convert to the declared types (in the lines from here on): {}", clean(&e)),
-        })
+            .finish()?;
+        super::cast_declared(c, df)
     }
+}
+
+impl ChunkParser for JsonChunkParser {
+    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
+        let c = &self.config;
+        if !has_long_line(&chunk, c.max_line_bytes)
+            && let Ok(df) = self.read(&chunk)
+        {
+            return Ok(Parsed { df: Some(df), rejected: Vec::new() });
+        }
+        // Slow path: check line by line.
+        let base = lines.line_at(offset);
+        let mut good = Vec::new();
+        let mut rejected = Vec::new();
+        let mut start = 0;
+        for (i, line) in chunk.split_inclusive(|&b| b == b'\n').enumerate() {
+            let span = Span { line: i as u64 + 1, start, end: start + line.len() };
+            start = span.end;
+            match check_line(c, line) {
+                Ok(true) => good.push(span),
+                Ok(false) => {}
+                Err((column, kind, message)) => {
+                    rejected.push(Rejection::in_file(&split.path, base + span.line - 1, offset + span.start as u64, column, kind, message, line));
+                }
+            }
+        }
+        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b).map_err(|e| clean(&e)));
+        for (span, message) in bad {
+            let raw = &chunk[span.start..span.end];
+            rejected.push(Rejection::in_file(
+                &split.path,
+                base + span.line - 1,
+                offset + span.start as u64,
+                1,
+                ErrorKind::Type,
+                format!("cannot read the line: {message}"),
+                raw,
+            ));
+        }
+        rejected.sort_by_key(|r| r.offset);
+        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected })
+    }
+}
+
+/// Whether one line (newline included) is a record (`Ok(true)`), blank (`Ok(false)`), or bad:
+/// (column, kind, message).
+fn check_line(c: &SourceConfig, line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    if body.len() > c.max_line_bytes {
+        return Err((
+            c.max_line_bytes as u64 + 1,
+            ErrorKind::LineTooLong,
+            format!("the line is {} bytes long, more than max_line_bytes = {}", body.len(), c.max_line_bytes),
+        ));
+    }
+    let text = match std::str::from_utf8(body) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err((e.valid_up_to() as u64 + 1, ErrorKind::Utf8, format!("invalid UTF-8: {}", truncate(&String::from_utf8_lossy(body), 120))));
+        }
+    };
+    if text.trim().is_empty() {
+        return Ok(false);
+    }
+    if let Some((_, column, message)) = first_invalid_line(body) {
+        return Err((column, ErrorKind::Json, message));
+    }
+    if let Some((_, column, message)) = first_mistyped_value(body, &c.raw_schema) {
+        return Err((column, ErrorKind::Type, message));
+    }
+    Ok(true)
 }
 
 /// The first line that is not a JSON object: (1-based line, column, message with the text).
@@ -78,7 +143,9 @@ fn first_invalid_line(chunk: &[u8]) -> Option<(u64, u64, String)> {
         }
         match serde_json::from_str::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Object(_)) => {}
-            Ok(other) => return Some((i as u64 + 1, 1, format!("invalid JSON line: expected an object, found {}", truncate(&other.to_string(), 80)))),
+            Ok(other) => {
+                return Some((i as u64 + 1, 1, format!("invalid JSON line: expected an object, found {}", truncate(&other.to_string(), 80))));
+            }
             Err(e) => {
                 // serde_json ends its message with the position inside this one line: drop it.
                 let msg = e.to_string();
@@ -94,9 +161,13 @@ fn first_invalid_line(chunk: &[u8]) -> Option<(u64, u64, String)> {
 fn first_mistyped_value(chunk: &[u8], schema: &Schema) -> Option<(u64, u64, String)> {
     for (i, line) in chunk.split(|&b| b == b'\n').enumerate() {
         let text = String::from_utf8_lossy(line);
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text.trim()) else { continue };
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text.trim()) else {
+            continue;
+        };
         for (name, dtype) in schema.iter() {
-            let Some(value) = map.get(name.as_str()) else { continue };
+            let Some(value) = map.get(name.as_str()) else {
+                continue;
+            };
             let fits = match (dtype, value) {
                 (_, serde_json::Value::Null) => true,
                 (d, serde_json::Value::Number(n)) if d.is_integer() => n.is_i64() || n.is_u64(),

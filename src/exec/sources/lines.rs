@@ -166,6 +166,9 @@ pub struct LineChunker {
     chunk_bytes: usize,
     /// CSV quote character: a chunk never ends inside a quoted field (odd number of quotes).
     quote: Option<u8>,
+    /// CSV record shape: the split's last chunk reads on through the lines the next split skips
+    /// as implausible record starts, so neighbouring splits meet exactly.
+    shape: Option<CsvShape>,
     /// Where the first record of the split starts (after aligning to a record boundary).
     start: u64,
 }
@@ -178,7 +181,8 @@ impl LineChunker {
         let from = start.saturating_sub(1);
         file.seek(SeekFrom::Start(from))?;
         let quote = shape.map(|s| s.quote);
-        let mut c = LineChunker { file, buf_start: from, buf: Vec::new(), end, eof: false, done: false, chunk_bytes: chunk_bytes.max(1024), quote, start };
+        let mut c =
+            LineChunker { file, buf_start: from, buf: Vec::new(), end, eof: false, done: false, chunk_bytes: chunk_bytes.max(1024), quote, shape, start };
         if start > 0 {
             // The line holding byte start-1 belongs to the previous split: skip through its newline.
             c.skip_line()?;
@@ -312,6 +316,32 @@ impl LineChunker {
                     }
                 }
             }
+            if last && let Some(shape) = self.shape {
+                // Read on through the lines the next split skips (it starts where a record
+                // plausibly starts), so that a malformed record there is read, by this split.
+                let mut more = false;
+                while cut < self.buf.len() || !self.eof {
+                    match shape.plausible_start(&self.buf[cut..], self.eof) {
+                        Some(true) => break,
+                        Some(false) => match memchr::memchr(b'\n', &self.buf[cut..]) {
+                            Some(i) => cut += i + 1,
+                            None if self.eof => cut = self.buf.len(),
+                            None => {
+                                more = true;
+                                break;
+                            }
+                        },
+                        None => {
+                            more = true;
+                            break;
+                        }
+                    }
+                }
+                if more {
+                    self.fill()?;
+                    continue;
+                }
+            }
             let offset = self.buf_start;
             let chunk = self.consume(cut);
             self.done = last || self.buf_start >= self.end || (self.eof && self.buf.is_empty());
@@ -353,13 +383,17 @@ pub fn head_lines(path: &Path, n: usize, quote: Option<u8>) -> std::io::Result<V
 
 /// 1-based line number of byte `offset` in `path` (counts newlines before it; error path only).
 pub fn line_of(path: &Path, offset: u64) -> u64 {
-    let Ok(mut f) = File::open(path) else { return 0 };
+    let Ok(mut f) = File::open(path) else {
+        return 0;
+    };
     let mut remaining = offset;
     let mut lines = 1;
     let mut buf = vec![0u8; 1 << 20];
     while remaining > 0 {
         let want = (remaining as usize).min(buf.len());
-        let Ok(n) = f.read(&mut buf[..want]) else { break };
+        let Ok(n) = f.read(&mut buf[..want]) else {
+            break;
+        };
         if n == 0 {
             break;
         }

@@ -8,21 +8,24 @@ pub mod discover;
 mod jsonl;
 mod lines;
 mod parquet;
+mod records;
 mod values;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::exec::dead_letter::{self, ErrorKind, Rejection};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operators::stateless::SEQ_COLUMN;
 use crate::exec::source::{Poll, Source, SourceContext};
-use crate::pipeline::SourceFormat;
+use crate::pipeline::{OnError, SourceFormat};
 use discover::Split;
+use records::LineCounter;
 
 pub use values::truncate as truncate_text;
 
@@ -59,6 +62,12 @@ pub struct SourceConfig {
     pub hive: Vec<(String, DataType)>,
     /// Partition values of each file (same order as `files`).
     pub hive_values: Vec<discover::PartitionValues>,
+    /// What to do with a record that cannot be read.
+    pub on_error: OnError,
+    /// Text formats: longest line accepted.
+    pub max_line_bytes: usize,
+    /// Rows sampled to infer the types (for error messages).
+    pub infer_rows: usize,
 }
 
 impl SourceConfig {
@@ -101,6 +110,26 @@ impl SourceConfig {
         Ok(df)
     }
 
+    /// The reader settings, for an error about the data: what the reader expected.
+    pub fn settings(&self) -> String {
+        let format = format!("{:?}", self.format).to_lowercase();
+        let mut s = format!("source '{}' reads {format}", self.name);
+        if self.format == SourceFormat::Csv {
+            s += &format!(" with delimiter {:?}, quote '\"', header = {}", self.delimiter as char, self.header);
+        }
+        if self.format != SourceFormat::Parquet {
+            s += &format!(", max_line_bytes = {}", self.max_line_bytes);
+        }
+        let inferred = self.schema.len() - self.declared.len().min(self.schema.len());
+        if self.format != SourceFormat::Parquet && inferred > 0 {
+            s += &format!("; types inferred from the first {} rows", self.infer_rows);
+        }
+        if !self.declared.is_empty() {
+            s += &format!("; declared in `schema`: {}", self.declared.join(", "));
+        }
+        s + "; on_error = \"fail\" (set \"skip\" or \"dead_letter\" to go on past bad rows)"
+    }
+
     /// Cuts the input into splits, in source order.
     pub fn splits(&self) -> Result<Vec<Split>> {
         match self.format {
@@ -110,28 +139,47 @@ impl SourceConfig {
     }
 }
 
+/// How to infer a source's schema.
+pub struct Inference<'a> {
+    /// File format.
+    pub format: SourceFormat,
+    /// CSV: files have a header line.
+    pub header: bool,
+    /// CSV: field separator.
+    pub delimiter: u8,
+    /// Rows sampled.
+    pub infer_rows: usize,
+    /// Declared column types.
+    pub declared: &'a [(String, DataType)],
+    /// The source skips bad input: infer from the records and files that can be read.
+    pub tolerant: bool,
+}
+
 /// Infers a source's schema from its first file with data: (as read, with declared types
 /// applied to the columns that exist). An error is about the data.
-pub fn infer_schema(
-    format: SourceFormat,
-    files: &[PathBuf],
-    header: bool,
-    delimiter: u8,
-    infer_rows: usize,
-    declared: &[(String, DataType)],
-) -> std::result::Result<(Schema, Schema), String> {
+pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Result<(Schema, Schema), String> {
+    let format = how.format;
     // A header-only or empty file says nothing about types: sample the first file with data.
-    let first = match format {
-        SourceFormat::Parquet => &files[0],
-        _ => files.iter().find(|f| has_data_line(f, format == SourceFormat::Csv && header)).unwrap_or(&files[0]),
+    let with_data = |f: &&PathBuf| format == SourceFormat::Parquet || has_data_line(f, format == SourceFormat::Csv && how.header);
+    let candidates: Vec<&PathBuf> = files.iter().filter(with_data).chain(files.iter()).collect();
+    let infer = |first: &Path| match format {
+        SourceFormat::Csv => csv::infer(first, how.header, how.delimiter, how.infer_rows, how.declared, how.tolerant),
+        SourceFormat::Jsonl => jsonl::infer(first, how.infer_rows, how.tolerant),
+        SourceFormat::Parquet => parquet::file_schema(first),
     };
-    let raw = match format {
-        SourceFormat::Csv => csv::infer(first, header, delimiter, infer_rows, declared)?,
-        SourceFormat::Jsonl => jsonl::infer(first, infer_rows)?,
-        SourceFormat::Parquet => parquet::file_schema(first)?,
-    };
+    let mut raw = infer(candidates[0]);
+    if how.tolerant {
+        // A file that cannot be read will be rejected when it is read: take the next one.
+        for f in &candidates[1..] {
+            if raw.is_ok() {
+                break;
+            }
+            raw = infer(f);
+        }
+    }
+    let raw = raw?;
     let mut schema = raw.clone();
-    for (name, dtype) in declared {
+    for (name, dtype) in how.declared {
         if let Some(t) = schema.get_mut(name.as_str()) {
             *t = dtype.clone();
         }
@@ -145,6 +193,12 @@ fn has_data_line(path: &std::path::Path, header: bool) -> bool {
     lines::head_lines(path, skip + 1, Some(b'"'))
         .map(|head| head.split(|&b| b == b'\n').skip(skip).any(|l| !l.iter().all(u8::is_ascii_whitespace)))
         .unwrap_or(false)
+}
+
+/// A line without its `\n` or `\r\n`.
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
 }
 
 /// Casts the declared columns present in `df` to their declared types, strictly: a value that
@@ -219,7 +273,13 @@ fn split_mismatch(config: &SourceConfig, path: &std::path::Path, from: u64, to: 
     if config.format == SourceFormat::Csv && to > from {
         let gap = read_range(path, from, to).unwrap_or_default();
         if let Some((line, column, message)) = csv::first_ragged_line(&gap, config.delimiter, Some(config.schema.len())) {
-            return Error::Input { path: path.to_path_buf(), line: lines::line_of(path, from) + line - 1, column: column as u64, message };
+            return Error::Input {
+                path: path.to_path_buf(),
+                line: lines::line_of(path, from) + line - 1,
+                column: column as u64,
+                kind: Some(ErrorKind::FieldCount),
+                message,
+            };
         }
     }
     let at = from.min(to);
@@ -227,6 +287,7 @@ fn split_mismatch(config: &SourceConfig, path: &std::path::Path, from: u64, to: 
         path: path.to_path_buf(),
         line: lines::line_of(path, at),
         column: 1,
+        kind: None,
         message: "records near here were read by two parallel byte ranges or by none (a quoted field with a newline crosses a range boundary); \
                   set the source's `split_bytes` above this file's size to read it as one range"
             .into(),
@@ -242,15 +303,23 @@ fn read_range(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec
     Ok(buf)
 }
 
-/// Parses one chunk of a split into a frame; errors name file, line and column.
+/// What a chunk of input gave: rows (None when none), and the records that were rejected, in
+/// file order.
+pub struct Parsed {
+    df: Option<DataFrame>,
+    rejected: Vec<Rejection>,
+}
+
+/// Parses one chunk of a split into a frame and rejections that name file, line and column.
+/// `lines` finds the file line of a byte offset (asked only when there are rejections).
 trait ChunkParser: Send {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>) -> Result<DataFrame>;
+    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed>;
 }
 
 /// Reads splits one after another, chunk by chunk.
 trait SplitReader: Send {
-    /// The next frame of this split, None when the split is done.
-    fn next(&mut self) -> Result<Option<DataFrame>>;
+    /// The next part of this split, None when the split is done.
+    fn next(&mut self) -> Result<Option<Parsed>>;
 }
 
 /// Reads the text splits of CSV and JSON-lines files.
@@ -261,17 +330,27 @@ struct TextSplit {
     metrics: Arc<Metrics>,
     node: usize,
     log: Arc<SplitLog>,
+    lines: LineCounter,
 }
 
 impl SplitReader for TextSplit {
-    fn next(&mut self) -> Result<Option<DataFrame>> {
+    fn next(&mut self) -> Result<Option<Parsed>> {
         let path = &self.split.path;
         let Some((offset, chunk)) = self.chunker.next_chunk().map_err(|e| Error::io(path, e))? else {
             self.log.record(self.split.ordinal, self.chunker.covered());
             return Ok(None);
         };
         NodeMetrics::add(&self.metrics.nodes[self.node].bytes, chunk.len() as u64);
-        self.parser.parse(&self.split, offset, chunk).map(Some)
+        self.parser.parse(&self.split, offset, chunk, &mut self.lines).map(Some)
+    }
+}
+
+/// A split that yields nothing: its file was rejected as a whole.
+struct NoRows;
+
+impl SplitReader for NoRows {
+    fn next(&mut self) -> Result<Option<Parsed>> {
+        Ok(None)
     }
 }
 
@@ -283,6 +362,8 @@ pub struct FileSource {
     splits: VecDeque<Split>,
     current: Option<Box<dyn SplitReader>>,
     pending: VecDeque<DataFrame>,
+    /// Dead-letter frames not yet handed out.
+    rejected: VecDeque<DataFrame>,
     batch_rows: usize,
     node: usize,
     metrics: Arc<Metrics>,
@@ -297,26 +378,104 @@ impl FileSource {
     /// A source subtask over `config`, for node `node`; `splits` are the source's splits
     /// (computed once for all subtasks) and `log` records what each really covered.
     pub fn new(config: Arc<SourceConfig>, splits: Arc<Vec<Split>>, log: Arc<SplitLog>, node: usize, metrics: Arc<Metrics>) -> Self {
-        FileSource { config, all_splits: splits, log, splits: VecDeque::new(), current: None, pending: VecDeque::new(), batch_rows: 65_536, node, metrics, split_rows: 0, split_ordinal: 0, current_file: 0 }
+        FileSource {
+            config,
+            all_splits: splits,
+            log,
+            splits: VecDeque::new(),
+            current: None,
+            pending: VecDeque::new(),
+            rejected: VecDeque::new(),
+            batch_rows: 65_536,
+            node,
+            metrics,
+            split_rows: 0,
+            split_ordinal: 0,
+            current_file: 0,
+        }
     }
 
     fn open_split(&mut self, split: Split) -> Result<Box<dyn SplitReader>> {
         self.split_rows = 0;
         self.split_ordinal = split.ordinal;
         self.current_file = split.file_index;
+        if let Some(problem) = &split.problem {
+            self.reject(vec![(**problem).clone()])?;
+            return Ok(Box::new(NoRows));
+        }
         let c = &self.config;
         let shape = lines::CsvShape { width: c.schema.len(), delimiter: c.delimiter, quote: b'"' };
         let (parser, shape): (Box<dyn ChunkParser>, Option<lines::CsvShape>) = match c.format {
-            SourceFormat::Parquet => return Ok(Box::new(parquet::ParquetSplit::new(c.clone(), split))),
+            SourceFormat::Parquet => {
+                return Ok(Box::new(parquet::ParquetSplit::new(c.clone(), split)));
+            }
             SourceFormat::Csv => (Box::new(csv::CsvChunkParser::new(c.clone(), shape)), Some(shape)),
             SourceFormat::Jsonl => (Box::new(jsonl::JsonChunkParser::new(c.clone())), None),
         };
-        let mut chunker = lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape).map_err(|e| Error::io(&split.path, e))?;
-        if c.format == SourceFormat::Csv && c.header && split.start == 0 {
-            let header = chunker.next_line().map_err(|e| Error::io(&split.path, e))?;
-            csv::check_header(c, &split.path, header.as_deref())?;
+        let unreadable = |e: std::io::Error| Rejection {
+            file: Some(split.path.display().to_string()),
+            line: None,
+            offset: None,
+            column: None,
+            kind: ErrorKind::Unreadable,
+            message: format!("cannot read the file: {e}"),
+            raw: String::new(),
+        };
+        let mut chunker = match lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape) {
+            Ok(c) => c,
+            Err(e) => {
+                // Report an unreadable file once, from its first split.
+                let problems = if split.start == 0 { vec![unreadable(e)] } else { Vec::new() };
+                self.reject(problems)?;
+                return Ok(Box::new(NoRows));
+            }
+        };
+        if c.format == SourceFormat::Csv && c.header {
+            // Every split of a file checks its header; the first one reports a bad one.
+            let header = if split.start == 0 {
+                chunker.next_line()
+            } else {
+                lines::head_lines(&split.path, 1, Some(b'"')).map(|h| (!h.is_empty()).then(|| trim_line_end(&h).to_vec()))
+            };
+            let checked = match header {
+                Ok(h) => csv::check_header(c, &split.path, h.as_deref()),
+                Err(e) => Err(unreadable(e)),
+            };
+            if let Err(problem) = checked {
+                self.reject(if split.start == 0 { vec![problem] } else { Vec::new() })?;
+                return Ok(Box::new(NoRows));
+            }
         }
-        Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node, log: self.log.clone() }))
+        let lines = LineCounter::new(&split.path);
+        Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node, log: self.log.clone(), lines }))
+    }
+
+    /// Applies the source's `on_error` to rejected records: the first one fails the run, or
+    /// they are counted (and sent to the dead-letter output).
+    fn reject(&mut self, rejected: Vec<Rejection>) -> Result<()> {
+        let Some(first) = rejected.first() else {
+            return Ok(());
+        };
+        let c = &self.config;
+        match c.on_error {
+            OnError::Fail => {
+                return Err(match first.clone().into_error(("source", &c.name)) {
+                    Error::Input { path, line, column, kind, message } => {
+                        Error::Input { path, line, column, kind, message: format!("{message}\n  note: {}", c.settings()) }
+                    }
+                    other => other,
+                });
+            }
+            OnError::Skip => {}
+            OnError::DeadLetter => {
+                let frame = dead_letter::frame(&c.name, &rejected).map_err(|e| Error::execution("source", &c.name, e))?;
+                self.rejected.push_back(frame);
+            }
+        }
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, rejected.len() as u64);
+        NodeMetrics::add(&m.rejected, rejected.len() as u64);
+        Ok(())
     }
 
     fn with_sequence(&mut self, mut df: DataFrame) -> Result<DataFrame> {
@@ -339,6 +498,9 @@ impl Source for FileSource {
 
     fn poll(&mut self) -> Result<Poll> {
         loop {
+            if let Some(df) = self.rejected.pop_front() {
+                return Ok(Poll::Rejected(df));
+            }
             if let Some(df) = self.pending.pop_front() {
                 return Ok(Poll::Batch(df));
             }
@@ -357,11 +519,19 @@ impl Source for FileSource {
             let metrics = self.metrics.clone();
             let m = &metrics.nodes[self.node];
             m.add_time(start.elapsed());
-            match next {
+            let df = match next {
                 None => {
                     self.current = None;
                     NodeMetrics::add(&m.splits, 1);
+                    None
                 }
+                Some(parsed) => {
+                    self.reject(parsed.rejected)?;
+                    parsed.df
+                }
+            };
+            match df {
+                None => {}
                 Some(df) if df.height() == 0 => {}
                 Some(df) => {
                     let file_index = self.current_file;

@@ -1,5 +1,5 @@
 //! DOT and Mermaid rendering from one neutral diagram model, so both formats show the same.
-use super::{subtask_name, GraphKind};
+use super::{GraphKind, subtask_name};
 use crate::plan::execution::ExecutionGraph;
 use crate::plan::logical::LogicalGraph;
 
@@ -37,7 +37,8 @@ pub fn build(logical: &LogicalGraph, exec: &ExecutionGraph, kind: GraphKind) -> 
         GraphKind::Job => {
             d.title = "job graph".into();
             for (t, v) in job.vertices.iter().enumerate() {
-                let boxes = v.nodes.iter().map(|&n| Box_ { id: format!("n{n}"), lines: vec![stream.nodes[n].name.clone(), stream.nodes[n].label.clone()] }).collect();
+                let boxes =
+                    v.nodes.iter().map(|&n| Box_ { id: format!("n{n}"), lines: vec![stream.nodes[n].name.clone(), stream.nodes[n].label.clone()] }).collect();
                 d.clusters.push(Cluster { id: format!("task{t}"), label: format!("task {t} p={}", v.parallelism), boxes });
             }
             for v in &job.vertices {
@@ -99,7 +100,8 @@ impl Diagram {
     pub fn to_dot(&self) -> String {
         let mut s = format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n", esc(&self.title));
         for c in &self.clusters {
-            let boxes: String = c.boxes.iter().map(|b| format!("    {} [label=\"{}\"];\n", b.id, b.lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\\n"))).collect();
+            let boxes: String =
+                c.boxes.iter().map(|b| format!("    {} [label=\"{}\"];\n", b.id, b.lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\\n"))).collect();
             if c.id.is_empty() {
                 s.push_str(&boxes);
             } else {

@@ -1,7 +1,7 @@
 //! JSON rendering of the four graphs, for tools.
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::{subtask_name, GraphKind};
+use super::{GraphKind, subtask_name};
 use crate::plan::execution::ExecutionGraph;
 use crate::plan::logical::LogicalGraph;
 

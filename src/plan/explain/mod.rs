@@ -46,11 +46,9 @@ pub fn render(logical: &LogicalGraph, exec: &ExecutionGraph, graph: GraphKind, f
         ExplainFormat::Text => kinds.iter().map(|k| text::render(logical, exec, *k)).collect::<Vec<_>>().join("\n"),
         ExplainFormat::Dot => kinds.iter().map(|k| diagram::build(logical, exec, *k).to_dot()).collect::<Vec<_>>().join("\n"),
         // One Mermaid document holds one diagram: several are printed as fenced Markdown blocks.
-        ExplainFormat::Mermaid if kinds.len() > 1 => kinds
-            .iter()
-            .map(|k| format!("```mermaid\n{}```\n", diagram::build(logical, exec, *k).to_mermaid()))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        ExplainFormat::Mermaid if kinds.len() > 1 => {
+            kinds.iter().map(|k| format!("```mermaid\n{}```\n", diagram::build(logical, exec, *k).to_mermaid())).collect::<Vec<_>>().join("\n")
+        }
         ExplainFormat::Mermaid => diagram::build(logical, exec, kinds[0]).to_mermaid(),
     }
 }

@@ -1,7 +1,7 @@
 //! Text rendering of the four graphs: stable line-oriented output for terminals and snapshots.
 use std::fmt::Write;
 
-use super::{subtask_name, GraphKind};
+use super::{GraphKind, subtask_name};
 use crate::plan::execution::ExecutionGraph;
 use crate::plan::logical::LogicalGraph;
 

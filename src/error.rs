@@ -14,7 +14,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// Input data could not be read as declared: names the file, line and column.
-    #[error("{path}:{line}:{column}: {message}")]
+    #[error("{}", located(path, *line, *column, message))]
     Input {
         /// The file being read.
         path: PathBuf,
@@ -49,6 +49,14 @@ pub enum Error {
         /// The operating system's error.
         source: std::io::Error,
     },
+}
+
+/// `file:line:column: message`, or `file: message` for a problem with the whole file (line 0).
+fn located(path: &std::path::Path, line: u64, column: u64, message: &str) -> String {
+    match line {
+        0 => format!("{}: {message}", path.display()),
+        _ => format!("{}:{line}:{column}: {message}", path.display()),
+    }
 }
 
 /// Result with [`Error`].

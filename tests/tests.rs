@@ -3,6 +3,7 @@ mod common;
 mod differential;
 mod explain;
 mod golden;
+mod malformed;
 mod oracle;
 mod pipelines;
 mod runtime;

@@ -105,8 +105,7 @@ impl Rejection {
 /// Raw bytes as text for the `raw` column: invalid UTF-8 replaced, cut at [`RAW_LIMIT`] bytes,
 /// and without the line end.
 pub fn raw_text(raw: &[u8]) -> String {
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let raw = raw.iter().rposition(|&b| b != b'\n' && b != b'\r').map_or(&raw[..0], |i| &raw[..=i]);
     if raw.len() > RAW_LIMIT {
         let mut s = String::from_utf8_lossy(&raw[..RAW_LIMIT]).into_owned();
         s.push_str("...");

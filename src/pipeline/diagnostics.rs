@@ -15,12 +15,14 @@ pub struct Diagnostic {
     pub message: String,
     /// The problem is in the input data (found while sampling it), not in the pipeline file.
     pub data: bool,
+    /// For a problem in the data: its kind (`field_count`, ...), shown as `error[kind]`.
+    pub kind: Option<&'static str>,
 }
 
 impl Diagnostic {
     /// A new diagnostic about the pipeline file.
     pub fn new(origin: Origin, component: Option<String>, message: impl Into<String>) -> Self {
-        Diagnostic { origin, component, message: message.into(), data: false }
+        Diagnostic { origin, component, message: message.into(), data: false, kind: None }
     }
 }
 
@@ -47,8 +49,8 @@ impl Diagnostics {
     }
 
     /// Adds a problem found in the input data while planning (e.g. a ragged row in the sample).
-    pub fn push_data(&mut self, origin: Origin, component: Option<String>, message: impl Into<String>) {
-        self.items.push(Diagnostic { data: true, ..Diagnostic::new(origin, component, message) });
+    pub fn push_data(&mut self, origin: Origin, component: Option<String>, kind: Option<&'static str>, message: impl Into<String>) {
+        self.items.push(Diagnostic { data: true, kind, ..Diagnostic::new(origin, component, message) });
     }
 
     /// True when every problem is in the input data rather than in the pipeline file.
@@ -81,10 +83,11 @@ impl fmt::Display for Diagnostics {
                 Some(c) => format!("{c}: {}", d.message),
                 None => d.message.clone(),
             };
+            let error = d.kind.map_or_else(|| "error".to_string(), |k| format!("error[{k}]"));
             match &d.origin {
-                Origin::CommandLine(set) => write!(f, "--set {set}: error: {what}")?,
+                Origin::CommandLine(set) => write!(f, "--set {set}: {error}: {what}")?,
                 Origin::File { line, column } => {
-                    write!(f, "{path}:{line}:{column}: error: {what}")?;
+                    write!(f, "{path}:{line}:{column}: {error}: {what}")?;
                     if let Some(text) = self.text.lines().nth(line.saturating_sub(1)) {
                         let text = text.replace('\t', " ");
                         let pad = column.saturating_sub(1).min(text.chars().count());

@@ -305,7 +305,7 @@ impl Builder<'_> {
         };
         let (raw, schema) = match infer_schema(&files, &how) {
             Ok(v) => v,
-            Err(msg) => return self.diags.push_data(s.path.origin.clone(), Some(who), msg),
+            Err(p) => return self.diags.push_data(s.path.origin.clone(), Some(who), p.kind.map(|k| k.as_str()), p.message),
         };
         let mut missing = false;
         for (col, _) in s.schema.iter().flatten() {

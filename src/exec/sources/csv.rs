@@ -10,9 +10,10 @@ use super::discover::Split;
 use super::lines::CsvShape;
 use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
 use super::values::{truncate, type_problem};
-use super::{ChunkParser, Parsed, SourceConfig};
+use super::{ChunkParser, DataProblem, Parsed, SourceConfig};
 use crate::error::{Error, Result};
 use crate::exec::dead_letter::{ErrorKind, Rejection};
+use crate::exec::guard::catch_panic;
 use crate::plan::expr::clean;
 
 fn read_options(delimiter: u8) -> CsvReadOptions {
@@ -28,28 +29,30 @@ pub fn infer(
     infer_rows: usize,
     declared: &[(String, DataType)],
     tolerant: bool,
-) -> std::result::Result<Schema, String> {
-    if std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.len() == 0 {
-        return Err(format!("{}: the file is empty (expected a header line)", path.display()));
+) -> std::result::Result<Schema, DataProblem> {
+    let unreadable = |e: std::io::Error| DataProblem { kind: Some(ErrorKind::Unreadable), message: format!("{}: {e}", path.display()) };
+    if std::fs::metadata(path).map_err(unreadable)?.len() == 0 {
+        return Err(DataProblem { kind: Some(ErrorKind::EmptyFile), message: format!("{}: the file is empty (expected a header line)", path.display()) });
     }
     if !header {
         return Ok(declared.iter().map(|(n, t)| Field::new(n.as_str().into(), t.clone())).collect());
     }
     // Read only the sample: polars would map the whole file.
-    let mut sample = super::lines::head_lines(path, infer_rows + 1, Some(b'"')).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sample = super::lines::head_lines(path, infer_rows + 1, Some(b'"')).map_err(unreadable)?;
     if tolerant {
         sample = well_formed_records(&sample, delimiter);
     }
-    let df = read_options(delimiter)
-        .with_has_header(true)
-        .with_infer_schema_length(Some(infer_rows))
-        .into_reader_with_file_handle(Cursor::new(&sample))
-        .finish()
-        .map_err(|e| match first_ragged_line(&sample, delimiter, None) {
-            Some((line, column, msg)) => format!("{}:{line}:{column}: {msg}", path.display()),
-            None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
-        })?;
-    Ok((**df.schema()).clone())
+    let located = |e: String| match first_bad_record(&sample, delimiter, None) {
+        Some((line, column, kind, msg)) => DataProblem { kind: Some(kind), message: format!("{}:{line}:{column}: {msg}", path.display()) },
+        None => DataProblem { kind: None, message: format!("{}: cannot infer the schema: {e}", path.display()) },
+    };
+    let read =
+        || read_options(delimiter).with_has_header(true).with_infer_schema_length(Some(infer_rows)).into_reader_with_file_handle(Cursor::new(&sample)).finish();
+    match catch_panic(read) {
+        Ok(Ok(df)) => Ok((**df.schema()).clone()),
+        Ok(Err(e)) => Err(located(clean(&e))),
+        Err(panic) => Err(located(panic)),
+    }
 }
 
 /// The records of `sample` with as many fields as its first (the header), and no unclosed quote.
@@ -64,7 +67,7 @@ fn well_formed_records(sample: &[u8], delimiter: u8) -> Vec<u8> {
             return out;
         }
         let raw = &sample[start..(reader.position().byte() as usize).min(sample.len())];
-        if *width.get_or_insert(record.len()) == record.len() && unclosed_quote(raw, b'"').is_none() {
+        if *width.get_or_insert(record.len()) == record.len() && unclosed_quote(raw, b'"').is_none() && std::str::from_utf8(raw).is_ok() {
             out.extend_from_slice(raw);
             if !raw.ends_with(b"\n") {
                 out.push(b'\n');
@@ -73,26 +76,58 @@ fn well_formed_records(sample: &[u8], delimiter: u8) -> Vec<u8> {
     }
 }
 
-/// The first record whose field count differs from `width` (default: the first record's):
-/// (line in `sample`, column, message).
-pub fn first_ragged_line(sample: &[u8], delimiter: u8, width: Option<usize>) -> Option<(u64, usize, String)> {
+/// The first record of `sample` that is malformed: an unclosed quote, invalid UTF-8, or a field
+/// count other than `width` (default: the first record's). (line in `sample`, column, kind,
+/// message).
+pub fn first_bad_record(sample: &[u8], delimiter: u8, width: Option<usize>) -> Option<(u64, usize, ErrorKind, String)> {
     let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(sample);
-    let mut records = reader.byte_records();
-    let width = match width {
-        Some(w) => w,
-        None => records.next()?.ok()?.len(),
-    };
-    for record in records {
-        let record = record.ok()?;
-        if record.len() != width {
-            let pos = record.position()?;
-            let start = pos.byte() as usize;
-            let end = memchr::memchr(b'\n', &sample[start..]).map_or(sample.len(), |i| start + i);
-            let raw = String::from_utf8_lossy(&sample[start..end]).trim_end_matches('\r').to_string();
-            let starts = field_starts(&raw, delimiter);
-            let column = if record.len() > width { starts.get(width).copied().unwrap_or(0) } else { raw.len() } + 1;
-            return Some((pos.line(), column, format!("expected {width} fields but found {}: {}", record.len(), truncate(&raw, 120))));
+    let mut record = ::csv::ByteRecord::new();
+    let mut width = width;
+    loop {
+        let start = reader.position().byte() as usize;
+        if !matches!(reader.read_byte_record(&mut record), Ok(true)) {
+            return None;
         }
+        let (start, line) = skip_blank_lines(sample, start, record.position().map_or(1, |p| p.line()));
+        let raw = &sample[start..(reader.position().byte() as usize).min(sample.len()).max(start)];
+        let want = *width.get_or_insert(record.len());
+        if let Some((column, kind, message)) = shape_problem(raw, &record, want, delimiter) {
+            return Some((line, column, kind, message));
+        }
+        if std::str::from_utf8(raw).is_err() {
+            let starts = field_starts(raw, delimiter);
+            let field = (0..record.len()).find(|&i| std::str::from_utf8(&record[i]).is_err()).unwrap_or(0);
+            return Some((line, starts.get(field).copied().unwrap_or(0) + 1, ErrorKind::Utf8, format!("invalid UTF-8: {}", shown(raw))));
+        }
+    }
+}
+
+/// The csv crate's record position includes the blank lines it passed over: the record really
+/// starts after them. (start byte, line) past them.
+fn skip_blank_lines(bytes: &[u8], mut start: usize, mut line: u64) -> (usize, u64) {
+    while let Some(&b) = bytes.get(start).filter(|&&b| b == b'\n' || b == b'\r') {
+        line += u64::from(b == b'\n');
+        start += 1;
+    }
+    (start, line)
+}
+
+/// The first line of a record as text, for messages.
+fn shown(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    truncate(text.lines().next().unwrap_or("").trim_end_matches('\r'), 120)
+}
+
+/// A record with an unclosed quote or not `width` fields: (column, kind, message).
+fn shape_problem(raw: &[u8], record: &::csv::ByteRecord, width: usize, delimiter: u8) -> Option<(usize, ErrorKind, String)> {
+    if let Some(column) = unclosed_quote(raw, b'"') {
+        return Some((column + 1, ErrorKind::Quote, format!("a quoted field is never closed: {}", shown(raw))));
+    }
+    if record.len() != width {
+        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let column = if record.len() > width { field_starts(line, delimiter).get(width).copied().unwrap_or(0) } else { line.len() } + 1;
+        return Some((column, ErrorKind::FieldCount, format!("expected {width} fields but found {}: {}", record.len(), shown(raw))));
     }
     None
 }
@@ -107,6 +142,9 @@ pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -
         Some(Ok(r)) => r.iter().map(|s| s.trim_start_matches('\u{feff}').to_string()).collect(),
         _ => Vec::new(),
     };
+    if found.iter().all(|f| f.trim().is_empty()) {
+        return Err(Rejection::in_file(path, 1, 0, 1, ErrorKind::EmptyFile, "the first line is blank (expected a header line)".into(), line));
+    }
     let expected: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).collect();
     if found != expected {
         let message = format!(
@@ -133,8 +171,16 @@ impl CsvChunkParser {
         CsvChunkParser { config, shape }
     }
 
-    /// polars' parse of whole records with the source's schema and projection.
-    fn read(&self, bytes: &[u8]) -> PolarsResult<DataFrame> {
+    /// polars' parse of whole records with the source's schema and projection (a panic in
+    /// polars counts as a failed parse).
+    fn read(&self, bytes: &[u8]) -> std::result::Result<DataFrame, String> {
+        match catch_panic(|| self.read_unguarded(bytes)) {
+            Ok(r) => r.map_err(|e| clean(&e)),
+            Err(panic) => Err(format!("the CSV reader failed: {panic}")),
+        }
+    }
+
+    fn read_unguarded(&self, bytes: &[u8]) -> PolarsResult<DataFrame> {
         let c = &self.config;
         let columns = c.file_projection().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect::<Arc<[_]>>());
         read_options(c.delimiter)
@@ -153,6 +199,7 @@ impl ChunkParser for CsvChunkParser {
         let c = &self.config;
         if self.shape.all_records_complete(&chunk)
             && !has_long_line(&chunk, c.max_line_bytes)
+            && !has_blank_line(&chunk)
             && let Ok(df) = self.read(&chunk)
         {
             return Ok(Parsed { df: Some(df), rejected: Vec::new() });
@@ -160,7 +207,7 @@ impl ChunkParser for CsvChunkParser {
         // Slow path: check record by record.
         let base = lines.line_at(offset);
         let (good, mut rejected) = classify(c, &split.path, offset, base, &chunk);
-        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b).map_err(|e| clean(&e)));
+        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b));
         for (span, message) in bad {
             let raw = &chunk[span.start..span.end];
             let message = format!("cannot parse the record: {message}");
@@ -197,8 +244,9 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
             }
         }
         let pos = record.position().cloned().unwrap_or(at);
-        let (start, end) = (pos.byte() as usize, (reader.position().byte() as usize).min(chunk.len()));
-        let span = Span { line: pos.line(), start, end };
+        let (start, line) = skip_blank_lines(chunk, pos.byte() as usize, pos.line());
+        let end = (reader.position().byte() as usize).min(chunk.len()).max(start);
+        let span = Span { line, start, end };
         let raw = &chunk[start..end];
         if record.len() == 1 && record[0].is_empty() && raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue; // blank line
@@ -206,28 +254,21 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
         let reject = |column: usize, kind: ErrorKind, message: String| {
             Rejection::in_file(path, base + span.line - 1, offset + start as u64, column as u64, kind, message, raw)
         };
-        let text = String::from_utf8_lossy(raw);
-        let line_text = text.trim_end_matches(['\n', '\r']);
-        if line_text.len() > config.max_line_bytes {
-            let message = format!("the record is {} bytes long, more than max_line_bytes = {}", line_text.len(), config.max_line_bytes);
+        let line_len = raw.strip_suffix(b"\n").unwrap_or(raw).strip_suffix(b"\r").map_or(raw.len() - usize::from(raw.ends_with(b"\n")), <[u8]>::len);
+        if line_len > config.max_line_bytes {
+            let message = format!("the record is {line_len} bytes long, more than max_line_bytes = {}", config.max_line_bytes);
             rejected.push(reject(config.max_line_bytes + 1, ErrorKind::LineTooLong, message));
             continue;
         }
-        if let Some(column) = unclosed_quote(raw, b'"') {
-            rejected.push(reject(column + 1, ErrorKind::Quote, format!("a quoted field is never closed: {}", truncate(line_text, 120))));
+        if let Some((column, kind, message)) = shape_problem(raw, &record, width, config.delimiter) {
+            rejected.push(reject(column, kind, message));
             continue;
         }
-        let starts = field_starts(line_text, config.delimiter);
-        if record.len() != width {
-            let column = if record.len() > width { starts.get(width).copied().unwrap_or(0) } else { line_text.len() } + 1;
-            let message = format!("expected {width} fields but found {}: {}", record.len(), truncate(line_text, 120));
-            rejected.push(reject(column, ErrorKind::FieldCount, message));
-            continue;
-        }
+        let starts = field_starts(raw, config.delimiter);
         let problem = config.schema.iter().enumerate().filter(|(i, _)| read[*i]).find_map(|(i, (name, dtype))| {
             let column = starts.get(i).copied().unwrap_or(0) + 1;
             let Ok(value) = std::str::from_utf8(&record[i]) else {
-                return Some(reject(column, ErrorKind::Utf8, format!("column '{name}': invalid UTF-8: {}", truncate(line_text, 120))));
+                return Some(reject(column, ErrorKind::Utf8, format!("column '{name}': invalid UTF-8: {}", shown(raw))));
             };
             type_problem(value, dtype).map(|problem| {
                 let hint = if config.declared.iter().any(|d| d == name.as_str()) {
@@ -246,6 +287,15 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
     (good, rejected)
 }
 
+/// True when `chunk` has an empty line, which polars would read as a row of nulls; the slow path
+/// skips them, as DuckDB does.
+fn has_blank_line(chunk: &[u8]) -> bool {
+    chunk.first() == Some(&b'\n')
+        || chunk.starts_with(b"\r\n")
+        || memchr::memmem::find(chunk, b"\n\n").is_some()
+        || memchr::memmem::find(chunk, b"\n\r\n").is_some()
+}
+
 /// Where a quoted field that is never closed starts (byte in `raw`), if one is.
 fn unclosed_quote(raw: &[u8], quote: u8) -> Option<usize> {
     let mut open = None;
@@ -258,10 +308,10 @@ fn unclosed_quote(raw: &[u8], quote: u8) -> Option<usize> {
 }
 
 /// Byte offsets where each field of a raw CSV line starts (quote aware).
-fn field_starts(line: &str, delimiter: u8) -> Vec<usize> {
+fn field_starts(line: &[u8], delimiter: u8) -> Vec<usize> {
     let mut starts = vec![0];
     let mut quoted = false;
-    for (i, b) in line.bytes().enumerate() {
+    for (i, &b) in line.iter().enumerate() {
         match b {
             b'"' => quoted = !quoted,
             b if b == delimiter && !quoted => starts.push(i + 1),
@@ -277,6 +327,13 @@ mod tests {
 
     #[test]
     fn field_starts_respect_quotes() {
-        assert_eq!(field_starts("a,\"b,c\",d", b','), [0, 2, 8]);
+        assert_eq!(field_starts(b"a,\"b,c\",d", b','), [0, 2, 8]);
+    }
+
+    #[test]
+    fn blank_lines_are_not_records() {
+        assert!(has_blank_line(b"1,a\n\n\n2,b\n"));
+        assert!(!has_blank_line(b"1,a\n2,b\n"));
+        assert_eq!(skip_blank_lines(b"1,a\n\r\n\n2,b\n", 4, 2), (7, 4));
     }
 }

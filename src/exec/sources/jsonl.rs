@@ -10,30 +10,38 @@ use polars::prelude::*;
 use super::discover::Split;
 use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
 use super::values::truncate;
-use super::{ChunkParser, Parsed, SourceConfig};
+use super::{ChunkParser, DataProblem, Parsed, SourceConfig};
 use crate::error::{Error, Result};
 use crate::exec::dead_letter::{ErrorKind, Rejection};
+use crate::exec::guard::catch_panic;
 use crate::plan::expr::clean;
 
 /// Infers the schema from the first `infer_rows` lines of `path`.
 /// `tolerant`: lines that are not JSON objects are left out of the sample.
-pub fn infer(path: &Path, infer_rows: usize, tolerant: bool) -> std::result::Result<Schema, String> {
-    let mut sample = super::lines::head_lines(path, infer_rows, None).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn infer(path: &Path, infer_rows: usize, tolerant: bool) -> std::result::Result<Schema, DataProblem> {
+    let unreadable = |e: std::io::Error| DataProblem { kind: Some(ErrorKind::Unreadable), message: format!("{}: {e}", path.display()) };
+    let mut sample = super::lines::head_lines(path, infer_rows, None).map_err(unreadable)?;
     if tolerant {
-        let objects =
-            sample.split_inclusive(|&b| b == b'\n').filter(|l| matches!(serde_json::from_slice::<serde_json::Value>(l), Ok(serde_json::Value::Object(_))));
+        let objects = sample.split_inclusive(|&b| b == b'\n').filter(|l| check_syntax(l).is_ok());
         sample = objects.flat_map(|l| l.iter().copied().chain((!l.ends_with(b"\n")).then_some(b'\n'))).collect();
     }
     if sample.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!("{}: the file is empty (expected JSON objects, one per line)", path.display()));
+        let message = format!("{}: no JSON objects to infer the schema from (declare `schema`, or add a file with data)", path.display());
+        return Err(DataProblem { kind: Some(ErrorKind::EmptyFile), message });
     }
-    let df = JsonReader::new(Cursor::new(&sample)).with_json_format(JsonFormat::JsonLines).infer_schema_len(NonZeroUsize::new(infer_rows)).finish().map_err(
-        |e| match first_invalid_line(&sample) {
-            Some((line, col, msg)) => format!("{}:{line}:{col}: {msg}", path.display()),
-            None => format!("{}: cannot infer the schema: {}", path.display(), clean(&e)),
-        },
-    )?;
-    Ok((**df.schema()).clone())
+    let located = |e: String| {
+        let bad = sample.split_inclusive(|&b| b == b'\n').enumerate().find_map(|(i, line)| check_syntax(line).err().map(|(c, k, m)| (i as u64 + 1, c, k, m)));
+        match bad {
+            Some((line, column, kind, msg)) => DataProblem { kind: Some(kind), message: format!("{}:{line}:{column}: {msg}", path.display()) },
+            None => DataProblem { kind: None, message: format!("{}: cannot infer the schema: {e}", path.display()) },
+        }
+    };
+    let read = || JsonReader::new(Cursor::new(&sample)).with_json_format(JsonFormat::JsonLines).infer_schema_len(NonZeroUsize::new(infer_rows)).finish();
+    match catch_panic(read) {
+        Ok(Ok(df)) => Ok((**df.schema()).clone()),
+        Ok(Err(e)) => Err(located(clean(&e))),
+        Err(panic) => Err(located(panic)),
+    }
 }
 
 /// Parses chunks of JSON lines with the source's schema; declared types are cast strictly.
@@ -49,7 +57,14 @@ impl JsonChunkParser {
 
     /// polars' parse of whole lines with the source's schema and projection, then the declared
     /// types.
-    fn read(&self, bytes: &[u8]) -> PolarsResult<DataFrame> {
+    fn read(&self, bytes: &[u8]) -> std::result::Result<DataFrame, String> {
+        match catch_panic(|| self.read_unguarded(bytes)) {
+            Ok(r) => r.map_err(|e| clean(&e)),
+            Err(panic) => Err(format!("the JSON reader failed: {panic}")),
+        }
+    }
+
+    fn read_unguarded(&self, bytes: &[u8]) -> PolarsResult<DataFrame> {
         let c = &self.config;
         let projection = c.file_projection().map(|p| p.iter().map(|s| PlSmallStr::from(s.as_str())).collect());
         let df = JsonReader::new(Cursor::new(bytes))
@@ -65,6 +80,7 @@ impl ChunkParser for JsonChunkParser {
     fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
         let c = &self.config;
         if !has_long_line(&chunk, c.max_line_bytes)
+            && !has_control_byte(&chunk)
             && let Ok(df) = self.read(&chunk)
         {
             return Ok(Parsed { df: Some(df), rejected: Vec::new() });
@@ -85,7 +101,7 @@ impl ChunkParser for JsonChunkParser {
                 }
             }
         }
-        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b).map_err(|e| clean(&e)));
+        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b));
         for (span, message) in bad {
             let raw = &chunk[span.start..span.end];
             rejected.push(Rejection::in_file(
@@ -103,6 +119,12 @@ impl ChunkParser for JsonChunkParser {
     }
 }
 
+/// True when `chunk` has a raw control character, which JSON allows nowhere (polars would read
+/// `2<NUL>0` as 2): such chunks take the slow path, where serde_json rejects the line.
+fn has_control_byte(chunk: &[u8]) -> bool {
+    chunk.iter().fold(false, |found, &b| found | (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r'))
+}
+
 /// Whether one line (newline included) is a record (`Ok(true)`), blank (`Ok(false)`), or bad:
 /// (column, kind, message).
 fn check_line(c: &SourceConfig, line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
@@ -115,6 +137,20 @@ fn check_line(c: &SourceConfig, line: &[u8]) -> std::result::Result<bool, (u64, 
             format!("the line is {} bytes long, more than max_line_bytes = {}", body.len(), c.max_line_bytes),
         ));
     }
+    if !check_syntax(line)? {
+        return Ok(false);
+    }
+    if let Some((_, column, message)) = first_mistyped_value(body, &c.raw_schema) {
+        return Err((column, ErrorKind::Type, message));
+    }
+    Ok(true)
+}
+
+/// Whether one line is a JSON object (`Ok(true)`), blank (`Ok(false)`), or not: (column, kind,
+/// message).
+fn check_syntax(line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
     let text = match std::str::from_utf8(body) {
         Ok(t) => t,
         Err(e) => {
@@ -126,9 +162,6 @@ fn check_line(c: &SourceConfig, line: &[u8]) -> std::result::Result<bool, (u64, 
     }
     if let Some((_, column, message)) = first_invalid_line(body) {
         return Err((column, ErrorKind::Json, message));
-    }
-    if let Some((_, column, message)) = first_mistyped_value(body, &c.raw_schema) {
-        return Err((column, ErrorKind::Type, message));
     }
     Ok(true)
 }

@@ -139,6 +139,21 @@ impl SourceConfig {
     }
 }
 
+/// Why a source's schema cannot be inferred from its files.
+#[derive(Debug)]
+pub struct DataProblem {
+    /// The kind, when the sample has a bad record or the file is bad.
+    pub kind: Option<ErrorKind>,
+    /// What is wrong, naming the file (and line and column).
+    pub message: String,
+}
+
+impl From<String> for DataProblem {
+    fn from(message: String) -> Self {
+        DataProblem { kind: None, message }
+    }
+}
+
 /// How to infer a source's schema.
 pub struct Inference<'a> {
     /// File format.
@@ -157,7 +172,7 @@ pub struct Inference<'a> {
 
 /// Infers a source's schema from its first file with data: (as read, with declared types
 /// applied to the columns that exist). An error is about the data.
-pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Result<(Schema, Schema), String> {
+pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Result<(Schema, Schema), DataProblem> {
     let format = how.format;
     // A header-only or empty file says nothing about types: sample the first file with data.
     let with_data = |f: &&PathBuf| format == SourceFormat::Parquet || has_data_line(f, format == SourceFormat::Csv && how.header);
@@ -165,7 +180,7 @@ pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Resu
     let infer = |first: &Path| match format {
         SourceFormat::Csv => csv::infer(first, how.header, how.delimiter, how.infer_rows, how.declared, how.tolerant),
         SourceFormat::Jsonl => jsonl::infer(first, how.infer_rows, how.tolerant),
-        SourceFormat::Parquet => parquet::file_schema(first),
+        SourceFormat::Parquet => parquet::file_schema(first).map_err(|m| DataProblem { kind: Some(ErrorKind::CorruptParquet), message: m }),
     };
     let mut raw = infer(candidates[0]);
     if how.tolerant {
@@ -272,14 +287,8 @@ impl SplitLog {
 fn split_mismatch(config: &SourceConfig, path: &std::path::Path, from: u64, to: u64) -> Error {
     if config.format == SourceFormat::Csv && to > from {
         let gap = read_range(path, from, to).unwrap_or_default();
-        if let Some((line, column, message)) = csv::first_ragged_line(&gap, config.delimiter, Some(config.schema.len())) {
-            return Error::Input {
-                path: path.to_path_buf(),
-                line: lines::line_of(path, from) + line - 1,
-                column: column as u64,
-                kind: Some(ErrorKind::FieldCount),
-                message,
-            };
+        if let Some((line, column, kind, message)) = csv::first_bad_record(&gap, config.delimiter, Some(config.schema.len())) {
+            return Error::Input { path: path.to_path_buf(), line: lines::line_of(path, from) + line - 1, column: column as u64, kind: Some(kind), message };
         }
     }
     let at = from.min(to);
@@ -427,6 +436,7 @@ impl FileSource {
                 // Report an unreadable file once, from its first split.
                 let problems = if split.start == 0 { vec![unreadable(e)] } else { Vec::new() };
                 self.reject(problems)?;
+                self.log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
             }
         };
@@ -443,6 +453,8 @@ impl FileSource {
             };
             if let Err(problem) = checked {
                 self.reject(if split.start == 0 { vec![problem] } else { Vec::new() })?;
+                // The whole file is rejected: its splits count as read.
+                self.log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
             }
         }

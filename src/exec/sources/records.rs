@@ -41,10 +41,12 @@ where
     }
     let mut bytes = Vec::with_capacity(spans.iter().map(|s| s.end - s.start + 1).sum());
     for s in spans {
-        bytes.extend_from_slice(&chunk[s.start..s.end]);
-        if bytes.last() != Some(&b'\n') {
-            bytes.push(b'\n');
-        }
+        // A span may end with blank lines the CSV reader passed over: polars would read those
+        // as rows of nulls.
+        let record = &chunk[s.start..s.end];
+        let body = record.iter().rposition(|&b| b != b'\n' && b != b'\r').map_or(&record[..0], |i| &record[..=i]);
+        bytes.extend_from_slice(body);
+        bytes.push(b'\n');
     }
     match parse(&bytes) {
         Ok(df) => frames.push(df),

@@ -1,5 +1,6 @@
 //! Integration tests: the `rivulet` binary end to end.
 mod common;
+mod corruption;
 mod differential;
 mod explain;
 mod golden;

@@ -70,16 +70,80 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<Vec<Split>> {
                 continue;
             }
         };
+        let file_len = std::fs::metadata(path).map_or(0, |m| m.len());
         let mut start = 0u64;
-        for rg in &meta.row_groups {
+        for (i, rg) in meta.row_groups.iter().enumerate() {
             let rows = rg.num_rows() as u64;
-            if rows > 0 {
+            // polars trusts page headers (a negative value count aborts the process on a huge
+            // allocation): check them first.
+            let checked = rg.parquet_columns().iter().try_for_each(|c| {
+                let flat = c.descriptor().descriptor.max_rep_level == 0;
+                let most = if flat { rows as i64 } else { 1 << 40 };
+                check_column_chunk(path, file_len, c.byte_range(), c.num_values(), most)
+                    .map_err(|m| format!("row group {i} (rows {start}..{}), column '{}': {m}", start + rows, c.descriptor().path_in_schema.join(".")))
+            });
+            if let Err(message) = checked {
+                reject(&mut splits, ErrorKind::CorruptParquet, message)?;
+            } else if rows > 0 {
                 splits.push(Split { file_index, path: path.clone(), start, end: start + rows, ordinal: splits.len(), problem: None });
             }
             start += rows;
         }
     }
     Ok(splits)
+}
+
+/// Checks the page headers of one column chunk (bytes `range` of the file): every size and value
+/// count is non-negative, the pages lie inside the chunk, and they hold at most `total` values
+/// (itself at most `most`).
+fn check_column_chunk(path: &Path, file_len: u64, range: std::ops::Range<u64>, total: i64, most: i64) -> std::result::Result<(), String> {
+    use polars_parquet_format::thrift::protocol::TCompactInputProtocol;
+    use std::io::{Read, Seek, SeekFrom};
+    if range.start > range.end || range.end > file_len {
+        return Err(format!("its bytes {}..{} lie outside the file ({file_len} bytes)", range.start, range.end));
+    }
+    if !(0..=most).contains(&total) {
+        return Err(format!("it claims {total} values (at most {most} fit)"));
+    }
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let (mut pos, mut seen) = (range.start, 0i64);
+    let mut buf = Vec::new();
+    while seen < total && pos < range.end {
+        let mut want = 64 << 10;
+        let (header, used) = loop {
+            let take = want.min((range.end - pos) as usize);
+            buf.resize(take, 0);
+            file.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
+            file.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            let mut slice: &[u8] = &buf;
+            let mut protocol = TCompactInputProtocol::new(&mut slice, take);
+            match polars_parquet_format::PageHeader::read_from_in_protocol(&mut protocol) {
+                Ok(h) => break (h, take - slice.len()),
+                // A header longer than what was read (large statistics): read more.
+                Err(_) if take == want && want < 16 << 20 => want *= 8,
+                Err(e) => return Err(format!("page header at byte {pos}: {e}")),
+            }
+        };
+        let values = [header.data_page_header.as_ref().map(|h| h.num_values), header.data_page_header_v2.as_ref().map(|h| h.num_values)];
+        let data_values: i64 = values.iter().flatten().map(|&n| i64::from(n)).sum();
+        let dict_values = header.dictionary_page_header.as_ref().map_or(0, |h| i64::from(h.num_values));
+        let bad = header.compressed_page_size < 0
+            || header.uncompressed_page_size < 0
+            || data_values < 0
+            || dict_values < 0
+            || dict_values > i64::from(header.uncompressed_page_size).max(1) * 8
+            || seen + data_values > total
+            || pos + used as u64 + header.compressed_page_size as u64 > range.end;
+        if bad {
+            return Err(format!(
+                "page at byte {pos} is inconsistent: {} values ({seen} before it, {total} in the chunk), {} dictionary values, {} bytes compressed, {} uncompressed",
+                data_values, dict_values, header.compressed_page_size, header.uncompressed_page_size
+            ));
+        }
+        seen += data_values;
+        pos += used as u64 + header.compressed_page_size as u64;
+    }
+    Ok(())
 }
 
 /// Reads one row group.

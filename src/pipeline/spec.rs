@@ -62,6 +62,10 @@ pub enum SourceFormat {
     Parquet,
     /// One JSON object per line.
     Jsonl,
+    /// Text lines, as one string column `line`.
+    Lines,
+    /// Text lines matched by a regex; its named groups are the columns.
+    Regex,
 }
 
 /// What a source or operator does with a row it cannot read or compute.
@@ -102,6 +106,8 @@ pub struct SourceSpec {
     pub on_error: OnError,
     /// Text formats: a longer line is rejected as `line_too_long`.
     pub max_line_bytes: usize,
+    /// `regex` format: the regex whose named groups are the columns.
+    pub regex: Option<Located<String>>,
 }
 
 /// How an operator's input is partitioned, when the user asks for a specific exchange.
@@ -292,7 +298,7 @@ pub struct PipelineSpec {
 
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
-const SOURCE_KEYS: [&str; 9] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes"];
+const SOURCE_KEYS: [&str; 10] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex"];
 const OP_KEYS: [&str; 25] = [
     "input",
     "filter",
@@ -401,8 +407,10 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
         "csv" => Some(SourceFormat::Csv),
         "parquet" => Some(SourceFormat::Parquet),
         "jsonl" | "ndjson" | "json" => Some(SourceFormat::Jsonl),
+        "lines" => Some(SourceFormat::Lines),
+        "regex" => Some(SourceFormat::Regex),
         other => {
-            r.err(diags, &f.origin, format!("unknown source format {other:?}; expected csv, parquet or jsonl"));
+            r.err(diags, &f.origin, format!("unknown source format {other:?}; expected csv, parquet, jsonl, lines or regex"));
             None
         }
     });
@@ -421,9 +429,15 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
     let split_bytes = r.positive("split_bytes", diags).map_or(32 << 20, |v| v.value as u64);
     let on_error = on_error(&mut r, diags);
     let max_line_bytes = r.positive("max_line_bytes", diags).map_or(DEFAULT_MAX_LINE_BYTES, |v| v.value);
+    let regex = r.string("regex", diags);
+    match (format, &regex) {
+        (Some(SourceFormat::Regex), None) => r.err(diags, &r.origin.clone(), "format = \"regex\" needs `regex`, with a named group per column"),
+        (Some(f), Some(re)) if f != SourceFormat::Regex => r.err(diags, &re.origin, "`regex` goes with format = \"regex\""),
+        _ => {}
+    }
     r.finish(&allowed(&SOURCE_KEYS), diags);
     let delimiter = delimiter.unwrap_or(b',');
-    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter, infer_rows, split_bytes, on_error, max_line_bytes })
+    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter, infer_rows, split_bytes, on_error, max_line_bytes, regex })
 }
 
 fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec> {

@@ -16,6 +16,7 @@ use crate::exec::operators::join::{JoinPlan, Strategy};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::exec::sinks::SinkConfig;
+use crate::exec::sources::text::text_schema;
 use crate::exec::sources::{Inference, SourceConfig, discover, infer_schema};
 use crate::pipeline::{
     Chain, Common, Diagnostics, Located, OnError, OpKind, OpSpec, Origin, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec, SourceFormat, SourceSpec,
@@ -303,7 +304,22 @@ impl Builder<'_> {
             declared: &declared,
             tolerant: s.on_error != OnError::Fail,
         };
-        let (raw, schema) = match infer_schema(&files, &how) {
+        let inferred = match s.format {
+            SourceFormat::Lines | SourceFormat::Regex => match text_schema(s.format, s.regex.as_ref().map(|r| r.value.as_str())) {
+                Ok(raw) => {
+                    let mut schema = raw.clone();
+                    for (name, dtype) in &declared {
+                        if let Some(t) = schema.get_mut(name.as_str()) {
+                            *t = dtype.clone();
+                        }
+                    }
+                    Ok((raw, schema))
+                }
+                Err(msg) => return self.err(&s.regex.as_ref().map_or(s.common.origin.clone(), |r| r.origin.clone()), who, msg),
+            },
+            _ => infer_schema(&files, &how),
+        };
+        let (raw, schema) = match inferred {
             Ok(v) => v,
             Err(p) => return self.diags.push_data(s.path.origin.clone(), Some(who), p.kind.map(|k| k.as_str()), p.message),
         };
@@ -353,6 +369,7 @@ impl Builder<'_> {
             on_error: s.on_error,
             max_line_bytes: s.max_line_bytes,
             infer_rows: s.infer_rows,
+            regex: s.regex.as_ref().map(|r| r.value.clone()),
         };
         let detail = format!("{} ({} file{})", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" });
         let parallelism = s.common.parallelism.as_ref().map_or(self.parallelism, |p| p.value);

@@ -57,7 +57,7 @@ pub fn infer(
 
 /// The records of `sample` with as many fields as its first (the header), and no unclosed quote.
 fn well_formed_records(sample: &[u8], delimiter: u8) -> Vec<u8> {
-    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(sample);
+    let mut reader = records_reader(sample, delimiter);
     let mut record = ::csv::ByteRecord::new();
     let mut out = Vec::with_capacity(sample.len());
     let mut width = None;
@@ -80,7 +80,7 @@ fn well_formed_records(sample: &[u8], delimiter: u8) -> Vec<u8> {
 /// count other than `width` (default: the first record's). (line in `sample`, column, kind,
 /// message).
 pub fn first_bad_record(sample: &[u8], delimiter: u8, width: Option<usize>) -> Option<(u64, usize, ErrorKind, String)> {
-    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(sample);
+    let mut reader = records_reader(sample, delimiter);
     let mut record = ::csv::ByteRecord::new();
     let mut width = width;
     loop {
@@ -96,10 +96,23 @@ pub fn first_bad_record(sample: &[u8], delimiter: u8, width: Option<usize>) -> O
         }
         if std::str::from_utf8(raw).is_err() {
             let starts = field_starts(raw, delimiter);
-            let field = (0..record.len()).find(|&i| std::str::from_utf8(&record[i]).is_err()).unwrap_or(0);
+            let field = (0..record.len()).find(|&i| std::str::from_utf8(field(&record, i)).is_err()).unwrap_or(0);
             return Some((line, starts.get(field).copied().unwrap_or(0) + 1, ErrorKind::Utf8, format!("invalid UTF-8: {}", shown(raw))));
         }
     }
+}
+
+/// A reader of the records of `bytes` as polars sees them: any number of fields, and only `\n`
+/// ends a record (the csv crate would also end one at a bare `\r`; a `\r` before `\n` stays on
+/// the last field, see [`field`]).
+fn records_reader(bytes: &[u8], delimiter: u8) -> ::csv::Reader<&[u8]> {
+    ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).terminator(::csv::Terminator::Any(b'\n')).from_reader(bytes)
+}
+
+/// Field `i` of a record, without the `\r` of a `\r\n` line end.
+fn field(record: &::csv::ByteRecord, i: usize) -> &[u8] {
+    let f = &record[i];
+    if i + 1 == record.len() { f.strip_suffix(b"\r").unwrap_or(f) } else { f }
 }
 
 /// The csv crate's record position includes the blank lines it passed over: the record really
@@ -227,7 +240,7 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
         Some(p) => config.schema.iter_names().map(|n| p.iter().any(|c| c == n.as_str())).collect(),
         None => vec![true; width],
     };
-    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(config.delimiter).from_reader(chunk);
+    let mut reader = records_reader(chunk, config.delimiter);
     let mut record = ::csv::ByteRecord::new();
     let (mut good, mut rejected) = (Vec::new(), Vec::new());
     loop {
@@ -248,7 +261,7 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
         let end = (reader.position().byte() as usize).min(chunk.len()).max(start);
         let span = Span { line, start, end };
         let raw = &chunk[start..end];
-        if record.len() == 1 && record[0].is_empty() && raw.iter().all(|b| b.is_ascii_whitespace()) {
+        if record.len() == 1 && field(&record, 0).is_empty() {
             continue; // blank line
         }
         let reject = |column: usize, kind: ErrorKind, message: String| {
@@ -267,7 +280,7 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
         let starts = field_starts(raw, config.delimiter);
         let problem = config.schema.iter().enumerate().filter(|(i, _)| read[*i]).find_map(|(i, (name, dtype))| {
             let column = starts.get(i).copied().unwrap_or(0) + 1;
-            let Ok(value) = std::str::from_utf8(&record[i]) else {
+            let Ok(value) = std::str::from_utf8(field(&record, i)) else {
                 return Some(reject(column, ErrorKind::Utf8, format!("column '{name}': invalid UTF-8: {}", shown(raw))));
             };
             type_problem(value, dtype).map(|problem| {

@@ -92,7 +92,7 @@ impl CsvShape {
     /// that is left) parse strictly, with `width` fields each and quotes only around whole
     /// fields. None when more bytes are needed to tell. A wrong guess is caught afterwards by
     /// comparing split boundaries ([`super::SplitLog`]).
-    fn plausible_start(&self, bytes: &[u8], eof: bool) -> Option<bool> {
+    pub(super) fn plausible_start(&self, bytes: &[u8], eof: bool) -> Option<bool> {
         let mut i = 0;
         for _ in 0..2 {
             if i >= bytes.len() {

@@ -1,0 +1,138 @@
+//! Plain text lines: `lines` (one string column `line`) and `regex` (the named groups of a regex,
+//! typed by the declared schema). The bridge to log files: a line the regex does not match is a
+//! `no_match` rejection, never a silent row of nulls.
+use std::sync::Arc;
+
+use polars::prelude::*;
+use regex::Regex;
+
+use super::discover::Split;
+use super::records::{LineCounter, has_long_line};
+use super::values::{truncate, type_problem};
+use super::{ChunkParser, Parsed, SourceConfig};
+use crate::error::{Error, Result};
+use crate::exec::dead_letter::{ErrorKind, Rejection};
+use crate::pipeline::SourceFormat;
+use crate::plan::expr::clean;
+
+/// The column of a `lines` source.
+pub const LINE_COLUMN: &str = "line";
+
+/// The schema a `lines` or `regex` source reads: `line`, or the regex's named groups (strings),
+/// in order. Err when the regex is invalid or has no named group.
+pub fn text_schema(format: SourceFormat, regex: Option<&str>) -> std::result::Result<Schema, String> {
+    let names: Vec<String> = match (format, regex) {
+        (SourceFormat::Regex, Some(r)) => {
+            let re = Regex::new(r).map_err(|e| format!("invalid regex: {e}"))?;
+            let names: Vec<String> = re.capture_names().flatten().map(str::to_string).collect();
+            if names.is_empty() {
+                return Err("the regex has no named group: name what to extract, e.g. (?P<status>\\d{3})".into());
+            }
+            names
+        }
+        _ => vec![LINE_COLUMN.to_string()],
+    };
+    Ok(names.into_iter().map(|n| Field::new(n.into(), DataType::String)).collect())
+}
+
+/// Parses chunks of lines into rows.
+pub struct TextChunkParser {
+    config: Arc<SourceConfig>,
+    regex: Option<Regex>,
+}
+
+impl TextChunkParser {
+    /// A parser for `config` (a `lines` or `regex` source).
+    pub fn new(config: Arc<SourceConfig>) -> Result<Self> {
+        let regex = match &config.regex {
+            Some(r) => Some(Regex::new(r).map_err(|e| Error::execution("source", &config.name, format!("invalid regex: {e}")))?),
+            None => None,
+        };
+        Ok(TextChunkParser { config, regex })
+    }
+}
+
+impl ChunkParser for TextChunkParser {
+    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
+        let c = &self.config;
+        let names: Vec<&str> = c.raw_schema.iter_names().map(|n| n.as_str()).collect();
+        let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::new(); names.len()];
+        let mut rejected = Vec::new();
+        // Line numbers are only needed for rejections: count them lazily.
+        let long = has_long_line(&chunk, c.max_line_bytes);
+        let mut base = None;
+        let mut start = 0;
+        for (i, raw) in chunk.split_inclusive(|&b| b == b'\n').enumerate() {
+            let at = start;
+            start += raw.len();
+            let body = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            if body.is_empty() {
+                continue;
+            }
+            let mut reject = |column: usize, kind: ErrorKind, message: String| {
+                let line = *base.get_or_insert_with(|| lines.line_at(offset)) + i as u64;
+                rejected.push(Rejection::in_file(&split.path, line, offset + at as u64, column as u64, kind, message, raw));
+            };
+            if long && body.len() > c.max_line_bytes {
+                reject(
+                    c.max_line_bytes + 1,
+                    ErrorKind::LineTooLong,
+                    format!("the line is {} bytes long, more than max_line_bytes = {}", body.len(), c.max_line_bytes),
+                );
+                continue;
+            }
+            let text = match std::str::from_utf8(body) {
+                Ok(t) => t,
+                Err(e) => {
+                    reject(e.valid_up_to() + 1, ErrorKind::Utf8, format!("invalid UTF-8: {}", truncate(&String::from_utf8_lossy(body), 120)));
+                    continue;
+                }
+            };
+            let Some(re) = &self.regex else {
+                columns[0].push(Some(text));
+                continue;
+            };
+            let Some(caps) = re.captures(text) else {
+                reject(1, ErrorKind::NoMatch, format!("the line does not match the regex: {}", truncate(text, 120)));
+                continue;
+            };
+            // A value that does not parse as its declared type rejects the line.
+            let bad = names.iter().find_map(|name| {
+                let m = caps.name(name)?;
+                let dtype = c.schema.get(name)?;
+                type_problem(m.as_str(), dtype).map(|p| (m.start() + 1, format!("group '{name}': {p} (the type declared in `schema`)")))
+            });
+            if let Some((column, message)) = bad {
+                reject(column, ErrorKind::Type, message);
+                continue;
+            }
+            for (k, name) in names.iter().enumerate() {
+                columns[k].push(caps.name(name).map(|m| m.as_str()));
+            }
+        }
+        let height = columns[0].len();
+        let cols: Vec<Column> = names.iter().zip(columns).map(|(n, v)| Column::new((*n).into(), v)).collect();
+        let fail = |e: PolarsError| Error::execution("source", &c.name, clean(&e));
+        let mut df = DataFrame::new(height, cols).map_err(fail)?;
+        if let Some(p) = c.file_projection() {
+            df = df.select(p.iter().map(String::as_str)).map_err(fail)?;
+        }
+        let df = super::cast_declared(c, df).map_err(fail)?;
+        Ok(Parsed { df: Some(df), rejected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regex_schema_lists_named_groups() {
+        let s = text_schema(SourceFormat::Regex, Some(r"(?P<ip>\S+) (\S+) (?P<status>\d+)")).unwrap();
+        assert_eq!(s.iter_names().map(|n| n.as_str()).collect::<Vec<_>>(), ["ip", "status"]);
+        assert!(text_schema(SourceFormat::Regex, Some(r"(\d+)")).unwrap_err().contains("no named group"));
+        assert!(text_schema(SourceFormat::Regex, Some(r"(?P<a>")).unwrap_err().starts_with("invalid regex"));
+        assert_eq!(text_schema(SourceFormat::Lines, None).unwrap().len(), 1);
+    }
+}

@@ -1,4 +1,5 @@
 //! Integration tests: the `rivulet` binary end to end.
+mod accounting;
 mod common;
 mod corruption;
 mod differential;

@@ -9,6 +9,8 @@ use crate::plan::execution::ExecutionGraph;
 
 pub struct Row {
     name: String,
+    /// Names of the nodes this one reads from.
+    inputs: Vec<String>,
     operation: String,
     parallelism: usize,
     rows_in: u64,
@@ -41,8 +43,10 @@ impl Summary {
             .nodes
             .iter()
             .zip(&report.metrics.nodes)
-            .map(|(n, m)| Row {
+            .enumerate()
+            .map(|(id, (n, m))| Row {
                 name: n.name.clone(),
+                inputs: stream.inputs(id).map(|e| stream.nodes[e.from].name.clone()).collect(),
                 operation: n.label.clone(),
                 parallelism: n.parallelism,
                 rows_in: NodeMetrics::get(&m.rows_in),
@@ -89,7 +93,7 @@ impl Summary {
             .iter()
             .map(|r| {
                 json!({
-                    "name": r.name, "operation": r.operation, "parallelism": r.parallelism,
+                    "name": r.name, "inputs": r.inputs, "operation": r.operation, "parallelism": r.parallelism,
                     "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered, "rejected": r.rejected,
                     "seconds": r.seconds, "bytes_read": r.bytes,
                 })

@@ -1,0 +1,137 @@
+//! Every row read is accounted for: the `--json` run summary of every example pipeline, and of
+//! pipelines that reject rows, satisfies per operator `rows in = rows out + filtered + rejected`
+//! (row-by-row operators and sources, where rows in = rows read), per edge `rows in = the rows
+//! its inputs emitted` (a dead-letter output: the rows its owner rejected), and end to end
+//! `read = written + filtered + rejected` for a chain without aggregation.
+use serde_json::Value;
+
+use crate::common::{copy_dir, root, run_in, stderr, stdout};
+
+fn get(op: &Value, key: &str) -> u64 {
+    op[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {op}"))
+}
+
+/// Checks the summary's counters; returns the problems.
+fn check_summary(summary: &Value) -> Vec<String> {
+    let ops = summary["operators"].as_array().unwrap();
+    let by_name = |n: &str| ops.iter().find(|o| o["name"] == n).unwrap_or_else(|| panic!("no operator {n}"));
+    let mut problems = Vec::new();
+    for op in ops {
+        let name = op["name"].as_str().unwrap();
+        let label = op["operation"].as_str().unwrap();
+        let (rows_in, rows_out, filtered, rejected) = (get(op, "rows_in"), get(op, "rows_out"), get(op, "filtered"), get(op, "rejected"));
+        let inputs: Vec<&Value> = op["inputs"].as_array().unwrap().iter().map(|i| by_name(i.as_str().unwrap())).collect();
+        let row_by_row = label.starts_with("source")
+            || label.starts_with("sink")
+            || label.starts_with("side output")
+            || ["filter", "select", "with", "rename", "drop", "cast", "parse", "unnest", "union"].contains(&label);
+        if row_by_row && rows_in != rows_out + filtered + rejected {
+            problems.push(format!("{name} ({label}): {rows_in} in != {rows_out} out + {filtered} filtered + {rejected} rejected"));
+        }
+        let fed: u64 =
+            if label.starts_with("side output") { inputs.iter().map(|i| get(i, "rejected")).sum() } else { inputs.iter().map(|i| get(i, "rows_out")).sum() };
+        let per_edge = row_by_row || label.ends_with("(partial)") || label == "explode";
+        if per_edge && !label.starts_with("source") && rows_in != fed {
+            problems.push(format!("{name} ({label}): {rows_in} in, but its inputs emitted {fed}"));
+        }
+    }
+    problems
+}
+
+fn run_json(dir: &std::path::Path, pipeline: &str, parallelism: &str) -> Value {
+    let o = run_in(dir, &["run", pipeline, "--json", "-p", parallelism]);
+    assert!(o.status.success(), "{pipeline} -p {parallelism}: {}", stderr(&o));
+    // A stdout sink prints its rows first; the summary is the last thing on stdout.
+    let out = stdout(&o);
+    let json = out.rfind("{\n  \"pipeline\"").map_or(out.as_str(), |i| &out[i..]);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{pipeline}: summary is not JSON ({e}): {out}"))
+}
+
+#[test]
+fn every_example_pipeline_accounts_for_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("data"), &tmp.path().join("data"));
+    copy_dir(&root().join("pipelines"), &tmp.path().join("pipelines"));
+    let mut files: Vec<_> = std::fs::read_dir(tmp.path().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "yaml")))
+        .collect();
+    files.sort();
+    let mut problems = Vec::new();
+    for f in &files {
+        for p in ["1", "4"] {
+            let summary = run_json(tmp.path(), f.to_str().unwrap(), p);
+            problems.extend(check_summary(&summary).into_iter().map(|m| format!("{} -p {p}: {m}", f.display())));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A chain that filters, rejects at the source (dead letter) and in an operator (skip), with no
+/// aggregation: read = written + filtered + rejected, and the dead-letter sink wrote what the
+/// source rejected.
+#[test]
+fn rejected_and_filtered_rows_add_up_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,code,qty\n");
+    for i in 0..3000 {
+        match i % 50 {
+            7 => csv += &format!("{i},x{i}\n"),          // too few fields: rejected by the source
+            13 => csv += &format!("{i},N/A,{i}\n"),      // code is not a number: rejected by the cast
+            _ => csv += &format!("{i},{},{i}\n", i % 9), // kept, unless the filter drops it
+        }
+    }
+    std::fs::write(tmp.path().join("in.csv"), csv).unwrap();
+    let pipeline = r#"
+name = "accounting"
+[[source]]
+name = "src"
+format = "csv"
+path = "in.csv"
+split_bytes = 4096
+on_error = "dead_letter"
+schema = { qty = "int" }
+
+[[op]]
+name = "small"
+input = "src"
+filter = "qty % 10 <> 4"
+
+[[op]]
+name = "to_int"
+input = "small"
+cast = { code = "int" }
+on_error = "skip"
+
+[[sink]]
+name = "out"
+input = "to_int"
+format = "csv"
+path = "out"
+
+[[sink]]
+name = "bad"
+input = "src.dead_letter"
+format = "csv"
+path = "bad"
+"#;
+    std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+    for p in ["1", "4"] {
+        let summary = run_json(tmp.path(), "p.toml", p);
+        let problems = check_summary(&summary);
+        assert!(problems.is_empty(), "-p {p}: {}", problems.join("\n"));
+        let ops = summary["operators"].as_array().unwrap();
+        let op = |n: &str| ops.iter().find(|o| o["name"] == n).unwrap().clone();
+        let read = get(&op("src"), "rows_in");
+        let written = get(&op("out"), "rows_out");
+        let filtered = get(&op("small"), "filtered");
+        let rejected = get(&op("src"), "rejected") + get(&op("to_int"), "rejected");
+        assert_eq!(read, 3000, "-p {p}");
+        assert_eq!(get(&op("src"), "rejected"), 60, "-p {p}: source rejections");
+        assert_eq!(get(&op("to_int"), "rejected"), 60, "-p {p}: cast rejections");
+        assert_eq!(get(&op("small"), "filtered"), 300, "-p {p}: filtered");
+        assert_eq!(read, written + filtered + rejected, "-p {p}: read = written + filtered + rejected");
+        assert_eq!(get(&op("bad"), "rows_out"), 60, "-p {p}: dead letters written");
+    }
+}

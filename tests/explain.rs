@@ -49,6 +49,15 @@ fn a_union_breaks_the_chain_for_its_inputs() {
 }
 
 #[test]
+fn a_dead_letter_output_is_a_side_output_that_leaves_the_main_chain_whole() {
+    let text = explain("tests/golden/dead_letter_regex_source/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    // The source still chains into the partial aggregate; the dead letters leave by their own edge.
+    assert!(text.contains("log -> by_status/partial"), "{text}");
+    assert!(text.contains("chain break: side output 'dead_letter' of 'log'"), "{text}");
+    assert!(text.contains("log.dead_letter  side output dead_letter  rows 'log' rejects"), "{text}");
+}
+
+#[test]
 fn other_formats_snapshots() {
     for format in ["dot", "mermaid", "json"] {
         let text = explain("pipelines/errors_by_path.toml", &["--format", format, "-p", "2"]);

@@ -183,8 +183,7 @@ fn bad_records_at_split_boundaries_are_each_rejected_once() {
     // Lines after a quoted newline are one further down: number the physical lines.
     let expected_dead: Vec<String> = {
         let mut v = Vec::new();
-        let mut physical = 1u64;
-        for rec in text.split_inclusive('\n') {
+        for (physical, rec) in (1u64..).zip(text.split_inclusive('\n')) {
             let trimmed = rec.trim_end();
             let kind = if trimmed.ends_with(",short") || trimmed.ends_with(",extra") {
                 Some("field_count")
@@ -196,7 +195,6 @@ fn bad_records_at_split_boundaries_are_each_rejected_once() {
             if let Some(k) = kind {
                 v.push(format!("{physical}:{k}"));
             }
-            physical += 1;
         }
         v.sort();
         v

@@ -146,9 +146,9 @@ fn shape_problem(raw: &[u8], record: &::csv::ByteRecord, width: usize, delimiter
 }
 
 /// Checks that a file's header names the source's columns, in order.
-pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -> std::result::Result<(), Rejection> {
+pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -> std::result::Result<(), Box<Rejection>> {
     let Some(line) = header else {
-        return Err(Rejection::in_file(path, 1, 0, 1, ErrorKind::EmptyFile, "the file is empty (expected a header line)".into(), b""));
+        return Err(Box::new(Rejection::in_file(path, 1, 0, 1, ErrorKind::EmptyFile, "the file is empty (expected a header line)".into(), b"")));
     };
     let mut reader = ::csv::ReaderBuilder::new().has_headers(false).delimiter(config.delimiter).from_reader(line);
     let found: Vec<String> = match reader.records().next() {
@@ -156,7 +156,7 @@ pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -
         _ => Vec::new(),
     };
     if found.iter().all(|f| f.trim().is_empty()) {
-        return Err(Rejection::in_file(path, 1, 0, 1, ErrorKind::EmptyFile, "the first line is blank (expected a header line)".into(), line));
+        return Err(Box::new(Rejection::in_file(path, 1, 0, 1, ErrorKind::EmptyFile, "the first line is blank (expected a header line)".into(), line)));
     }
     let expected: Vec<String> = config.schema.iter_names().map(|n| n.to_string()).collect();
     if found != expected {
@@ -167,7 +167,7 @@ pub fn check_header(config: &SourceConfig, path: &Path, header: Option<&[u8]>) -
             expected.join(", "),
             config.files[0].display()
         );
-        return Err(Rejection::in_file(path, 1, 0, 1, ErrorKind::SchemaMismatch, message, line));
+        return Err(Box::new(Rejection::in_file(path, 1, 0, 1, ErrorKind::SchemaMismatch, message, line)));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Finding a source's files (a file, a directory, or a glob with `**`) and cutting them into
 //! splits that subtasks read independently.
+use crate::exec::dead_letter::Rejection;
 use std::path::{Path, PathBuf};
 
 /// The files a source path names, sorted so that every run and every subtask agrees on the order.
@@ -134,11 +135,20 @@ pub struct Split {
     pub problem: Option<Box<crate::exec::dead_letter::Rejection>>,
 }
 
-/// Cuts text files into byte ranges of about `split_bytes`.
-pub fn byte_splits(files: &[PathBuf], split_bytes: u64) -> std::io::Result<Vec<Split>> {
+/// Cuts text files into byte ranges of about `split_bytes`. A file whose size cannot be read
+/// is passed to `unreadable`, which returns the error to stop at, or a rejection for the file's
+/// one split.
+pub fn byte_splits<E>(files: &[PathBuf], split_bytes: u64, unreadable: impl Fn(&Path, std::io::Error) -> Result<Rejection, E>) -> Result<Vec<Split>, E> {
     let mut splits = Vec::new();
     for (file_index, path) in files.iter().enumerate() {
-        let len = std::fs::metadata(path)?.len();
+        let len = match std::fs::metadata(path) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                let problem = Some(Box::new(unreadable(path, e)?));
+                splits.push(Split { file_index, path: path.clone(), start: 0, end: 0, ordinal: splits.len(), problem });
+                continue;
+            }
+        };
         let n = len.div_ceil(split_bytes.max(1)).max(1);
         let step = len.div_ceil(n).max(1);
         let mut start = 0;
@@ -194,7 +204,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f.csv");
         std::fs::write(&p, vec![b'x'; 1000]).unwrap();
-        let s = byte_splits(std::slice::from_ref(&p), 300).unwrap();
+        let s = byte_splits(std::slice::from_ref(&p), 300, |_, e| Err(e)).unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!(s[0].start, 0);
         assert_eq!(s.last().unwrap().end, 1000);

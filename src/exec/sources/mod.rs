@@ -137,7 +137,21 @@ impl SourceConfig {
     pub fn splits(&self) -> Result<Vec<Split>> {
         match self.format {
             SourceFormat::Parquet => parquet::row_group_splits(self),
-            _ => discover::byte_splits(&self.files, self.split_bytes).map_err(|e| Error::io(&self.files[0], e)),
+            _ => discover::byte_splits(&self.files, self.split_bytes, |path, e| {
+                let problem = Rejection {
+                    file: Some(path.display().to_string()),
+                    line: None,
+                    offset: None,
+                    column: None,
+                    kind: ErrorKind::Unreadable,
+                    message: format!("cannot read the file: {e}"),
+                    raw: String::new(),
+                };
+                match self.on_error {
+                    OnError::Fail => Err(problem.into_error(("source", &self.name))),
+                    _ => Ok(problem),
+                }
+            }),
         }
     }
 }
@@ -454,10 +468,10 @@ impl FileSource {
             };
             let checked = match header {
                 Ok(h) => csv::check_header(c, &split.path, h.as_deref()),
-                Err(e) => Err(unreadable(e)),
+                Err(e) => Err(Box::new(unreadable(e))),
             };
             if let Err(problem) = checked {
-                self.reject(if split.start == 0 { vec![problem] } else { Vec::new() })?;
+                self.reject(if split.start == 0 { vec![*problem] } else { Vec::new() })?;
                 // The whole file is rejected: its splits count as read.
                 self.log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
@@ -567,38 +581,66 @@ impl Source for FileSource {
     }
 }
 
+/// Parses `bytes` as one chunk of a source of `format`, as the readers do, with `on_error =
+/// "skip"`, and returns (rows, rejected records). The columns: CSV `a: int, b: string, c: float`;
+/// JSON lines `a: int, b: string`; regex `^(?P<a>\d+)-(?P<b>[^,]*)` with `a` an int; lines
+/// `line`. For the fuzz targets and property tests: any input must give a result or an error,
+/// never a panic.
+#[doc(hidden)]
+pub fn parse_chunk_for_fuzzing(format: SourceFormat, bytes: &[u8]) -> Result<(usize, usize)> {
+    let schema = |cols: &[(&str, DataType)]| -> Schema { cols.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect() };
+    let (cols, declared, regex) = match format {
+        SourceFormat::Csv => (schema(&[("a", DataType::Int64), ("b", DataType::String), ("c", DataType::Float64)]), vec![], None),
+        SourceFormat::Jsonl => (schema(&[("a", DataType::Int64), ("b", DataType::String)]), vec![], None),
+        SourceFormat::Regex => (schema(&[("a", DataType::Int64), ("b", DataType::String)]), vec!["a".to_string()], Some(r"^(?P<a>\d+)-(?P<b>[^,]*)")),
+        SourceFormat::Lines => (schema(&[("line", DataType::String)]), vec![], None),
+        SourceFormat::Parquet => return Err(Error::Usage("Parquet is read from files, not chunks".into())),
+    };
+    let raw = match format {
+        SourceFormat::Regex => text::text_schema(format, regex).map_err(Error::Usage)?,
+        _ => cols.clone(),
+    };
+    let path = PathBuf::from("/nonexistent/input");
+    let config = Arc::new(SourceConfig {
+        name: "src".into(),
+        format,
+        files: vec![path.clone()],
+        schema: Arc::new(cols),
+        raw_schema: Arc::new(raw),
+        declared,
+        header: false,
+        delimiter: b',',
+        split_bytes: 1 << 20,
+        projection: None,
+        with_sequence: false,
+        hive: Vec::new(),
+        hive_values: Vec::new(),
+        on_error: OnError::Skip,
+        max_line_bytes: 64,
+        infer_rows: 100,
+        regex: regex.map(str::to_string),
+    });
+    let mut parser: Box<dyn ChunkParser> = match format {
+        SourceFormat::Csv => {
+            let shape = lines::CsvShape { width: 3, delimiter: b',', quote: b'"' };
+            let _ = (shape.all_records_complete(bytes), shape.plausible_start(bytes, true), csv::first_bad_record(bytes, b',', None));
+            Box::new(csv::CsvChunkParser::new(config, shape))
+        }
+        SourceFormat::Jsonl => Box::new(jsonl::JsonChunkParser::new(config)),
+        _ => Box::new(text::TextChunkParser::new(config)?),
+    };
+    let split = Split { file_index: 0, path: path.clone(), start: 0, end: 1 << 20, ordinal: 0, problem: None };
+    let parsed = parser.parse(&split, 0, bytes.to_vec(), &mut LineCounter::new(&path))?;
+    Ok((parsed.df.map_or(0, |d| d.height()), parsed.rejected.len()))
+}
+
 #[cfg(test)]
 mod proptests {
-    //! Random bytes into every line reader: never a panic, and every row or rejection accounted for.
+    //! Random bytes into every line reader: never a panic, and never more rows and rejections
+    //! than lines.
     use proptest::prelude::*;
 
     use super::*;
-
-    fn config(format: SourceFormat, schema: Schema, regex: Option<&str>) -> Arc<SourceConfig> {
-        Arc::new(SourceConfig {
-            name: "src".into(),
-            format,
-            files: vec![PathBuf::from("/nonexistent/input")],
-            schema: Arc::new(schema.clone()),
-            raw_schema: Arc::new(schema),
-            declared: Vec::new(),
-            header: false,
-            delimiter: b',',
-            split_bytes: 1 << 20,
-            projection: None,
-            with_sequence: false,
-            hive: Vec::new(),
-            hive_values: Vec::new(),
-            on_error: OnError::Skip,
-            max_line_bytes: 64,
-            infer_rows: 100,
-            regex: regex.map(str::to_string),
-        })
-    }
-
-    fn schema(cols: &[(&str, DataType)]) -> Schema {
-        cols.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect()
-    }
 
     /// Bytes that matter to the readers, mixed with anything.
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -606,49 +648,91 @@ mod proptests {
         prop::collection::vec(prop_oneof![3 => special, 1 => any::<u8>()], 0..600)
     }
 
-    fn split() -> Split {
-        Split { file_index: 0, path: PathBuf::from("/nonexistent/input"), start: 0, end: 1 << 20, ordinal: 0, problem: None }
-    }
-
-    /// Parses `chunk` whole; checks rows + rejections never exceed the lines, and nothing panics.
-    fn parse_all(parser: &mut dyn ChunkParser, chunk: Vec<u8>) {
+    fn check(format: SourceFormat, chunk: &[u8]) {
         let lines = chunk.split(|&b| b == b'\n').count();
-        let mut counter = LineCounter::new(std::path::Path::new("/nonexistent/input"));
-        if let Ok(parsed) = parser.parse(&split(), 0, chunk, &mut counter) {
-            let rows = parsed.df.map_or(0, |d| d.height());
-            assert!(rows + parsed.rejected.len() <= lines.max(1), "{rows} rows + {} rejected from {lines} lines", parsed.rejected.len());
+        if let Ok((rows, rejected)) = parse_chunk_for_fuzzing(format, chunk) {
+            assert!(rows + rejected <= lines, "{rows} rows + {rejected} rejected from {lines} lines");
         }
     }
 
     proptest! {
         #[test]
         fn csv_reader_never_panics(chunk in bytes()) {
-            let c = config(SourceFormat::Csv, schema(&[("a", DataType::Int64), ("b", DataType::String), ("c", DataType::Float64)]), None);
-            let shape = lines::CsvShape { width: 3, delimiter: b',', quote: b'"' };
-            let _ = shape.all_records_complete(&chunk);
-            let _ = shape.plausible_start(&chunk, true);
-            let _ = csv::first_bad_record(&chunk, b',', None);
-            parse_all(&mut csv::CsvChunkParser::new(c, shape), chunk);
+            check(SourceFormat::Csv, &chunk);
         }
 
         #[test]
         fn jsonl_reader_never_panics(chunk in bytes()) {
-            let c = config(SourceFormat::Jsonl, schema(&[("a", DataType::Int64), ("b", DataType::String)]), None);
-            parse_all(&mut jsonl::JsonChunkParser::new(c), chunk);
+            check(SourceFormat::Jsonl, &chunk);
         }
 
         #[test]
         fn regex_and_lines_readers_never_panic(chunk in bytes()) {
-            let re = r"^(?P<a>\d+)-(?P<b>[^,]*)";
-            let mut s = schema(&[("a", DataType::String), ("b", DataType::String)]);
-            let c = config(SourceFormat::Regex, s.clone(), Some(re));
-            parse_all(&mut text::TextChunkParser::new(c).unwrap(), chunk.clone());
-            s.set_dtype("a", DataType::Int64);
-            let mut typed = (*config(SourceFormat::Regex, s, Some(re))).clone();
-            typed.declared = vec!["a".into()];
-            parse_all(&mut text::TextChunkParser::new(Arc::new(typed)).unwrap(), chunk.clone());
-            let c = config(SourceFormat::Lines, schema(&[("line", DataType::String)]), None);
-            parse_all(&mut text::TextChunkParser::new(c).unwrap(), chunk);
+            check(SourceFormat::Regex, &chunk);
+            check(SourceFormat::Lines, &chunk);
         }
+    }
+}
+
+#[cfg(test)]
+mod vanished {
+    //! A file that disappears between planning and reading is an `unreadable` rejection.
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::exec::source::Source;
+
+    fn run(on_error: OnError) -> (Result<Vec<Poll>>, Arc<Metrics>) {
+        let gone = PathBuf::from("/nonexistent/rivulet/gone.csv");
+        let schema: Schema = [Field::new("a".into(), DataType::Int64)].into_iter().collect();
+        let config = SourceConfig {
+            name: "src".into(),
+            format: SourceFormat::Csv,
+            files: vec![gone],
+            schema: Arc::new(schema.clone()),
+            raw_schema: Arc::new(schema),
+            declared: Vec::new(),
+            header: true,
+            delimiter: b',',
+            split_bytes: 1 << 20,
+            projection: None,
+            with_sequence: false,
+            hive: Vec::new(),
+            hive_values: Vec::new(),
+            on_error,
+            max_line_bytes: 1024,
+            infer_rows: 10,
+            regex: None,
+        };
+        let metrics = Arc::new(Metrics::new(1));
+        let splits = match config.splits() {
+            Ok(s) => s,
+            Err(e) => return (Err(e), metrics),
+        };
+        let log = Arc::new(SplitLog::new(splits.len()));
+        let mut source = FileSource::new(Arc::new(config), Arc::new(splits), log, 0, metrics.clone());
+        let ctx = SourceContext { subtask: 0, parallelism: 1, batch_rows: 100, cancel: Arc::new(AtomicBool::new(false)) };
+        let polls = source.open(&ctx).and_then(|()| {
+            let mut polls = Vec::new();
+            loop {
+                match source.poll()? {
+                    Poll::Finished => return Ok(polls),
+                    p => polls.push(p),
+                }
+            }
+        });
+        (polls, metrics)
+    }
+
+    #[test]
+    fn a_vanished_file_fails_or_is_rejected() {
+        let (result, _) = run(OnError::Fail);
+        let e = result.unwrap_err();
+        assert!(matches!(e, Error::Input { kind: Some(ErrorKind::Unreadable), .. }), "{e}");
+        assert!(e.to_string().starts_with("/nonexistent/rivulet/gone.csv: cannot read the file"), "{e}");
+        let (result, metrics) = run(OnError::DeadLetter);
+        let polls = result.unwrap();
+        assert!(matches!(polls.as_slice(), [Poll::Rejected(df)] if df.height() == 1), "{polls:?}");
+        assert_eq!(NodeMetrics::get(&metrics.nodes[0].rejected), 1);
     }
 }

@@ -9,5 +9,6 @@ mod malformed;
 mod oracle;
 mod pipelines;
 mod runtime;
+mod tail;
 mod tpch;
 mod validate;

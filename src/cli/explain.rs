@@ -7,7 +7,7 @@ use crate::plan::compile;
 use crate::plan::explain::{ExplainFormat, GraphKind, render};
 
 pub fn run(pipeline: &Path, graph: GraphKind, format: ExplainFormat, plan: &PlanArgs) -> Result<i32> {
-    let c = compile(pipeline, &plan.overrides, plan.parallelism())?;
+    let c = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
     let out = render(&c.logical, &c.execution, graph, format);
     println!("{}", out.trim_end());
     Ok(0)

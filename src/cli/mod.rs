@@ -60,6 +60,23 @@ enum Command {
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
     },
+    /// Run a pipeline in tail mode (`run --follow`): file sources follow their files until
+    /// Ctrl-C, which stops the sources and lets every batch in flight reach the sinks.
+    Tail {
+        /// Pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// No live status and no summary on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Print the run summary as JSON on stdout instead of a table on stderr.
+        #[arg(long)]
+        json: bool,
+        /// Threads of polars' own pool (default: number of cores).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
 }
 
 /// Options that change the plan.
@@ -71,6 +88,9 @@ struct PlanArgs {
     /// Override a key of the pipeline file: KEY=VALUE, source.NAME.KEY=VALUE, op.NAME.KEY=VALUE, sink.NAME.KEY=VALUE.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<Override>,
+    /// Tail mode: file sources follow their files (new lines, new files, rotation) until Ctrl-C.
+    #[arg(long)]
+    follow: bool,
 }
 
 impl PlanArgs {
@@ -94,6 +114,10 @@ pub fn main() -> i32 {
         Command::Validate { pipelines, plan } => validate::run(&pipelines, &plan),
         Command::Explain { pipeline, graph, format, plan } => explain::run(&pipeline, graph, format, &plan),
         Command::Run { pipeline, plan, quiet, json, threads } => run::run(&pipeline, &plan, quiet, json, threads),
+        Command::Tail { pipeline, mut plan, quiet, json, threads } => {
+            plan.follow = true;
+            run::run(&pipeline, &plan, quiet, json, threads)
+        }
     };
     match result {
         Ok(code) => code,

@@ -31,9 +31,16 @@ fn configure_polars(threads: Option<usize>) {
     set("POLARS_TABLE_WIDTH", "65535".into());
 }
 
+/// True when a source reads standard input.
+fn has_stdin(exec: &crate::plan::execution::ExecutionGraph) -> bool {
+    exec.job.stream.nodes.iter().any(|n| {
+        matches!(&n.kind, crate::plan::logical::NodeKind::Source(c) if matches!(c.follow.as_ref().map(|f| &f.input), Some(crate::exec::sources::FollowInput::Stdin)))
+    })
+}
+
 pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: Option<usize>) -> Result<i32> {
     configure_polars(threads);
-    let compiled = compile(pipeline, &plan.overrides, plan.parallelism())?;
+    let compiled = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
     let exec = &compiled.execution;
     let show_progress = !quiet && std::io::stderr().is_terminal();
     let progress = show_progress.then(|| Progress::new(&exec.job.stream));
@@ -42,16 +49,19 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
             p.update(m);
         }
     };
-    // Ctrl-C stops the run: sources stop, subtasks wind down, in-progress output is deleted.
-    // A second Ctrl-C exits at once.
+    // Ctrl-C on a bounded run aborts it: subtasks wind down, in-progress output is deleted. In
+    // tail mode it stops the run cleanly: sources emit what they hold and finish, every batch
+    // in flight reaches the sinks, which commit. A second Ctrl-C exits at once.
     let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, follow) = (if plan.follow { stop.clone() } else { cancel.clone() }, plan.follow || has_stdin(exec));
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
     });
-    let report = execute(exec, cancel, show_progress.then_some(&tick as _));
+    let _ = follow;
+    let report = execute(exec, cancel, stop, show_progress.then_some(&tick as _));
     if let Some(p) = &progress {
         p.finish();
     }

@@ -8,7 +8,7 @@ use crate::plan::compile;
 pub fn run(pipelines: &[PathBuf], plan: &PlanArgs) -> Result<i32> {
     let mut code = 0;
     for path in pipelines {
-        match compile(path, &plan.overrides, plan.parallelism()) {
+        match compile(path, &plan.overrides, plan.parallelism(), plan.follow) {
             Ok(c) => {
                 let g = &c.logical;
                 let count = |f: fn(&crate::plan::logical::NodeKind) -> bool| g.nodes.iter().filter(|n| f(&n.kind)).count();

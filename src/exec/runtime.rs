@@ -23,7 +23,7 @@ use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::SourceContext;
 use super::sources::discover::Split;
-use super::sources::{FileSource, SourceConfig, SplitLog};
+use super::sources::{FileSource, FollowInput, FollowSource, SourceConfig, SplitLog, StdinSource};
 use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
@@ -40,8 +40,9 @@ pub struct RunReport {
 /// Called about once per 100 ms while the job runs (progress display).
 pub type Ticker<'a> = &'a (dyn Fn(&Metrics) + Sync);
 
-/// Runs the job to completion. `cancel` may be set from outside (Ctrl-C) to stop it.
-pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ticker<'_>>) -> Result<RunReport> {
+/// Runs the job to completion. `cancel` may be set from outside (Ctrl-C) to abort it (output
+/// is discarded); `stop` asks unbounded sources to finish, so the job ends cleanly.
+pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicBool>, ticker: Option<Ticker<'_>>) -> Result<RunReport> {
     let start = Instant::now();
     let job = &exec.job;
     let stream = &job.stream;
@@ -107,8 +108,16 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
         for i in 0..vertex.parallelism {
             let first = vertex.nodes[0];
             let last = *vertex.nodes.last().expect("a task has operators");
-            let context = SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone() };
+            let context = SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone(), stop: stop.clone() };
             let input = match &stream.nodes[first].kind {
+                NodeKind::Source(config) if config.follow.is_some() => {
+                    let config = Arc::new(config.clone());
+                    let source: Box<dyn super::source::Source> = match config.follow.as_ref().map(|f| &f.input) {
+                        Some(FollowInput::Stdin) => Box::new(StdinSource::new(config, first, metrics.clone())),
+                        _ => Box::new(FollowSource::new(config, first, metrics.clone())),
+                    };
+                    TaskInput::Source(source)
+                }
                 NodeKind::Source(_) => {
                     let (config, splits, log) = splits[first].clone().expect("sources have splits");
                     TaskInput::Source(Box::new(FileSource::new(config, splits, log, first, metrics.clone())))
@@ -180,6 +189,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, ticker: Option<Ti
         // Every text file must have been read exactly once, end to end.
         splits.iter().flatten().find_map(|(config, splits, log)| match config.format {
             crate::pipeline::SourceFormat::Parquet => None,
+            _ if config.follow.is_some() => None,
             _ => log.verify(splits, config).err(),
         })
     });

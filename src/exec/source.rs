@@ -28,14 +28,22 @@ pub struct SourceContext {
     pub parallelism: usize,
     /// Most rows in one emitted batch.
     pub batch_rows: usize,
-    /// Set when the job is failing or stopping: return promptly.
+    /// Set when the job is failing or was interrupted: return promptly.
     pub cancel: Arc<AtomicBool>,
+    /// Set when an unbounded job is asked to stop cleanly: sources emit what they hold and
+    /// finish, so every batch in flight reaches the sinks.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl SourceContext {
     /// True when the job asked every subtask to stop.
     pub fn cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// True when unbounded sources should finish (a clean stop).
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
 

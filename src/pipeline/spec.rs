@@ -108,6 +108,11 @@ pub struct SourceSpec {
     pub max_line_bytes: usize,
     /// `regex` format: the regex whose named groups are the columns.
     pub regex: Option<Located<String>>,
+    /// Tail mode: read files that exist at the start from their beginning (false: only what is
+    /// appended).
+    pub from_beginning: bool,
+    /// Tail mode: most milliseconds a line waits for more lines before its batch is emitted.
+    pub linger_ms: u64,
 }
 
 /// How an operator's input is partitioned, when the user asks for a specific exchange.
@@ -294,11 +299,14 @@ pub struct PipelineSpec {
     pub sinks: Vec<SinkSpec>,
     /// Directory relative paths are resolved against (the pipeline file's directory).
     pub base_dir: PathBuf,
+    /// Tail mode (`rivulet tail`, `run --follow`): file sources follow their files until stopped.
+    pub follow: bool,
 }
 
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
-const SOURCE_KEYS: [&str; 10] = ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex"];
+const SOURCE_KEYS: [&str; 12] =
+    ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex", "start_at", "linger_ms"];
 const OP_KEYS: [&str; 25] = [
     "input",
     "filter",
@@ -430,6 +438,16 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
     let on_error = on_error(&mut r, diags);
     let max_line_bytes = r.positive("max_line_bytes", diags).map_or(DEFAULT_MAX_LINE_BYTES, |v| v.value);
     let regex = r.string("regex", diags);
+    let from_beginning = match r.string("start_at", diags) {
+        None => true,
+        Some(v) if v.value == "beginning" => true,
+        Some(v) if v.value == "end" => false,
+        Some(v) => {
+            r.err(diags, &v.origin, format!("`start_at` must be \"beginning\" or \"end\", found {:?}", v.value));
+            true
+        }
+    };
+    let linger_ms = r.positive("linger_ms", diags).map_or(20, |v| v.value as u64);
     match (format, &regex) {
         (Some(SourceFormat::Regex), None) => r.err(diags, &r.origin.clone(), "format = \"regex\" needs `regex`, with a named group per column"),
         (Some(f), Some(re)) if f != SourceFormat::Regex => r.err(diags, &re.origin, "`regex` goes with format = \"regex\""),
@@ -437,7 +455,7 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
     }
     r.finish(&allowed(&SOURCE_KEYS), diags);
     let delimiter = delimiter.unwrap_or(b',');
-    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter, infer_rows, split_bytes, on_error, max_line_bytes, regex })
+    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter, infer_rows, split_bytes, on_error, max_line_bytes, regex, from_beginning, linger_ms })
 }
 
 fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec> {
@@ -663,6 +681,7 @@ pub fn read_spec(root: &Node, base_dir: PathBuf, diags: &mut Diagnostics) -> Pip
         ops: Vec::new(),
         sinks: Vec::new(),
         base_dir,
+        follow: false,
     };
     let Some(mut r) = TableReader::new(root, None, diags) else {
         return spec;

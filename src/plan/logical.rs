@@ -16,7 +16,9 @@ use crate::exec::operators::join::{JoinPlan, Strategy};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::exec::sinks::SinkConfig;
+use crate::exec::sources::follow::StartAt;
 use crate::exec::sources::text::text_schema;
+use crate::exec::sources::{FollowConfig, FollowInput};
 use crate::exec::sources::{Inference, SourceConfig, discover, infer_schema};
 use crate::pipeline::{
     Chain, Common, Diagnostics, Located, OnError, OpKind, OpSpec, Origin, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec, SourceFormat, SourceSpec,
@@ -288,10 +290,17 @@ impl Builder<'_> {
 
     fn source(&mut self, s: &SourceSpec, needs_seq: &HashSet<String>) {
         let who = format!("source '{}'", s.common.name.value);
+        let stdin = s.path.value == "-";
+        let follows = stdin || (self.spec.follow && s.format != SourceFormat::Parquet);
         let files = match discover::discover(&self.spec.base_dir, &s.path.value) {
             Ok(f) => f,
+            // Standard input, or files that may appear later (tail mode).
+            Err(_) if follows => Vec::new(),
             Err(msg) => return self.err(&s.path.origin, who, msg),
         };
+        if stdin && s.format == SourceFormat::Parquet {
+            return self.err(&s.path.origin, who, "Parquet cannot be read from standard input");
+        }
         let declared: Vec<(String, DataType)> = s.schema.iter().flatten().map(|(c, t)| (c.value.clone(), t.value.clone())).collect();
         if s.format == SourceFormat::Csv && !s.header && declared.is_empty() {
             return self.err(&s.common.origin, who, "header = false needs a declared `schema` naming every column in order");
@@ -317,6 +326,15 @@ impl Builder<'_> {
                 }
                 Err(msg) => return self.err(&s.regex.as_ref().map_or(s.common.origin.clone(), |r| r.origin.clone()), who, msg),
             },
+            // Nothing to sample (stdin, or no file yet): the declared schema is the schema.
+            _ if files.is_empty() && declared.is_empty() => {
+                let what = if stdin { "standard input" } else { "no file matches yet" };
+                return self.err(&s.path.origin, who, format!("{what}, so the schema cannot be inferred: declare it in `schema`, every column in order"));
+            }
+            _ if files.is_empty() => {
+                let schema: Schema = declared.iter().map(|(n, t)| Field::new(n.as_str().into(), t.clone())).collect();
+                Ok((schema.clone(), schema))
+            }
             _ => infer_schema(&files, &how),
         };
         let (raw, schema) = match inferred {
@@ -338,6 +356,8 @@ impl Builder<'_> {
         // `key=value` directories between the path's root and the files are partition columns.
         let root = discover::root_of(&self.spec.base_dir, &s.path.value);
         let (hive, hive_values) = match discover::hive_partitions(&root, &files) {
+            // Followed files are found as they come: no partition columns.
+            _ if follows => (Vec::new(), Vec::new()),
             Some((keys, values)) => {
                 let mut cols = Vec::new();
                 for (i, key) in keys.iter().enumerate() {
@@ -370,8 +390,21 @@ impl Builder<'_> {
             max_line_bytes: s.max_line_bytes,
             infer_rows: s.infer_rows,
             regex: s.regex.as_ref().map(|r| r.value.clone()),
+            follow: follows.then(|| FollowConfig {
+                input: if stdin {
+                    FollowInput::Stdin
+                } else {
+                    FollowInput::Files { base_dir: self.spec.base_dir.clone(), pattern: s.path.value.clone() }
+                },
+                start_at: if s.from_beginning { StartAt::Beginning } else { StartAt::End },
+                linger: std::time::Duration::from_millis(s.linger_ms),
+            }),
         };
-        let detail = format!("{} ({} file{})", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" });
+        let detail = match &config.follow {
+            Some(f) if matches!(f.input, FollowInput::Stdin) => "standard input".to_string(),
+            Some(_) => format!("{} (following, {} file{} now)", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" }),
+            None => format!("{} ({} file{})", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" }),
+        };
         let parallelism = s.common.parallelism.as_ref().map_or(self.parallelism, |p| p.value);
         let out = config.output_schema();
         let id = self.add(&s.common, format!("source {format}"), detail, NodeKind::Source(config), parallelism, out);

@@ -24,12 +24,14 @@ pub struct Compiled {
 /// Reads, checks and plans a pipeline file. Every problem in the file (structure, expressions,
 /// columns, types) is reported together as [`Error::Spec`]. `parallelism` is the command
 /// line's `-p`, which overrides the file's default; without either, the number of cores.
-pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>) -> Result<Compiled> {
+/// `follow` plans tail mode: file sources follow their files until stopped.
+pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>, follow: bool) -> Result<Compiled> {
     // A pipeline file that cannot be read is a wrong command line (exit 2), not a data error.
     let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read pipeline file {}: {e}", path.display())))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
-    let (spec, mut diags) = load_text(&text, yaml, base_dir, overrides)?;
+    let (mut spec, mut diags) = load_text(&text, yaml, base_dir, overrides)?;
+    spec.follow = follow;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let default = parallelism.or(spec.parallelism).unwrap_or(cores);
     let graph = logical::build(&spec, default, &mut diags);

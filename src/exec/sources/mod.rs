@@ -5,10 +5,12 @@
 //! memory, so memory stays bounded whatever the input size.
 mod csv;
 pub mod discover;
+pub mod follow;
 mod jsonl;
 mod lines;
 mod parquet;
 mod records;
+mod tail;
 pub mod text;
 mod values;
 
@@ -28,6 +30,7 @@ use crate::pipeline::{OnError, SourceFormat};
 use discover::Split;
 use records::LineCounter;
 
+pub use tail::{FollowSource, StdinSource};
 pub use values::truncate as truncate_text;
 
 /// Bytes of text parsed at once: large enough that per-call overhead vanishes, small enough
@@ -71,6 +74,33 @@ pub struct SourceConfig {
     pub infer_rows: usize,
     /// `regex` format: the regex.
     pub regex: Option<String>,
+    /// Tail mode or stdin: how the source follows its input (None: bounded files).
+    pub follow: Option<FollowConfig>,
+}
+
+/// How a source follows unbounded input.
+#[derive(Clone, Debug)]
+pub struct FollowConfig {
+    /// What it follows.
+    pub input: FollowInput,
+    /// Files that exist at the start: read from their beginning, or only what is appended.
+    pub start_at: follow::StartAt,
+    /// Most time a line waits for more before its batch is emitted.
+    pub linger: std::time::Duration,
+}
+
+/// The unbounded input of a source.
+#[derive(Clone, Debug)]
+pub enum FollowInput {
+    /// The files matching a path pattern, relative to a directory.
+    Files {
+        /// The pipeline file's directory.
+        base_dir: PathBuf,
+        /// The source's `path`.
+        pattern: String,
+    },
+    /// Standard input (`path = "-"`), read by subtask 0.
+    Stdin,
 }
 
 impl SourceConfig {
@@ -133,8 +163,11 @@ impl SourceConfig {
         s + "; on_error = \"fail\" (set \"skip\" or \"dead_letter\" to go on past bad rows)"
     }
 
-    /// Cuts the input into splits, in source order.
+    /// Cuts the input into splits, in source order (none for followed input).
     pub fn splits(&self) -> Result<Vec<Split>> {
+        if self.follow.is_some() {
+            return Ok(Vec::new());
+        }
         match self.format {
             SourceFormat::Parquet => parquet::row_group_splits(self),
             _ => discover::byte_splits(&self.files, self.split_bytes, |path, e| {
@@ -619,6 +652,7 @@ pub fn parse_chunk_for_fuzzing(format: SourceFormat, bytes: &[u8]) -> Result<(us
         max_line_bytes: 64,
         infer_rows: 100,
         regex: regex.map(str::to_string),
+        follow: None,
     });
     let mut parser: Box<dyn ChunkParser> = match format {
         SourceFormat::Csv => {
@@ -703,6 +737,7 @@ mod vanished {
             max_line_bytes: 1024,
             infer_rows: 10,
             regex: None,
+            follow: None,
         };
         let metrics = Arc::new(Metrics::new(1));
         let splits = match config.splits() {
@@ -711,7 +746,7 @@ mod vanished {
         };
         let log = Arc::new(SplitLog::new(splits.len()));
         let mut source = FileSource::new(Arc::new(config), Arc::new(splits), log, 0, metrics.clone());
-        let ctx = SourceContext { subtask: 0, parallelism: 1, batch_rows: 100, cancel: Arc::new(AtomicBool::new(false)) };
+        let ctx = SourceContext { subtask: 0, parallelism: 1, batch_rows: 100, cancel: Arc::new(AtomicBool::new(false)), stop: Arc::new(AtomicBool::new(false)) };
         let polls = source.open(&ctx).and_then(|()| {
             let mut polls = Vec::new();
             loop {

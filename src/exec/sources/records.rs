@@ -85,8 +85,17 @@ impl LineCounter {
         LineCounter { path: path.to_path_buf(), known: (0, 1) }
     }
 
+    /// A counter that knows byte `offset` starts line `line` (a followed file, whose lines are
+    /// counted as they are read; stdin, which cannot be read again).
+    pub fn starting_at(path: &Path, offset: u64, line: u64) -> Self {
+        LineCounter { path: path.to_path_buf(), known: (offset, line) }
+    }
+
     /// The 1-based line holding byte `offset` (0 when the file cannot be read).
     pub fn line_at(&mut self, offset: u64) -> u64 {
+        if offset == self.known.0 {
+            return self.known.1;
+        }
         if offset < self.known.0 {
             self.known = (0, 1);
         }

@@ -1,0 +1,470 @@
+//! Following growing files (tail mode): new lines of every file that matches a source's path,
+//! through rotation.
+//!
+//! A file is known by a fingerprint of its first bytes, not by its path or inode: after
+//! rename-and-create the old file is read to its end through the handle already open and the new
+//! file is read from its start; a file renamed into the pattern is recognised and never read
+//! twice; after copytruncate (the file shrinks under its handle) reading restarts at its start;
+//! a file deleted while open is read to its end; a symlink that is re-pointed leads to another
+//! fingerprint, so to a new file. A file shorter than the fingerprint with no complete first line
+//! waits until it grows. A partial last line is held until its newline arrives (or the source
+//! stops). A line longer than `max_line_bytes` is cut off: the first bytes are reported as a
+//! rejection and the rest of the line is skipped.
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Bytes hashed to know a file.
+const FINGERPRINT_BYTES: usize = 256;
+/// A file no longer at any matching path is closed after it has been at its end this long (a
+/// writer may still append to a file just rotated away).
+const RETIRE_AFTER: Duration = Duration::from_millis(1500);
+/// Most bytes read from one file per poll, so that one busy file does not starve the others.
+const READ_BYTES: usize = 1 << 20;
+
+/// What a poll found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete line (without its `\n`; a `\r` before it is kept for the parser to judge).
+    Line {
+        /// The file it was read from (its path when it was found).
+        path: PathBuf,
+        /// 1-based line number in that file.
+        line: u64,
+        /// Byte offset of the line in the file.
+        offset: u64,
+        /// The line.
+        bytes: Vec<u8>,
+    },
+    /// A line longer than the limit: its first bytes; the rest is skipped.
+    TooLong {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// Byte offset of the line.
+        offset: u64,
+        /// The first `max_line_bytes` bytes.
+        head: Vec<u8>,
+    },
+}
+
+/// One file being followed (or, once closed, remembered so that it is never read again).
+struct Followed {
+    path: PathBuf,
+    /// The open file; None once it was closed (retired), when only its offset is remembered.
+    file: Option<File>,
+    /// (device, inode) of the open file.
+    inode: (u64, u64),
+    /// Bytes of the file consumed so far (complete lines, or the skipped tail of a long line).
+    offset: u64,
+    /// The incomplete last line read so far.
+    partial: Vec<u8>,
+    /// Lines completed so far (for line numbers).
+    lines: u64,
+    /// Skipping the rest of a line that was too long.
+    skipping: bool,
+    /// Seen at a matching path in the last scan.
+    present: bool,
+    /// When it last gave bytes.
+    last_data: Instant,
+}
+
+/// Where a follower starts reading files that exist when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    /// Read every file from its first byte.
+    Beginning,
+    /// Only what is appended after the start (files created later are read from their start).
+    End,
+}
+
+/// Follows the files a path pattern names.
+pub struct Follower {
+    base_dir: PathBuf,
+    pattern: String,
+    start_at: StartAt,
+    max_line_bytes: usize,
+    /// This subtask follows the files whose fingerprint hash falls on it.
+    share: (u64, u64),
+    files: HashMap<u64, Followed>,
+    /// The first scan has happened (files found then obey `start_at`).
+    started: bool,
+}
+
+#[cfg(unix)]
+fn inode_of(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn inode_of(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+impl Follower {
+    /// A follower of the files matching `pattern` (relative to `base_dir`), taking the files whose
+    /// fingerprint hashes to `subtask` of `parallelism`.
+    pub fn new(base_dir: &Path, pattern: &str, start_at: StartAt, max_line_bytes: usize, subtask: usize, parallelism: usize) -> Self {
+        Follower {
+            base_dir: base_dir.to_path_buf(),
+            pattern: pattern.to_string(),
+            start_at,
+            max_line_bytes,
+            share: (subtask as u64, parallelism.max(1) as u64),
+            files: HashMap::new(),
+            started: false,
+        }
+    }
+
+    /// Looks for new and moved files, reads what was appended, and returns the complete lines,
+    /// in order per file.
+    pub fn poll(&mut self) -> std::io::Result<Vec<Event>> {
+        self.scan();
+        let mut events = Vec::new();
+        let mut ids: Vec<u64> = self.files.iter().filter(|(_, f)| f.file.is_some()).map(|(id, _)| *id).collect();
+        ids.sort_by(|a, b| self.files[a].path.cmp(&self.files[b].path));
+        for id in ids {
+            let f = self.files.get_mut(&id).expect("listed");
+            if !read_new(id, f, self.max_line_bytes, &mut events)? || (!f.present && f.last_data.elapsed() > RETIRE_AFTER) {
+                // Gone (rotated away and drained, or its content replaced): remember where it
+                // ended, so that a copy of it found later is not read again.
+                f.file = None;
+            }
+        }
+        Ok(events)
+    }
+
+    /// Emits the partial last line of every file (the source is stopping).
+    pub fn flush(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        for f in self.files.values_mut() {
+            if !f.partial.is_empty() && !f.skipping {
+                f.lines += 1;
+                let bytes = std::mem::take(&mut f.partial);
+                let offset = f.offset;
+                f.offset += bytes.len() as u64;
+                events.push(Event::Line { path: f.path.clone(), line: f.lines, offset, bytes });
+            }
+        }
+        events
+    }
+
+    /// Number of files open now.
+    pub fn followed(&self) -> usize {
+        self.files.values().filter(|f| f.file.is_some()).count()
+    }
+
+    fn scan(&mut self) {
+        let first = !self.started;
+        self.started = true;
+        for f in self.files.values_mut() {
+            f.present = false;
+        }
+        let paths = super::discover::discover(&self.base_dir, &self.pattern).unwrap_or_default();
+        for path in paths {
+            let Ok(mut file) = File::open(&path) else { continue };
+            let Ok(meta) = file.metadata() else { continue };
+            let Some(id) = fingerprint(&mut file) else { continue };
+            if id % self.share.1 != self.share.0 {
+                continue;
+            }
+            let inode = inode_of(&meta);
+            match self.files.get_mut(&id) {
+                Some(f) if f.file.is_some() && f.inode == inode => {
+                    // The same file, maybe renamed: keep reading through the open handle.
+                    f.present = true;
+                    f.path = path;
+                }
+                Some(f) if f.file.is_some() => {
+                    // Another file with the same first bytes. If ours was truncated, this is
+                    // its copy (copytruncate): go on reading there. Otherwise it is a copy of
+                    // what we read: ignore it.
+                    let ours = f.file.as_ref().and_then(|h| h.metadata().ok()).map_or(0, |m| m.len());
+                    if ours < f.offset + f.partial.len() as u64 && meta.len() >= f.offset {
+                        let _ = file.seek(SeekFrom::Start(f.offset + f.partial.len() as u64));
+                        (f.file, f.inode, f.path, f.present) = (Some(file), inode, path, true);
+                    }
+                }
+                Some(f) => {
+                    // Known and closed: a copy of what was read, or the file back again.
+                    if meta.len() > f.offset {
+                        let _ = file.seek(SeekFrom::Start(f.offset));
+                        f.partial.clear();
+                        (f.file, f.inode, f.path, f.present, f.last_data) = (Some(file), inode, path, true, Instant::now());
+                    }
+                }
+                None => {
+                    let offset = match (first, self.start_at) {
+                        (true, StartAt::End) => meta.len(),
+                        _ => 0,
+                    };
+                    let lines = if offset > 0 { count_lines(&path, offset) } else { 0 };
+                    let _ = file.seek(SeekFrom::Start(offset));
+                    let f =
+                        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data: Instant::now() };
+                    self.files.insert(id, f);
+                }
+            }
+        }
+    }
+}
+
+/// The fingerprint of a file's content: a hash of its first line, or of its first 256 bytes when
+/// that line is longer; None while it has neither (it waits). Reads from the start, whatever the
+/// file's position. Files that start with the same line (a fixed header) look alike.
+fn fingerprint(file: &mut File) -> Option<u64> {
+    let pos = file.stream_position().ok()?;
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut head = vec![0u8; FINGERPRINT_BYTES];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => break,
+        }
+    }
+    file.seek(SeekFrom::Start(pos)).ok()?;
+    let head = &head[..got];
+    // The first line, or its first 256 bytes: what a file starts with never changes as it grows.
+    let key = match memchr::memchr(b'\n', head) {
+        Some(nl) => &head[..=nl],
+        None if got == FINGERPRINT_BYTES => head,
+        None => return None,
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Reads what was appended to `f` (fingerprint `id`) and adds its complete lines. False when the
+/// file was truncated and now holds other content: it is done (the scan finds the new content
+/// by its own fingerprint).
+fn read_new(id: u64, f: &mut Followed, max_line_bytes: usize, events: &mut Vec<Event>) -> std::io::Result<bool> {
+    let Some(file) = f.file.as_mut() else { return Ok(false) };
+    let len = file.metadata()?.len();
+    let read_to = f.offset + f.partial.len() as u64;
+    if len < read_to {
+        // Truncated in place. With the same first bytes again, read it anew; otherwise it is
+        // another file now.
+        if fingerprint(file) != Some(id) {
+            return Ok(false);
+        }
+        f.offset = 0;
+        f.partial.clear();
+        f.lines = 0;
+        f.skipping = false;
+        file.seek(SeekFrom::Start(0))?;
+    } else if len == read_to {
+        return Ok(true);
+    }
+    let mut buf = vec![0u8; READ_BYTES];
+    let n = file.read(&mut buf)?;
+    if n == 0 {
+        return Ok(true);
+    }
+    f.last_data = Instant::now();
+    let mut rest = &buf[..n];
+    while let Some(nl) = memchr::memchr(b'\n', rest) {
+        let (piece, after) = (&rest[..nl], &rest[nl + 1..]);
+        if f.skipping {
+            f.skipping = false;
+            f.offset += f.partial.len() as u64 + piece.len() as u64 + 1;
+            f.partial.clear();
+        } else {
+            f.partial.extend_from_slice(piece);
+            let bytes = std::mem::take(&mut f.partial);
+            let offset = f.offset;
+            f.offset += bytes.len() as u64 + 1;
+            f.lines += 1;
+            if bytes.len() > max_line_bytes {
+                events.push(Event::TooLong { path: f.path.clone(), line: f.lines, offset, head: bytes[..max_line_bytes].to_vec() });
+            } else {
+                events.push(Event::Line { path: f.path.clone(), line: f.lines, offset, bytes });
+            }
+        }
+        rest = after;
+    }
+    if f.skipping {
+        // Still inside a line that was too long: drop its bytes, counting them as read.
+        f.offset += rest.len() as u64;
+    } else {
+        f.partial.extend_from_slice(rest);
+        if f.partial.len() > max_line_bytes {
+            f.lines += 1;
+            let head = f.partial[..max_line_bytes].to_vec();
+            events.push(Event::TooLong { path: f.path.clone(), line: f.lines, offset: f.offset, head });
+            f.offset += f.partial.len() as u64;
+            f.partial.clear();
+            f.skipping = true;
+        }
+    }
+    Ok(true)
+}
+
+/// Lines (newlines) in the first `offset` bytes of a file.
+fn count_lines(path: &Path, offset: u64) -> u64 {
+    super::records::LineCounter::new(path).line_at(offset) - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn lines_of(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Line { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+                Event::TooLong { head, .. } => format!("TOO LONG {}", String::from_utf8_lossy(head)),
+            })
+            .collect()
+    }
+
+    fn append(path: &Path, text: &str) {
+        std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn follows_appends_holds_partial_lines_and_cuts_long_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "first line\nsec");
+        let mut f = Follower::new(dir.path(), "*.log", StartAt::Beginning, 10, 0, 1);
+        assert_eq!(lines_of(&f.poll().unwrap()), ["first line"]);
+        append(&log, "ond\n0123456789abcdef");
+        assert_eq!(lines_of(&f.poll().unwrap()), ["second", "TOO LONG 0123456789"]);
+        append(&log, "ghij\nlast\n");
+        let events = f.poll().unwrap();
+        assert_eq!(lines_of(&events), ["last"]);
+        assert!(matches!(&events[0], Event::Line { line: 4, offset: 39, .. }), "{events:?}");
+    }
+
+    #[test]
+    fn start_at_end_skips_what_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "old 1\nold 2\n");
+        let mut f = Follower::new(dir.path(), "app.log", StartAt::End, 100, 0, 1);
+        assert!(f.poll().unwrap().is_empty());
+        append(&log, "new\n");
+        let events = f.poll().unwrap();
+        assert!(matches!(&events[..], [Event::Line { line: 3, offset: 12, .. }]), "{events:?}");
+    }
+
+    /// What a test does to the files, one step at a time.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Append n lines (the last maybe without its newline yet).
+        Write(usize, bool),
+        /// logrotate's default: rename to .1 (older .N shift), create a new file.
+        Rotate,
+        /// Copy to .1, then truncate in place.
+        CopyTruncate,
+        /// Delete the oldest rotated file.
+        DeleteOld,
+        /// Nothing happens; the follower polls.
+        Pause,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1usize..20, any::<bool>()).prop_map(|(n, partial)| Op::Write(n, partial)),
+            2 => Just(Op::Rotate),
+            1 => Just(Op::CopyTruncate),
+            1 => Just(Op::DeleteOld),
+            2 => Just(Op::Pause),
+        ]
+    }
+
+    /// Runs `ops` against a real directory while polling; returns the lines written and read.
+    fn simulate(ops: &[Op]) -> (Vec<String>, Vec<String>, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("app.log");
+        let mut f = Follower::new(dir.path(), "app.log*", StartAt::Beginning, 1 << 16, 0, 1);
+        let (mut written, mut read) = (Vec::new(), Vec::new());
+        let mut seq = 0;
+        let mut open_line = false;
+        let mut truncated = false;
+        let mut rotated = 0;
+        for op in ops {
+            match op {
+                Op::Write(n, partial) => {
+                    let mut text = String::new();
+                    for i in 0..*n {
+                        if !open_line {
+                            // Lines are unique and long enough that every file has a distinct
+                            // fingerprint once it has a first line.
+                            text += &format!("line {seq:06} of the test sequence, padded so that fingerprints differ: {seq:06}");
+                            written.push(format!("line {seq:06} of the test sequence, padded so that fingerprints differ: {seq:06}"));
+                            seq += 1;
+                        }
+                        if i + 1 < *n || !partial {
+                            text.push('\n');
+                            open_line = false;
+                        } else {
+                            open_line = true;
+                        }
+                    }
+                    append(&live, &text);
+                }
+                Op::Rotate | Op::CopyTruncate if open_line || !live.exists() => {}
+                Op::Rotate => {
+                    for k in (1..=rotated).rev() {
+                        let _ = std::fs::rename(dir.path().join(format!("app.log.{k}")), dir.path().join(format!("app.log.{}", k + 1)));
+                    }
+                    if std::fs::rename(&live, dir.path().join("app.log.1")).is_ok() {
+                        rotated += 1;
+                    }
+                    File::create(&live).unwrap();
+                }
+                Op::CopyTruncate => {
+                    // logrotate's copytruncate: shift, copy to .1, empty the live file.
+                    truncated = true;
+                    for k in (1..=rotated).rev() {
+                        let _ = std::fs::rename(dir.path().join(format!("app.log.{k}")), dir.path().join(format!("app.log.{}", k + 1)));
+                    }
+                    std::fs::copy(&live, dir.path().join("app.log.1")).unwrap();
+                    rotated += 1;
+                    std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(0).unwrap();
+                }
+                Op::DeleteOld => {
+                    if rotated > 0 {
+                        let _ = std::fs::remove_file(dir.path().join(format!("app.log.{rotated}")));
+                        rotated -= 1;
+                    }
+                }
+                Op::Pause => {}
+            }
+            read.extend(lines_of(&f.poll().unwrap()));
+        }
+        if open_line {
+            append(&live, "\n");
+        }
+        read.extend(lines_of(&f.poll().unwrap()));
+        (written, read, truncated)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, .. ProptestConfig::default() })]
+
+        /// Every line written is read exactly once and in order, through rename + create,
+        /// copytruncate (the copy is followed from where the live file was left; nothing is
+        /// written between the copy and the truncation here, which logrotate cannot promise),
+        /// deletion of rotated files and pauses.
+        #[test]
+        fn every_line_is_read_once_through_rotation(ops in prop::collection::vec(op(), 1..25)) {
+            let (written, read, _) = simulate(&ops);
+            prop_assert_eq!(read, written);
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Unbounded sources: files followed in tail mode, and standard input. Lines are gathered into
+//! batches of up to `batch_rows` rows, or fewer once the first of them has waited `linger_ms`,
+//! so latency stays low when traffic is low; each batch is parsed by the format's chunk parser,
+//! so bad lines become the same rejections as in bounded files.
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use polars::prelude::DataFrame;
+
+use super::discover::Split;
+use super::follow::{Event, Follower};
+use super::records::LineCounter;
+use super::{ChunkParser, Parsed, SourceConfig, csv, jsonl, lines, text};
+use crate::error::{Error, Result};
+use crate::exec::dead_letter::{ErrorKind, Rejection};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operators::stateless::SEQ_COLUMN;
+use crate::exec::source::{Poll, Source, SourceContext};
+use crate::pipeline::{OnError, SourceFormat};
+
+/// The name rejections of standard input carry as their file.
+const STDIN: &str = "<stdin>";
+
+/// The parser of a followed source's format.
+fn parser_for(config: &Arc<SourceConfig>) -> Result<Box<dyn ChunkParser>> {
+    Ok(match config.format {
+        SourceFormat::Csv => {
+            let shape = lines::CsvShape { width: config.schema.len(), delimiter: config.delimiter, quote: b'"' };
+            Box::new(csv::CsvChunkParser::new(config.clone(), shape))
+        }
+        SourceFormat::Jsonl => Box::new(jsonl::JsonChunkParser::new(config.clone())),
+        SourceFormat::Lines | SourceFormat::Regex => Box::new(text::TextChunkParser::new(config.clone())?),
+        SourceFormat::Parquet => return Err(Error::execution("source", &config.name, "Parquet files cannot be followed")),
+    })
+}
+
+/// Consecutive lines of one file, parsed together.
+struct Batcher {
+    config: Arc<SourceConfig>,
+    parser: Box<dyn ChunkParser>,
+    chunk: Vec<u8>,
+    path: PathBuf,
+    /// Offset and line of the chunk's first byte; the offset just past its end.
+    start: (u64, u64),
+    end: u64,
+    lines: usize,
+    first_at: Option<Instant>,
+    batch_rows: usize,
+}
+
+impl Batcher {
+    fn new(config: Arc<SourceConfig>, batch_rows: usize) -> Result<Self> {
+        let parser = parser_for(&config)?;
+        Ok(Batcher { config, parser, chunk: Vec::new(), path: PathBuf::new(), start: (0, 1), end: 0, lines: 0, first_at: None, batch_rows })
+    }
+
+    /// Adds a line; returns a parsed batch when one is complete (the line starts another file's
+    /// run, or the batch is full).
+    fn push(&mut self, path: &Path, line: u64, offset: u64, bytes: &[u8]) -> Result<Option<Parsed>> {
+        let mut done = None;
+        if self.lines > 0 && (path != self.path || offset != self.end) {
+            done = self.flush()?;
+        }
+        if self.lines == 0 {
+            self.path = path.to_path_buf();
+            self.start = (offset, line);
+            self.first_at = Some(Instant::now());
+        }
+        self.chunk.extend_from_slice(bytes);
+        self.chunk.push(b'\n');
+        self.end = offset + bytes.len() as u64 + 1;
+        self.lines += 1;
+        if done.is_none() && self.lines >= self.batch_rows {
+            done = self.flush()?;
+        }
+        Ok(done)
+    }
+
+    /// True when the oldest line has waited its linger time.
+    fn due(&self) -> bool {
+        self.first_at.and_then(|t| self.config.follow.as_ref().map(|f| t.elapsed() >= f.linger)).unwrap_or(false)
+    }
+
+    fn flush(&mut self) -> Result<Option<Parsed>> {
+        if self.lines == 0 {
+            return Ok(None);
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        let (offset, line) = self.start;
+        self.lines = 0;
+        self.first_at = None;
+        let split = Split { file_index: 0, path: self.path.clone(), start: offset, end: self.end, ordinal: 0, problem: None };
+        let mut counter = LineCounter::starting_at(&self.path, offset, line);
+        self.parser.parse(&split, offset, chunk, &mut counter).map(Some)
+    }
+}
+
+/// What followed sources share: batches to hand out, rejections, counters.
+struct Output {
+    config: Arc<SourceConfig>,
+    node: usize,
+    metrics: Arc<Metrics>,
+    batches: VecDeque<DataFrame>,
+    rejected: VecDeque<DataFrame>,
+    /// Next row sequence number (for `first` / `last`): the subtask in the high bits.
+    seq: u64,
+}
+
+impl Output {
+    fn new(config: Arc<SourceConfig>, node: usize, metrics: Arc<Metrics>) -> Self {
+        Output { config, node, metrics, batches: VecDeque::new(), rejected: VecDeque::new(), seq: 0 }
+    }
+
+    fn take(&mut self, parsed: Parsed) -> Result<()> {
+        self.reject(parsed.rejected)?;
+        if let Some(mut df) = parsed.df.filter(|d| d.height() > 0) {
+            if self.config.with_sequence {
+                let seq: Vec<u64> = (self.seq..self.seq + df.height() as u64).collect();
+                self.seq += df.height() as u64;
+                df.with_column(polars::prelude::Column::new(SEQ_COLUMN.into(), seq)).map_err(|e| Error::execution("source", &self.config.name, e))?;
+            }
+            let m = &self.metrics.nodes[self.node];
+            NodeMetrics::add(&m.rows_in, df.height() as u64);
+            NodeMetrics::add(&m.rows_out, df.height() as u64);
+            self.batches.push_back(df);
+        }
+        Ok(())
+    }
+
+    /// The source's `on_error` for rejected lines (as for bounded files).
+    fn reject(&mut self, rejected: Vec<Rejection>) -> Result<()> {
+        let Some(first) = rejected.first() else { return Ok(()) };
+        let c = &self.config;
+        match c.on_error {
+            OnError::Fail => return Err(first.clone().into_error(("source", &c.name))),
+            OnError::Skip => {}
+            OnError::DeadLetter => {
+                let frame = crate::exec::dead_letter::frame(&c.name, &rejected).map_err(|e| Error::execution("source", &c.name, e))?;
+                self.rejected.push_back(frame);
+            }
+        }
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, rejected.len() as u64);
+        NodeMetrics::add(&m.rejected, rejected.len() as u64);
+        Ok(())
+    }
+
+    fn next(&mut self) -> Option<Poll> {
+        self.rejected.pop_front().map(Poll::Rejected).or_else(|| self.batches.pop_front().map(Poll::Batch))
+    }
+}
+
+/// A source subtask following the files that match its path, until the job is stopped.
+pub struct FollowSource {
+    out: Output,
+    follower: Option<Follower>,
+    batcher: Option<Batcher>,
+    ctx: Option<SourceContext>,
+    finished: bool,
+}
+
+impl FollowSource {
+    /// A follower for source node `node`.
+    pub fn new(config: Arc<SourceConfig>, node: usize, metrics: Arc<Metrics>) -> Self {
+        FollowSource { out: Output::new(config, node, metrics), follower: None, batcher: None, ctx: None, finished: false }
+    }
+
+    /// Handles one event of the follower.
+    fn event(&mut self, event: Event) -> Result<()> {
+        let c = self.out.config.clone();
+        let batcher = self.batcher.as_mut().expect("opened");
+        match event {
+            Event::Line { path, line, offset, bytes } => {
+                NodeMetrics::add(&self.out.metrics.nodes[self.out.node].bytes, bytes.len() as u64 + 1);
+                if c.format == SourceFormat::Csv && c.header && line == 1 {
+                    // Every file starts with its header.
+                    if let Err(problem) = csv::check_header(&c, &path, Some(&bytes)) {
+                        self.out.reject(vec![*problem])?;
+                    }
+                    return Ok(());
+                }
+                if let Some(parsed) = batcher.push(&path, line, offset, &bytes)? {
+                    self.out.take(parsed)?;
+                }
+            }
+            Event::TooLong { path, line, offset, head } => {
+                if let Some(parsed) = batcher.flush()? {
+                    self.out.take(parsed)?;
+                }
+                let message = format!("the line is longer than max_line_bytes = {}: its first bytes are kept here, the rest is skipped", c.max_line_bytes);
+                self.out.reject(vec![Rejection::in_file(&path, line, offset, c.max_line_bytes as u64 + 1, ErrorKind::LineTooLong, message, &head)])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for FollowSource {
+    fn open(&mut self, ctx: &SourceContext) -> Result<()> {
+        let c = &self.out.config;
+        let Some(follow) = &c.follow else { return Err(Error::execution("source", &c.name, "not a followed source")) };
+        let super::FollowInput::Files { base_dir, pattern } = &follow.input else {
+            return Err(Error::execution("source", &c.name, "not a followed file source"));
+        };
+        self.follower = Some(Follower::new(base_dir, pattern, follow.start_at, c.max_line_bytes, ctx.subtask, ctx.parallelism));
+        self.batcher = Some(Batcher::new(c.clone(), ctx.batch_rows)?);
+        self.ctx = Some(ctx.clone());
+        self.out.seq = (ctx.subtask as u64) << 40;
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Poll> {
+        if let Some(p) = self.out.next() {
+            return Ok(p);
+        }
+        if self.finished {
+            return Ok(Poll::Finished);
+        }
+        let stopping = self.ctx.as_ref().is_some_and(SourceContext::stopping);
+        let follower = self.follower.as_mut().expect("opened");
+        let start = Instant::now();
+        let mut events = follower.poll().map_err(|e| Error::execution("source", &self.out.config.name, format!("following files: {e}")))?;
+        if stopping {
+            events.extend(follower.flush());
+        }
+        for e in events {
+            self.event(e)?;
+        }
+        let batcher = self.batcher.as_mut().expect("opened");
+        if (stopping || batcher.due())
+            && let Some(parsed) = batcher.flush()?
+        {
+            self.out.take(parsed)?;
+        }
+        self.out.metrics.nodes[self.out.node].add_time(start.elapsed());
+        if stopping {
+            self.finished = true;
+        }
+        Ok(self.out.next().unwrap_or(if self.finished { Poll::Finished } else { Poll::Idle }))
+    }
+}
+
+/// Standard input as a source: read by subtask 0 on its own thread, in whole lines, through a
+/// bounded queue, so a slow pipeline stops reading and the writer blocks (backpressure).
+pub struct StdinSource {
+    out: Output,
+    batcher: Option<Batcher>,
+    lines: Option<Receiver<Vec<u8>>>,
+    /// (offset, line) of the next byte.
+    position: (u64, u64),
+    ctx: Option<SourceContext>,
+    header_pending: bool,
+}
+
+impl StdinSource {
+    /// A stdin source for node `node`.
+    pub fn new(config: Arc<SourceConfig>, node: usize, metrics: Arc<Metrics>) -> Self {
+        let header_pending = config.format == SourceFormat::Csv && config.header;
+        StdinSource { out: Output::new(config, node, metrics), batcher: None, lines: None, position: (0, 1), ctx: None, header_pending }
+    }
+
+    /// Adds a chunk of whole lines.
+    fn chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        let c = self.out.config.clone();
+        NodeMetrics::add(&self.out.metrics.nodes[self.out.node].bytes, chunk.len() as u64);
+        let path = PathBuf::from(STDIN);
+        for line in chunk.split_inclusive(|&b| b == b'\n') {
+            let (offset, number) = self.position;
+            self.position = (offset + line.len() as u64, number + 1);
+            let body = line.strip_suffix(b"\n").unwrap_or(line);
+            if std::mem::take(&mut self.header_pending) {
+                if let Err(problem) = csv::check_header(&c, &path, Some(body.strip_suffix(b"\r").unwrap_or(body))) {
+                    self.out.reject(vec![*problem])?;
+                }
+                continue;
+            }
+            if body.len() > c.max_line_bytes {
+                let message = format!("the line is {} bytes long, more than max_line_bytes = {}", body.len(), c.max_line_bytes);
+                self.out.reject(vec![Rejection::in_file(&path, number, offset, c.max_line_bytes as u64 + 1, ErrorKind::LineTooLong, message, body)])?;
+                continue;
+            }
+            let batcher = self.batcher.as_mut().expect("opened");
+            if let Some(parsed) = batcher.push(&path, number, offset, body)? {
+                self.out.take(parsed)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for StdinSource {
+    fn open(&mut self, ctx: &SourceContext) -> Result<()> {
+        self.batcher = Some(Batcher::new(self.out.config.clone(), ctx.batch_rows)?);
+        self.ctx = Some(ctx.clone());
+        if ctx.subtask == 0 {
+            let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
+            std::thread::Builder::new()
+                .name("rivulet-stdin".into())
+                .spawn(move || read_stdin_lines(std::io::stdin().lock(), |chunk| tx.send(chunk).is_ok()))
+                .map_err(|e| Error::execution("source", &self.out.config.name, format!("cannot start the stdin reader: {e}")))?;
+            self.lines = Some(rx);
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Poll> {
+        if let Some(p) = self.out.next() {
+            return Ok(p);
+        }
+        let Some(rx) = self.lines.clone() else { return Ok(Poll::Finished) };
+        let stopping = self.ctx.as_ref().is_some_and(SourceContext::stopping);
+        let ended = match rx.try_recv() {
+            Ok(chunk) => {
+                self.chunk(&chunk)?;
+                false
+            }
+            Err(TryRecvError::Empty) => stopping,
+            Err(TryRecvError::Disconnected) => true,
+        };
+        let batcher = self.batcher.as_mut().expect("opened");
+        if (ended || batcher.due())
+            && let Some(parsed) = batcher.flush()?
+        {
+            self.out.take(parsed)?;
+        }
+        if ended {
+            self.lines = None;
+        }
+        Ok(self.out.next().unwrap_or(if ended { Poll::Finished } else { Poll::Idle }))
+    }
+}
+
+/// Reads `input` to its end, handing out chunks of whole lines (the last one may lack its
+/// newline); stops when `send` returns false.
+fn read_stdin_lines(mut input: impl Read, mut send: impl FnMut(Vec<u8>) -> bool) {
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        if let Some(last) = memchr::memrchr(b'\n', &pending) {
+            let rest = pending.split_off(last + 1);
+            if !send(std::mem::replace(&mut pending, rest)) {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        send(pending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_is_cut_into_whole_lines() {
+        let mut chunks = Vec::new();
+        read_stdin_lines(&b"a\nbb\ncc"[..], |c| {
+            chunks.push(c);
+            true
+        });
+        assert_eq!(chunks, [b"a\nbb\n".to_vec(), b"cc".to_vec()]);
+    }
+}

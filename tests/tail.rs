@@ -1,0 +1,169 @@
+//! Tail mode and standard input, end to end: `rivulet tail` follows files through appends in
+//! random-size pieces, rotation and new files, and Ctrl-C (SIGINT) stops it cleanly with every
+//! line counted and the output committed; `cat file | rivulet run` reads standard input.
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{stderr, stdout};
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
+}
+
+/// Rows of the CSV part files in `dir` (without headers).
+fn rows(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            out.extend(std::fs::read_to_string(e.path()).unwrap().lines().skip(1).map(str::to_string));
+        }
+    }
+    out
+}
+
+#[test]
+fn tail_follows_appends_and_rotation_and_stops_cleanly_on_sigint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(
+        tmp.path().join("p.toml"),
+        r#"
+name = "tail-test"
+[[source]]
+name = "log"
+format = "regex"
+path = "logs/*.log*"
+regex = '^(?P<status>\d{3}) (?P<n>\d+)$'
+schema = { status = "int", n = "int" }
+on_error = "dead_letter"
+linger_ms = 5
+
+[[op]]
+name = "by_status"
+input = "log"
+key_by = ["status"]
+aggregate = { hits = "count(*)", total = "sum(n)" }
+
+[[sink]]
+input = "by_status"
+format = "csv"
+path = "out/counts"
+
+[[sink]]
+input = "log.dead_letter"
+format = "csv"
+path = "out/bad"
+"#,
+    )
+    .unwrap();
+    let live = logs.join("access.log");
+    std::fs::write(&live, "200 0\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .current_dir(tmp.path())
+        .args(["tail", "p.toml", "-p", "2", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 3,000 more lines in random-size pieces (cut anywhere, even inside a line), rotated
+    // logrotate-style twice, plus a second file and 3 bad lines.
+    let mut text = Vec::new();
+    for i in 1..3000 {
+        let status = [200, 404, 500][i % 3];
+        text.extend_from_slice(format!("{status} {i}\n").as_bytes());
+        if i % 1000 == 0 {
+            text.extend_from_slice(b"not a status line\n");
+        }
+    }
+    let mut pos = 0;
+    let mut rng = 12345u64;
+    let mut rotations = 0;
+    while pos < text.len() {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let n = ((rng >> 33) % 700 + 1) as usize;
+        let end = (pos + n).min(text.len());
+        append(&live, &text[pos..end]);
+        pos = end;
+        if rotations < 2 && pos > (rotations + 1) * text.len() / 3 && text[pos - 1] == b'\n' {
+            std::fs::rename(&live, logs.join(format!("access.log.{}", rotations + 1))).unwrap();
+            std::fs::File::create(&live).unwrap();
+            rotations += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::fs::write(logs.join("other.log"), "200 5000\n").unwrap();
+    // Wait until everything was read: the source's byte counter is not visible from here, so
+    // give the follower time, then stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: sending a signal to a child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let out = loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "tail did not stop after SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), stderr(&out));
+    let mut counts = rows(&tmp.path().join("out/counts"));
+    counts.sort();
+    // Statuses of lines 0..2999 (line 0 is "200 0") and the other file's line.
+    let expect = |s: usize| (0..3000).filter(|i| [200, 404, 500][i % 3] == s).count();
+    let sum = |s: usize| (0..3000).filter(|i| [200, 404, 500][i % 3] == s).sum::<usize>();
+    let mut want = vec![format!("200,{},{}", expect(200) + 1, sum(200) + 5000), format!("404,{},{}", expect(404), sum(404)), format!("500,{},{}", expect(500), sum(500))];
+    want.sort();
+    assert_eq!(counts, want, "{}", stdout(&out));
+    assert_eq!(rows(&tmp.path().join("out/bad")).len(), 2, "dead letters");
+}
+
+#[test]
+fn standard_input_is_a_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.toml"),
+        r#"
+name = "stdin-test"
+[[source]]
+name = "in"
+format = "csv"
+path = "-"
+schema = { k = "string", v = "int" }
+on_error = "skip"
+
+[[op]]
+name = "sums"
+input = "in"
+key_by = ["k"]
+aggregate = { total = "sum(v)", n = "count(*)" }
+
+[[sink]]
+input = "sums"
+format = "stdout"
+style = "csv"
+"#,
+    )
+    .unwrap();
+    let mut input = String::from("k,v\n");
+    for i in 0..50_000 {
+        input += &format!("{},{i}\n", ["a", "b"][i % 2]);
+    }
+    input += "a,oops\n";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .current_dir(tmp.path())
+        .args(["run", "p.toml", "-q", "-p", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    lines.sort();
+    let sum = |r: usize| (0..50_000usize).filter(|i| i % 2 == r).sum::<usize>();
+    assert_eq!(lines, [format!("a,{},25000", sum(0)), format!("b,{},25000", sum(1)), "k,total,n".to_string()]);
+}

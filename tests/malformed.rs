@@ -222,3 +222,26 @@ fn bad_records_at_split_boundaries_are_each_rejected_once() {
         assert_eq!(dead, expected_dead, "p={p}: dead-letter rows");
     }
 }
+
+/// A file where every record is malformed, read as many byte ranges under `skip`: each record is
+/// rejected exactly once (the split before a run of implausible record starts reads them, a
+/// chunk at a time) and nothing is written.
+#[test]
+fn a_file_of_only_bad_records_is_rejected_record_by_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = String::from("a,b,c\n");
+    for i in 0..20_000 {
+        text += &format!("{i},{i},{i},\n");
+    }
+    std::fs::write(tmp.path().join("in.csv"), &text).unwrap();
+    let pipeline = "name = \"bad\"\n[[source]]\nname = \"src\"\nformat = \"csv\"\npath = \"in.csv\"\nsplit_bytes = 1000\non_error = \"skip\"\nschema = { a = \"int\", b = \"int\", c = \"int\" }\n\
+                    [[sink]]\ninput = \"src\"\nformat = \"csv\"\npath = \"out\"\n";
+    std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+    for p in ["1", "4"] {
+        let o = run_in(tmp.path(), &["run", "p.toml", "--json", "-p", p]);
+        assert!(o.status.success(), "p={p}: {}", stderr(&o));
+        let summary: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let src = &summary["operators"][0];
+        assert_eq!((src["rows_in"].as_u64(), src["rejected"].as_u64(), src["rows_out"].as_u64()), (Some(20_000), Some(20_000), Some(0)), "p={p}");
+    }
+}

@@ -113,7 +113,8 @@ path = "out/bad"
     // Statuses of lines 0..2999 (line 0 is "200 0") and the other file's line.
     let expect = |s: usize| (0..3000).filter(|i| [200, 404, 500][i % 3] == s).count();
     let sum = |s: usize| (0..3000).filter(|i| [200, 404, 500][i % 3] == s).sum::<usize>();
-    let mut want = vec![format!("200,{},{}", expect(200) + 1, sum(200) + 5000), format!("404,{},{}", expect(404), sum(404)), format!("500,{},{}", expect(500), sum(500))];
+    let mut want =
+        vec![format!("200,{},{}", expect(200) + 1, sum(200) + 5000), format!("404,{},{}", expect(404), sum(404)), format!("500,{},{}", expect(500), sum(500))];
     want.sort();
     assert_eq!(counts, want, "{}", stdout(&out));
     assert_eq!(rows(&tmp.path().join("out/bad")).len(), 2, "dead letters");

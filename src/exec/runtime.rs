@@ -108,7 +108,8 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
         for i in 0..vertex.parallelism {
             let first = vertex.nodes[0];
             let last = *vertex.nodes.last().expect("a task has operators");
-            let context = SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone(), stop: stop.clone() };
+            let context =
+                SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone(), stop: stop.clone() };
             let input = match &stream.nodes[first].kind {
                 NodeKind::Source(config) if config.follow.is_some() => {
                     let config = Arc::new(config.clone());

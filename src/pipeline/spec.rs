@@ -455,7 +455,21 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
     }
     r.finish(&allowed(&SOURCE_KEYS), diags);
     let delimiter = delimiter.unwrap_or(b',');
-    Some(SourceSpec { common, format: format?, path: path?, schema, header, delimiter, infer_rows, split_bytes, on_error, max_line_bytes, regex, from_beginning, linger_ms })
+    Some(SourceSpec {
+        common,
+        format: format?,
+        path: path?,
+        schema,
+        header,
+        delimiter,
+        infer_rows,
+        split_bytes,
+        on_error,
+        max_line_bytes,
+        regex,
+        from_beginning,
+        linger_ms,
+    })
 }
 
 fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec> {

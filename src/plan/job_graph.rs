@@ -142,8 +142,9 @@ impl JobGraph {
                 open = true;
             }
             filters += usize::from(is_filter);
-            // A parse is checked for unmatched values right after its group runs: it ends one.
-            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. }) {
+            // A parse is checked for unmatched values right after its group runs, and an explode
+            // changes the number of rows: each ends its group, so row counts stay exact.
+            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. } | crate::exec::operators::stateless::Step::Explode(_)) {
                 open = false;
             }
         }

@@ -391,11 +391,7 @@ impl Builder<'_> {
             infer_rows: s.infer_rows,
             regex: s.regex.as_ref().map(|r| r.value.clone()),
             follow: follows.then(|| FollowConfig {
-                input: if stdin {
-                    FollowInput::Stdin
-                } else {
-                    FollowInput::Files { base_dir: self.spec.base_dir.clone(), pattern: s.path.value.clone() }
-                },
+                input: if stdin { FollowInput::Stdin } else { FollowInput::Files { base_dir: self.spec.base_dir.clone(), pattern: s.path.value.clone() } },
                 start_at: if s.from_beginning { StartAt::Beginning } else { StartAt::End },
                 linger: std::time::Duration::from_millis(s.linger_ms),
             }),

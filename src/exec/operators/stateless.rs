@@ -169,11 +169,23 @@ fn run_step(s: &FusedStep, df: &DataFrame) -> Result<(DataFrame, Rejected)> {
             let mut frames = Vec::new();
             let mut rejected = Vec::new();
             halve(&s.step, df, 0, &mut frames, &mut rejected);
-            let out = match frames.into_iter().reduce(|mut a, b| {
-                let _ = a.vstack_mut_owned(b);
-                a
-            }) {
-                Some(out) => out,
+            if frames.is_empty() && df.height() >= 100 {
+                // Every row failed: the operator is wrong, not the data.
+                let message = rejected.first().map_or(String::new(), |r| r.2.clone());
+                return Err(Error::execution(
+                    "operator",
+                    &s.name,
+                    format!("every row of a batch of {} failed, so this is not bad data: {message}", df.height()),
+                ));
+            }
+            let mut frames = frames.into_iter();
+            let out = match frames.next() {
+                Some(mut out) => {
+                    for f in frames {
+                        out.vstack_mut_owned(f).map_err(fail)?;
+                    }
+                    out
+                }
                 None => s.step.apply(df.clear().lazy()).collect().map_err(fail)?,
             };
             (out, rejected)
@@ -182,7 +194,8 @@ fn run_step(s: &FusedStep, df: &DataFrame) -> Result<(DataFrame, Rejected)> {
     if let Step::Parse { column, .. } = &s.step {
         // Rows are one to one with the input here (a parse adds columns to each row).
         let marks = out.column(MISMATCH_COLUMN).map_err(fail)?.bool().map_err(fail)?.clone();
-        let kept_rows: Vec<usize> = (0..df.height()).filter(|r| !rejected.iter().any(|(x, _, _)| x == r)).collect();
+        let gone: std::collections::HashSet<usize> = rejected.iter().map(|r| r.0).collect();
+        let kept_rows: Vec<usize> = (0..df.height()).filter(|r| !gone.contains(r)).collect();
         let mut misses = Vec::new();
         for (i, m) in marks.iter().enumerate() {
             if m == Some(true) {
@@ -248,7 +261,10 @@ impl Operator for StatelessOperator {
             let m = &self.metrics.nodes[s.id];
             NodeMetrics::add(&m.rows_in, rows);
             if matches!(s.step, Step::Filter(_)) {
-                NodeMetrics::add(&m.filtered, rows - rows_out);
+                NodeMetrics::add(&m.filtered, rows.saturating_sub(rows_out));
+                rows = rows_out;
+            } else if matches!(s.step, Step::Explode(_)) {
+                // An explode ends its fused group: what it emits is the result.
                 rows = rows_out;
             }
             NodeMetrics::add(&m.rows_out, rows);

@@ -267,9 +267,10 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
         let reject = |column: usize, kind: ErrorKind, message: String| {
             Rejection::in_file(path, base + span.line - 1, offset + start as u64, column as u64, kind, message, raw)
         };
-        let line_len = raw.strip_suffix(b"\n").unwrap_or(raw).strip_suffix(b"\r").map_or(raw.len() - usize::from(raw.ends_with(b"\n")), <[u8]>::len);
+        // The limit is on physical lines, as the fast path checks it.
+        let line_len = raw.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l).len()).max().unwrap_or(0);
         if line_len > config.max_line_bytes {
-            let message = format!("the record is {line_len} bytes long, more than max_line_bytes = {}", config.max_line_bytes);
+            let message = format!("the line is {line_len} bytes long, more than max_line_bytes = {}", config.max_line_bytes);
             rejected.push(reject(config.max_line_bytes + 1, ErrorKind::LineTooLong, message));
             continue;
         }

@@ -205,8 +205,17 @@ impl Follower {
                     };
                     let lines = if offset > 0 { count_lines(&path, offset) } else { 0 };
                     let _ = file.seek(SeekFrom::Start(offset));
-                    let f =
-                        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data: Instant::now() };
+                    let f = Followed {
+                        path,
+                        file: Some(file),
+                        inode,
+                        offset,
+                        partial: Vec::new(),
+                        lines,
+                        skipping: false,
+                        present: true,
+                        last_data: Instant::now(),
+                    };
                     self.files.insert(id, f);
                 }
             }

@@ -87,13 +87,18 @@ impl ChunkParser for JsonChunkParser {
         }
         // Slow path: check line by line.
         let base = lines.line_at(offset);
+        // Only the columns read are checked: polars does not look at the others.
+        let read_schema: Schema = match c.file_projection() {
+            Some(p) => c.raw_schema.iter().filter(|(n, _)| p.iter().any(|q| q == n.as_str())).map(|(n, t)| Field::new(n.clone(), t.clone())).collect(),
+            None => (*c.raw_schema).clone(),
+        };
         let mut good = Vec::new();
         let mut rejected = Vec::new();
         let mut start = 0;
         for (i, line) in chunk.split_inclusive(|&b| b == b'\n').enumerate() {
             let span = Span { line: i as u64 + 1, start, end: start + line.len() };
             start = span.end;
-            match check_line(c, line) {
+            match check_line(c, &read_schema, line) {
                 Ok(true) => good.push(span),
                 Ok(false) => {}
                 Err((column, kind, message)) => {
@@ -127,7 +132,7 @@ fn has_control_byte(chunk: &[u8]) -> bool {
 
 /// Whether one line (newline included) is a record (`Ok(true)`), blank (`Ok(false)`), or bad:
 /// (column, kind, message).
-fn check_line(c: &SourceConfig, line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
+fn check_line(c: &SourceConfig, schema: &Schema, line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
     let body = line.strip_suffix(b"\n").unwrap_or(line);
     let body = body.strip_suffix(b"\r").unwrap_or(body);
     if body.len() > c.max_line_bytes {
@@ -140,7 +145,7 @@ fn check_line(c: &SourceConfig, line: &[u8]) -> std::result::Result<bool, (u64, 
     if !check_syntax(line)? {
         return Ok(false);
     }
-    if let Some((_, column, message)) = first_mistyped_value(body, &c.raw_schema) {
+    if let Some((_, column, message)) = first_mistyped_value(body, schema) {
         return Err((column, ErrorKind::Type, message));
     }
     Ok(true)
@@ -206,7 +211,8 @@ fn first_mistyped_value(chunk: &[u8], schema: &Schema) -> Option<(u64, u64, Stri
                 (d, serde_json::Value::Number(n)) if d.is_integer() => n.is_i64() || n.is_u64(),
                 (d, serde_json::Value::Number(_)) => d.is_float(),
                 (DataType::Boolean, serde_json::Value::Bool(_)) => true,
-                (DataType::String, v) => v.is_string(),
+                // polars reads numbers and booleans into a string column as their text.
+                (DataType::String, v) => v.is_string() || v.is_number() || v.is_boolean(),
                 (DataType::List(_), v) => v.is_array(),
                 (DataType::Struct(_), v) => v.is_object(),
                 (d, serde_json::Value::String(s)) => super::values::type_problem(s, d).is_none() && !d.is_primitive_numeric(),

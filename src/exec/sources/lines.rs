@@ -166,9 +166,11 @@ pub struct LineChunker {
     chunk_bytes: usize,
     /// CSV quote character: a chunk never ends inside a quoted field (odd number of quotes).
     quote: Option<u8>,
-    /// CSV record shape: the split's last chunk reads on through the lines the next split skips
-    /// as implausible record starts, so neighbouring splits meet exactly.
+    /// CSV record shape: after its last chunk, the split reads on through the lines the next
+    /// split skips as implausible record starts, so neighbouring splits meet exactly.
     shape: Option<CsvShape>,
+    /// Reading those lines now.
+    extending: bool,
     /// Where the first record of the split starts (after aligning to a record boundary).
     start: u64,
 }
@@ -181,8 +183,19 @@ impl LineChunker {
         let from = start.saturating_sub(1);
         file.seek(SeekFrom::Start(from))?;
         let quote = shape.map(|s| s.quote);
-        let mut c =
-            LineChunker { file, buf_start: from, buf: Vec::new(), end, eof: false, done: false, chunk_bytes: chunk_bytes.max(1024), quote, shape, start };
+        let mut c = LineChunker {
+            file,
+            buf_start: from,
+            buf: Vec::new(),
+            end,
+            eof: false,
+            done: false,
+            chunk_bytes: chunk_bytes.max(1024),
+            quote,
+            shape,
+            extending: false,
+            start,
+        };
         if start > 0 {
             // The line holding byte start-1 belongs to the previous split: skip through its newline.
             c.skip_line()?;
@@ -273,10 +286,47 @@ impl LineChunker {
         }
     }
 
+    /// After the split's last line: the lines up to the next plausible record start, at most
+    /// about `chunk_bytes` of them per call, each line looked at once.
+    fn extension_chunk(&mut self) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+        let Some(shape) = self.shape else {
+            self.done = true;
+            return Ok(None);
+        };
+        let mut cut = 0;
+        while cut < self.chunk_bytes {
+            if cut == self.buf.len() && self.eof {
+                self.done = true;
+                break;
+            }
+            match shape.plausible_start(&self.buf[cut..], self.eof) {
+                Some(true) => {
+                    self.done = true;
+                    break;
+                }
+                Some(false) => match memchr::memchr(b'\n', &self.buf[cut..]) {
+                    Some(i) => cut += i + 1,
+                    None if self.eof => cut = self.buf.len(),
+                    None => self.fill()?,
+                },
+                None => self.fill()?,
+            }
+        }
+        if self.done {
+            self.extending = false;
+        }
+        let offset = self.buf_start;
+        let chunk = self.consume(cut);
+        Ok(if chunk.is_empty() { None } else { Some((offset, chunk)) })
+    }
+
     /// The next chunk of whole lines and its file offset; None when the split is done.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<(u64, Vec<u8>)>> {
         if self.done {
             return Ok(None);
+        }
+        if self.extending {
+            return self.extension_chunk();
         }
         if self.buf.len() < self.chunk_bytes && !self.eof {
             self.fill()?;
@@ -316,37 +366,17 @@ impl LineChunker {
                     }
                 }
             }
-            if last && let Some(shape) = self.shape {
-                // Read on through the lines the next split skips (it starts where a record
-                // plausibly starts), so that a malformed record there is read, by this split.
-                let mut more = false;
-                while cut < self.buf.len() || !self.eof {
-                    match shape.plausible_start(&self.buf[cut..], self.eof) {
-                        Some(true) => break,
-                        Some(false) => match memchr::memchr(b'\n', &self.buf[cut..]) {
-                            Some(i) => cut += i + 1,
-                            None if self.eof => cut = self.buf.len(),
-                            None => {
-                                more = true;
-                                break;
-                            }
-                        },
-                        None => {
-                            more = true;
-                            break;
-                        }
-                    }
-                }
-                if more {
-                    self.fill()?;
-                    continue;
-                }
-            }
             let offset = self.buf_start;
             let chunk = self.consume(cut);
             self.done = last || self.buf_start >= self.end || (self.eof && self.buf.is_empty());
+            if self.done && last && self.shape.is_some() && !(self.eof && self.buf.is_empty()) {
+                // Read on through the lines the next split skips (it starts where a record
+                // plausibly starts), so that a malformed record there is read, by this split.
+                self.done = false;
+                self.extending = true;
+            }
             if chunk.is_empty() {
-                return Ok(None);
+                return if self.extending { self.extension_chunk() } else { Ok(None) };
             }
             return Ok(Some((offset, chunk)));
         }

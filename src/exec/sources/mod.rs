@@ -289,12 +289,14 @@ fn cast_declared(config: &SourceConfig, df: DataFrame) -> PolarsResult<DataFrame
 #[derive(Debug)]
 pub struct SplitLog {
     covered: std::sync::Mutex<Vec<Option<(u64, u64)>>>,
+    /// Line numbers the splits found (for messages), shared so none counts from the start.
+    lines: Arc<records::LineIndex>,
 }
 
 impl SplitLog {
     /// A log for `n` splits.
     pub fn new(n: usize) -> Self {
-        SplitLog { covered: std::sync::Mutex::new(vec![None; n]) }
+        SplitLog { covered: std::sync::Mutex::new(vec![None; n]), lines: Arc::default() }
     }
 
     fn record(&self, ordinal: usize, range: (u64, u64)) {
@@ -485,9 +487,8 @@ impl FileSource {
         let mut chunker = match lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape) {
             Ok(c) => c,
             Err(e) => {
-                // Report an unreadable file once, from its first split.
-                let problems = if split.start == 0 { vec![unreadable(e)] } else { Vec::new() };
-                self.reject(problems)?;
+                // Every split reports what it could not read (a file can vanish between them).
+                self.reject(vec![unreadable(e)])?;
                 self.log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
             }
@@ -504,13 +505,16 @@ impl FileSource {
                 Err(e) => Err(Box::new(unreadable(e))),
             };
             if let Err(problem) = checked {
-                self.reject(if split.start == 0 { vec![*problem] } else { Vec::new() })?;
+                // A bad header is reported once, by the first split; a later split that cannot
+                // read the header reports that itself.
+                let own = split.start == 0 || problem.kind == ErrorKind::Unreadable;
+                self.reject(if own { vec![*problem] } else { Vec::new() })?;
                 // The whole file is rejected: its splits count as read.
                 self.log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
             }
         }
-        let lines = LineCounter::new(&split.path);
+        let lines = LineCounter::shared(&split.path, self.log.lines.clone());
         Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node, log: self.log.clone(), lines }))
     }
 
@@ -746,7 +750,8 @@ mod vanished {
         };
         let log = Arc::new(SplitLog::new(splits.len()));
         let mut source = FileSource::new(Arc::new(config), Arc::new(splits), log, 0, metrics.clone());
-        let ctx = SourceContext { subtask: 0, parallelism: 1, batch_rows: 100, cancel: Arc::new(AtomicBool::new(false)), stop: Arc::new(AtomicBool::new(false)) };
+        let ctx =
+            SourceContext { subtask: 0, parallelism: 1, batch_rows: 100, cancel: Arc::new(AtomicBool::new(false)), stop: Arc::new(AtomicBool::new(false)) };
         let polls = source.open(&ctx).and_then(|()| {
             let mut polls = Vec::new();
             loop {

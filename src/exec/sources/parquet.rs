@@ -70,21 +70,10 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<Vec<Split>> {
                 continue;
             }
         };
-        let file_len = std::fs::metadata(path).map_or(0, |m| m.len());
         let mut start = 0u64;
-        for (i, rg) in meta.row_groups.iter().enumerate() {
+        for rg in &meta.row_groups {
             let rows = rg.num_rows() as u64;
-            // polars trusts page headers (a negative value count aborts the process on a huge
-            // allocation): check them first.
-            let checked = rg.parquet_columns().iter().try_for_each(|c| {
-                let flat = c.descriptor().descriptor.max_rep_level == 0;
-                let most = if flat { rows as i64 } else { 1 << 40 };
-                check_column_chunk(path, file_len, c.byte_range(), c.num_values(), most)
-                    .map_err(|m| format!("row group {i} (rows {start}..{}), column '{}': {m}", start + rows, c.descriptor().path_in_schema.join(".")))
-            });
-            if let Err(message) = checked {
-                reject(&mut splits, ErrorKind::CorruptParquet, message)?;
-            } else if rows > 0 {
+            if rows > 0 {
                 splits.push(Split { file_index, path: path.clone(), start, end: start + rows, ordinal: splits.len(), problem: None });
             }
             start += rows;
@@ -109,7 +98,7 @@ fn check_column_chunk(path: &Path, file_len: u64, range: std::ops::Range<u64>, t
     let (mut pos, mut seen) = (range.start, 0i64);
     let mut buf = Vec::new();
     while seen < total && pos < range.end {
-        let mut want = 64 << 10;
+        let mut want = 1 << 10;
         let (header, used) = loop {
             let take = want.min((range.end - pos) as usize);
             buf.resize(take, 0);
@@ -120,7 +109,7 @@ fn check_column_chunk(path: &Path, file_len: u64, range: std::ops::Range<u64>, t
             match polars_parquet_format::PageHeader::read_from_in_protocol(&mut protocol) {
                 Ok(h) => break (h, take - slice.len()),
                 // A header longer than what was read (large statistics): read more.
-                Err(_) if take == want && want < 16 << 20 => want *= 8,
+                Err(_) if take == want && want < 16 << 20 => want *= 16,
                 Err(e) => return Err(format!("page header at byte {pos}: {e}")),
             }
         };
@@ -169,11 +158,40 @@ impl SplitReader for ParquetSplit {
             let r = Rejection { file: Some(split.path.display().to_string()), line: None, offset: None, column: None, kind, message, raw: String::new() };
             Ok(Some(Parsed { df: None, rejected: vec![r] }))
         };
-        let reader = match open(&split.path) {
+        let mut reader = match open(&split.path) {
             Ok(r) => r,
             Err(m) => return reject(ErrorKind::Unreadable, m),
         };
         let columns = self.config.file_projection();
+        // polars trusts page headers (a negative value count made it abort on a huge
+        // allocation): check those of the columns read, first.
+        let meta = match catch_panic(|| reader.get_metadata().cloned()) {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
+            Err(p) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {p}")),
+        };
+        let file_len = std::fs::metadata(&split.path).map_or(0, |m| m.len());
+        let mut first_row = 0u64;
+        for (i, rg) in meta.row_groups.iter().enumerate() {
+            let n = rg.num_rows() as u64;
+            if first_row == split.start {
+                let checked = rg.parquet_columns().iter().try_for_each(|c| {
+                    let root = c.descriptor().path_in_schema.first().map(|s| s.as_str()).unwrap_or("");
+                    if columns.as_ref().is_some_and(|p| !p.iter().any(|name| name == root)) {
+                        return Ok(());
+                    }
+                    let flat = c.descriptor().descriptor.max_rep_level == 0;
+                    let most = if flat { n as i64 } else { 1 << 40 };
+                    check_column_chunk(&split.path, file_len, c.byte_range(), c.num_values(), most)
+                        .map_err(|m| format!("row group {i} ({rows}), column '{}': {m}", c.descriptor().path_in_schema.join(".")))
+                });
+                if let Err(message) = checked {
+                    return reject(ErrorKind::CorruptParquet, message);
+                }
+                break;
+            }
+            first_row += n;
+        }
         let (start, len) = (split.start as usize, (split.end - split.start) as usize);
         let df = match catch_panic(move || reader.with_slice(Some((start, len))).with_columns(columns).finish()) {
             Ok(Ok(df)) => df,

@@ -71,24 +71,52 @@ pub fn concat_frames(frames: Vec<DataFrame>) -> PolarsResult<Option<DataFrame>> 
     Ok(Some(first))
 }
 
+/// Line numbers found so far in the files of a source, shared by its splits: (offset, line)
+/// pairs per file, so a split far into a file counts from the nearest known place before it,
+/// not from the start.
+#[derive(Debug, Default)]
+pub struct LineIndex {
+    known: std::sync::Mutex<std::collections::HashMap<PathBuf, std::collections::BTreeMap<u64, u64>>>,
+}
+
+impl LineIndex {
+    fn nearest(&self, path: &Path, offset: u64) -> Option<(u64, u64)> {
+        let known = self.known.lock().ok()?;
+        known.get(path)?.range(..=offset).next_back().map(|(&o, &l)| (o, l))
+    }
+
+    fn learn(&self, path: &Path, offset: u64, line: u64) {
+        if let Ok(mut known) = self.known.lock() {
+            known.entry(path.to_path_buf()).or_default().insert(offset, line);
+        }
+    }
+}
+
 /// Finds the line number of byte offsets of a file read front to back, reading each byte at
 /// most once while offsets grow (a split asks only when a chunk has bad records).
 pub struct LineCounter {
     path: PathBuf,
     /// A known (offset, line at that offset).
     known: (u64, u64),
+    /// What the source's other splits found.
+    shared: Option<std::sync::Arc<LineIndex>>,
 }
 
 impl LineCounter {
     /// A counter for `path`.
     pub fn new(path: &Path) -> Self {
-        LineCounter { path: path.to_path_buf(), known: (0, 1) }
+        LineCounter { path: path.to_path_buf(), known: (0, 1), shared: None }
+    }
+
+    /// A counter for `path` that shares what it learns with the source's other splits.
+    pub fn shared(path: &Path, index: std::sync::Arc<LineIndex>) -> Self {
+        LineCounter { path: path.to_path_buf(), known: (0, 1), shared: Some(index) }
     }
 
     /// A counter that knows byte `offset` starts line `line` (a followed file, whose lines are
     /// counted as they are read; stdin, which cannot be read again).
     pub fn starting_at(path: &Path, offset: u64, line: u64) -> Self {
-        LineCounter { path: path.to_path_buf(), known: (offset, line) }
+        LineCounter { path: path.to_path_buf(), known: (offset, line), shared: None }
     }
 
     /// The 1-based line holding byte `offset` (0 when the file cannot be read).
@@ -99,10 +127,18 @@ impl LineCounter {
         if offset < self.known.0 {
             self.known = (0, 1);
         }
+        if let Some((o, l)) = self.shared.as_ref().and_then(|s| s.nearest(&self.path, offset))
+            && o > self.known.0
+        {
+            self.known = (o, l);
+        }
         let (from, line) = self.known;
         match count_newlines(&self.path, from, offset) {
             Ok(n) => {
                 self.known = (offset, line + n);
+                if let Some(s) = &self.shared {
+                    s.learn(&self.path, offset, line + n);
+                }
                 line + n
             }
             Err(_) => 0,

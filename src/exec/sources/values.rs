@@ -8,8 +8,14 @@ pub fn type_problem(text: &str, dtype: &DataType) -> Option<String> {
         return None;
     }
     let ok = match dtype {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => text.parse::<i64>().is_ok(),
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => text.parse::<u64>().is_ok(),
+        DataType::Int8 => text.parse::<i8>().is_ok(),
+        DataType::Int16 => text.parse::<i16>().is_ok(),
+        DataType::Int32 => text.parse::<i32>().is_ok(),
+        DataType::Int64 => text.parse::<i64>().is_ok(),
+        DataType::UInt8 => text.parse::<u8>().is_ok(),
+        DataType::UInt16 => text.parse::<u16>().is_ok(),
+        DataType::UInt32 => text.parse::<u32>().is_ok(),
+        DataType::UInt64 => text.parse::<u64>().is_ok(),
         DataType::Float32 | DataType::Float64 => text.parse::<f64>().is_ok(),
         DataType::Boolean => matches!(text.to_ascii_lowercase().as_str(), "true" | "false"),
         DataType::Date => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok(),

@@ -50,15 +50,8 @@ enum Command {
         pipeline: PathBuf,
         #[command(flatten)]
         plan: PlanArgs,
-        /// No progress bars and no summary on stderr.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print the run summary as JSON on stdout instead of a table on stderr.
-        #[arg(long)]
-        json: bool,
-        /// Threads of polars' own pool (default: number of cores).
-        #[arg(long, value_name = "N")]
-        threads: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Run a pipeline in tail mode (`run --follow`): file sources follow their files until
     /// Ctrl-C, which stops the sources and lets every batch in flight reach the sinks.
@@ -67,16 +60,23 @@ enum Command {
         pipeline: PathBuf,
         #[command(flatten)]
         plan: PlanArgs,
-        /// No live status and no summary on stderr.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print the run summary as JSON on stdout instead of a table on stderr.
-        #[arg(long)]
-        json: bool,
-        /// Threads of polars' own pool (default: number of cores).
-        #[arg(long, value_name = "N")]
-        threads: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
+}
+
+/// Options of a run.
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// No progress bars and no summary on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the run summary as JSON on stdout instead of a table on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Threads of polars' own pool (default: number of cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// Options that change the plan.
@@ -113,10 +113,10 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Validate { pipelines, plan } => validate::run(&pipelines, &plan),
         Command::Explain { pipeline, graph, format, plan } => explain::run(&pipeline, graph, format, &plan),
-        Command::Run { pipeline, plan, quiet, json, threads } => run::run(&pipeline, &plan, quiet, json, threads),
-        Command::Tail { pipeline, mut plan, quiet, json, threads } => {
+        Command::Run { pipeline, plan, run } => run::run(&pipeline, &plan, run.quiet, run.json, run.threads),
+        Command::Tail { pipeline, mut plan, run } => {
             plan.follow = true;
-            run::run(&pipeline, &plan, quiet, json, threads)
+            run::run(&pipeline, &plan, run.quiet, run.json, run.threads)
         }
     };
     match result {

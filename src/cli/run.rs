@@ -31,13 +31,6 @@ fn configure_polars(threads: Option<usize>) {
     set("POLARS_TABLE_WIDTH", "65535".into());
 }
 
-/// True when a source reads standard input.
-fn has_stdin(exec: &crate::plan::execution::ExecutionGraph) -> bool {
-    exec.job.stream.nodes.iter().any(|n| {
-        matches!(&n.kind, crate::plan::logical::NodeKind::Source(c) if matches!(c.follow.as_ref().map(|f| &f.input), Some(crate::exec::sources::FollowInput::Stdin)))
-    })
-}
-
 pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: Option<usize>) -> Result<i32> {
     configure_polars(threads);
     let compiled = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
@@ -54,13 +47,12 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
     // in flight reaches the sinks, which commit. A second Ctrl-C exits at once.
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let (flag, follow) = (if plan.follow { stop.clone() } else { cancel.clone() }, plan.follow || has_stdin(exec));
+    let flag = if plan.follow { stop.clone() } else { cancel.clone() };
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
     });
-    let _ = follow;
     let report = execute(exec, cancel, stop, show_progress.then_some(&tick as _));
     if let Some(p) = &progress {
         p.finish();

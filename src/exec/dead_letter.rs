@@ -90,6 +90,11 @@ impl Rejection {
         Rejection { file: Some(path.display().to_string()), line: Some(line), offset: Some(offset), column: Some(column), kind, message, raw: raw_text(raw) }
     }
 
+    /// A rejection of a whole file (it cannot be read, or is not what the source reads).
+    pub fn of_file(path: &std::path::Path, kind: ErrorKind, message: String) -> Self {
+        Rejection { file: Some(path.display().to_string()), line: None, offset: None, column: None, kind, message, raw: String::new() }
+    }
+
     /// The error `on_error = "fail"` reports for this rejection of component `who`.
     pub fn into_error(self, who: (&'static str, &str)) -> Error {
         match (self.file, self.line) {

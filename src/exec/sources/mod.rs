@@ -171,15 +171,7 @@ impl SourceConfig {
         match self.format {
             SourceFormat::Parquet => parquet::row_group_splits(self),
             _ => discover::byte_splits(&self.files, self.split_bytes, |path, e| {
-                let problem = Rejection {
-                    file: Some(path.display().to_string()),
-                    line: None,
-                    offset: None,
-                    column: None,
-                    kind: ErrorKind::Unreadable,
-                    message: format!("cannot read the file: {e}"),
-                    raw: String::new(),
-                };
+                let problem = Rejection::of_file(path, ErrorKind::Unreadable, format!("cannot read the file: {e}"));
                 match self.on_error {
                     OnError::Fail => Err(problem.into_error(("source", &self.name))),
                     _ => Ok(problem),
@@ -265,6 +257,30 @@ fn has_data_line(path: &std::path::Path, header: bool) -> bool {
 fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Applies a source's `on_error` to rejected records: the first one fails the run (with the
+/// reader settings in force), or they are counted, and with `dead_letter` queued as a dead-letter
+/// frame.
+fn apply_on_error(c: &SourceConfig, m: &NodeMetrics, rejected: Vec<Rejection>, dead: &mut VecDeque<DataFrame>) -> Result<()> {
+    let Some(first) = rejected.first() else {
+        return Ok(());
+    };
+    match c.on_error {
+        OnError::Fail => {
+            return Err(match first.clone().into_error(("source", &c.name)) {
+                Error::Input { path, line, column, kind, message } => {
+                    Error::Input { path, line, column, kind, message: format!("{message}\n  note: {}", c.settings()) }
+                }
+                other => other,
+            });
+        }
+        OnError::Skip => {}
+        OnError::DeadLetter => dead.push_back(dead_letter::frame(&c.name, &rejected).map_err(|e| Error::execution("source", &c.name, e))?),
+    }
+    NodeMetrics::add(&m.rows_in, rejected.len() as u64);
+    NodeMetrics::add(&m.rejected, rejected.len() as u64);
+    Ok(())
 }
 
 /// Casts the declared columns present in `df` to their declared types, strictly: a value that
@@ -475,15 +491,7 @@ impl FileSource {
             SourceFormat::Jsonl => (Box::new(jsonl::JsonChunkParser::new(c.clone())), None),
             SourceFormat::Lines | SourceFormat::Regex => (Box::new(text::TextChunkParser::new(c.clone())?), None),
         };
-        let unreadable = |e: std::io::Error| Rejection {
-            file: Some(split.path.display().to_string()),
-            line: None,
-            offset: None,
-            column: None,
-            kind: ErrorKind::Unreadable,
-            message: format!("cannot read the file: {e}"),
-            raw: String::new(),
-        };
+        let unreadable = |e: std::io::Error| Rejection::of_file(&split.path, ErrorKind::Unreadable, format!("cannot read the file: {e}"));
         let mut chunker = match lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape) {
             Ok(c) => c,
             Err(e) => {
@@ -521,29 +529,7 @@ impl FileSource {
     /// Applies the source's `on_error` to rejected records: the first one fails the run, or
     /// they are counted (and sent to the dead-letter output).
     fn reject(&mut self, rejected: Vec<Rejection>) -> Result<()> {
-        let Some(first) = rejected.first() else {
-            return Ok(());
-        };
-        let c = &self.config;
-        match c.on_error {
-            OnError::Fail => {
-                return Err(match first.clone().into_error(("source", &c.name)) {
-                    Error::Input { path, line, column, kind, message } => {
-                        Error::Input { path, line, column, kind, message: format!("{message}\n  note: {}", c.settings()) }
-                    }
-                    other => other,
-                });
-            }
-            OnError::Skip => {}
-            OnError::DeadLetter => {
-                let frame = dead_letter::frame(&c.name, &rejected).map_err(|e| Error::execution("source", &c.name, e))?;
-                self.rejected.push_back(frame);
-            }
-        }
-        let m = &self.metrics.nodes[self.node];
-        NodeMetrics::add(&m.rows_in, rejected.len() as u64);
-        NodeMetrics::add(&m.rejected, rejected.len() as u64);
-        Ok(())
+        apply_on_error(&self.config, &self.metrics.nodes[self.node], rejected, &mut self.rejected)
     }
 
     fn with_sequence(&mut self, mut df: DataFrame) -> Result<DataFrame> {

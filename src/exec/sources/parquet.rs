@@ -41,7 +41,7 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<Vec<Split>> {
     let mut splits = Vec::new();
     for (file_index, path) in config.files.iter().enumerate() {
         let reject = |splits: &mut Vec<Split>, kind: ErrorKind, message: String| -> Result<()> {
-            let problem = Rejection { file: Some(path.display().to_string()), line: None, offset: None, column: None, kind, message, raw: String::new() };
+            let problem = Rejection::of_file(path, kind, message);
             if config.on_error == OnError::Fail {
                 return Err(problem.into_error(("source", &config.name)));
             }
@@ -155,7 +155,7 @@ impl SplitReader for ParquetSplit {
         };
         let rows = format!("rows {}..{}", split.start, split.end);
         let reject = |kind: ErrorKind, message: String| {
-            let r = Rejection { file: Some(split.path.display().to_string()), line: None, offset: None, column: None, kind, message, raw: String::new() };
+            let r = Rejection::of_file(&split.path, kind, message);
             Ok(Some(Parsed { df: None, rejected: vec![r] }))
         };
         let mut reader = match open(&split.path) {

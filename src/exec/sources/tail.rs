@@ -20,7 +20,7 @@ use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operators::stateless::SEQ_COLUMN;
 use crate::exec::source::{Poll, Source, SourceContext};
-use crate::pipeline::{OnError, SourceFormat};
+use crate::pipeline::SourceFormat;
 
 /// The name rejections of standard input carry as their file.
 const STDIN: &str = "<stdin>";
@@ -133,20 +133,7 @@ impl Output {
 
     /// The source's `on_error` for rejected lines (as for bounded files).
     fn reject(&mut self, rejected: Vec<Rejection>) -> Result<()> {
-        let Some(first) = rejected.first() else { return Ok(()) };
-        let c = &self.config;
-        match c.on_error {
-            OnError::Fail => return Err(first.clone().into_error(("source", &c.name))),
-            OnError::Skip => {}
-            OnError::DeadLetter => {
-                let frame = crate::exec::dead_letter::frame(&c.name, &rejected).map_err(|e| Error::execution("source", &c.name, e))?;
-                self.rejected.push_back(frame);
-            }
-        }
-        let m = &self.metrics.nodes[self.node];
-        NodeMetrics::add(&m.rows_in, rejected.len() as u64);
-        NodeMetrics::add(&m.rejected, rejected.len() as u64);
-        Ok(())
+        super::apply_on_error(&self.config, &self.metrics.nodes[self.node], rejected, &mut self.rejected)
     }
 
     fn next(&mut self) -> Option<Poll> {

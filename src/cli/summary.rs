@@ -17,6 +17,7 @@ pub struct Row {
     rows_out: u64,
     filtered: u64,
     rejected: u64,
+    dropped: u64,
     seconds: f64,
     bytes: u64,
 }
@@ -53,6 +54,7 @@ impl Summary {
                 rows_out: NodeMetrics::get(&m.rows_out),
                 filtered: NodeMetrics::get(&m.filtered),
                 rejected: NodeMetrics::get(&m.rejected),
+                dropped: NodeMetrics::get(&m.dropped),
                 seconds: NodeMetrics::get(&m.nanos) as f64 / 1e9,
                 bytes: NodeMetrics::get(&m.bytes),
             })
@@ -70,14 +72,14 @@ impl Summary {
         let ow = self.rows.iter().map(|r| r.operation.len()).max().unwrap_or(9).max(9);
         let _ = writeln!(
             s,
-            "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}",
-            "operator", "operation", "p", "rows in", "rows out", "filtered", "rejected", "time"
+            "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}",
+            "operator", "operation", "p", "rows in", "rows out", "filtered", "rejected", "late", "time"
         );
         for r in &self.rows {
             let _ = write!(
                 s,
-                "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8.3}s",
-                r.name, r.operation, r.parallelism, r.rows_in, r.rows_out, r.filtered, r.rejected, r.seconds
+                "  {:w$}  {:ow$}  {:>3}  {:>12}  {:>12}  {:>12}  {:>12}  {:>12}  {:>8.3}s",
+                r.name, r.operation, r.parallelism, r.rows_in, r.rows_out, r.filtered, r.rejected, r.dropped, r.seconds
             );
             if r.bytes > 0 {
                 let _ = write!(s, "  ({:.1} MB read)", r.bytes as f64 / 1e6);
@@ -94,7 +96,7 @@ impl Summary {
             .map(|r| {
                 json!({
                     "name": r.name, "inputs": r.inputs, "operation": r.operation, "parallelism": r.parallelism,
-                    "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered, "rejected": r.rejected,
+                    "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered, "rejected": r.rejected, "dropped": r.dropped,
                     "seconds": r.seconds, "bytes_read": r.bytes,
                 })
             })

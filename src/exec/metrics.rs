@@ -14,6 +14,8 @@ pub struct NodeMetrics {
     /// Rows (or whole files) that could not be read or computed: skipped or sent to the
     /// dead-letter output.
     pub rejected: AtomicU64,
+    /// Rows too late for their windows (also sent to the `late` side output when read).
+    pub dropped: AtomicU64,
     /// Time spent in this node's own work, in nanoseconds, summed over subtasks.
     pub nanos: AtomicU64,
     /// Sources: bytes read.

@@ -19,6 +19,7 @@ use super::operator::Operator;
 use super::operators::join::JoinOperator;
 use super::operators::reduce::{Phase, ReduceOperator};
 use super::operators::stateless::{FusedStep, StatelessOperator};
+use super::operators::window::{WatermarkOperator, WindowOperator};
 use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::SourceContext;
@@ -235,8 +236,15 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
                 let op = JoinOperator::new(node.name.clone(), group[0], plan.clone(), schema_of(0), schema_of(1), stream.batch_rows, metrics.clone());
                 ops.push(Box::new(op));
             }
-            // Sources and sinks are the task's input and output, not chained operators.
-            _ => {}
+            NodeKind::Window(plan) => {
+                ops.push(Box::new(WindowOperator::new(node.name.clone(), group[0], plan.clone(), stream.batch_rows, metrics.clone())));
+            }
+            NodeKind::Watermark { time, max_delay } => {
+                ops.push(Box::new(WatermarkOperator::new(node.name.clone(), group[0], time.clone(), *max_delay, metrics.clone())));
+            }
+            // Sources and sinks are the task's input and output, and a side output's rows come
+            // from its owner: none of them is a chained operator.
+            NodeKind::Source(_) | NodeKind::FileSink(_) | NodeKind::StdoutSink(_) | NodeKind::SideOutput(_) | NodeKind::Reduce(_) => {}
         }
     }
     ops

@@ -231,7 +231,10 @@ pub fn parse_yaml(text: &str) -> Result<Node, Diagnostics> {
             None => root = Some(node),
             Some((Node { value: Value::Array(items), .. }, _)) => items.push(node),
             Some((Node { value: Value::Table(entries), .. }, _)) => {
-                let key = pending_key.last_mut().and_then(Option::take).expect("YAML value after its key");
+                // No pending key: this node was itself a key (`[a]: b`, `{a: b}: c`).
+                let Some(key) = pending_key.last_mut().and_then(Option::take) else {
+                    return Err(err(node.origin, "a YAML key must be a plain name, not a list or a table".into()));
+                };
                 entries.push((key, node));
             }
             Some(_) => unreachable!("only tables and arrays are pushed"),
@@ -317,5 +320,19 @@ mod tests {
     fn toml_syntax_error_has_position() {
         let e = parse_toml("name = \"x\"\nparallelism = = 2\n").unwrap_err();
         assert_eq!(e.items[0].origin, Origin::at(2, 15));
+    }
+}
+
+#[cfg(test)]
+mod fuzz_found {
+    use super::*;
+
+    /// Found by `cargo fuzz run pipeline_file`: a flow collection used as a key.
+    #[test]
+    fn a_collection_as_a_yaml_key_is_an_error() {
+        for text in ["{[source]]\nname = 1\n", "[a]: 1\n", "? {a: 1}\n: 2\n"] {
+            let e = parse_yaml(text).err().map(|d| d.items[0].message.clone()).unwrap_or_default();
+            assert!(e.contains("key must be a plain name") || e.starts_with("invalid YAML"), "{text:?}: {e}");
+        }
     }
 }

@@ -13,7 +13,7 @@ pub use document::{Origin, Value};
 pub use load::{Override, load_text};
 pub use spec::{
     Chain, Common, DEAD_LETTER, DEFAULT_MAX_LINE_BYTES, Located, OnError, OpKind, OpSpec, PartitioningHint, PipelineSpec, SinkFormat, SinkSpec, SourceFormat,
-    SourceSpec, StdoutStyle, TYPE_NAMES, parse_type,
+    SourceSpec, StdoutStyle, TYPE_NAMES, WindowSpec, parse_duration, parse_type,
 };
 pub use structure::{producer_of, side_output_name};
 pub use suggest::did_you_mean;

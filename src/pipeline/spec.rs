@@ -154,12 +154,22 @@ pub enum OpKind {
         /// Types of group columns.
         types: Vec<(Located<String>, Located<DataType>)>,
     },
-    /// Group by `key_by` (none: one global group) and compute named aggregates.
+    /// Group by `key_by` (none: one global group) and compute named aggregates, over the
+    /// whole input or per event-time window.
     Aggregate {
         /// Grouping columns.
         key_by: Vec<Located<String>>,
         /// Output name = aggregate call, e.g. `hits = "count(*)"`.
         aggregates: Vec<(Located<String>, Located<String>)>,
+        /// Per window of event time, instead of over the whole input.
+        window: Option<WindowSpec>,
+    },
+    /// Watermarks from an event-time column, `max_delay` behind the latest time seen.
+    Watermark {
+        /// The event-time column.
+        time: Located<String>,
+        /// Bounded out-of-orderness, in ms.
+        max_delay: i64,
     },
     /// All inputs' rows, matched by column name.
     Union,
@@ -207,13 +217,58 @@ impl OpKind {
             OpKind::Explode(_) => "explode",
             OpKind::Unnest(_) => "unnest",
             OpKind::Parse { .. } => "parse",
+            OpKind::Aggregate { window: Some(_), .. } => "window",
             OpKind::Aggregate { .. } => "aggregate",
+            OpKind::Watermark { .. } => "watermark",
             OpKind::Union => "union",
             OpKind::Sort { by, .. } if by.is_empty() => "limit",
             OpKind::Sort { limit: Some(_), .. } => "top_n",
             OpKind::Sort { .. } => "sort",
             OpKind::Distinct { .. } => "distinct",
             OpKind::Join { .. } => "join",
+        }
+    }
+}
+
+/// `window = { size = "1m", slide = "10s", time = "ts", allowed_lateness = "30s" }`.
+#[derive(Clone, Debug)]
+pub struct WindowSpec {
+    /// Window length, ms.
+    pub size: i64,
+    /// Step between window starts, ms (None: tumbling).
+    pub slide: Option<i64>,
+    /// The event-time column.
+    pub time: Located<String>,
+    /// How long after its end a window takes late rows, ms.
+    pub lateness: i64,
+    /// Where the window table is.
+    pub origin: Origin,
+}
+
+/// Parses a duration of the pipeline file: `250ms`, `5s`, `1m`, `2h`, `1d`, in milliseconds.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).filter(|&v| v >= 0)
+}
+
+fn duration(r: &mut TableReader<'_>, key: &str, diags: &mut Diagnostics) -> Option<Located<i64>> {
+    let v = r.string(key, diags)?;
+    match parse_duration(&v.value) {
+        Some(ms) => Some(Located::new(ms, v.origin)),
+        None => {
+            r.err(diags, &v.origin, format!("`{key}` must be a duration like \"250ms\", \"5s\", \"1m\", \"2h\" or \"1d\", found {:?}", v.value));
+            None
         }
     }
 }
@@ -307,7 +362,7 @@ const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_gr
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
 const SOURCE_KEYS: [&str; 12] =
     ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex", "start_at", "linger_ms"];
-const OP_KEYS: [&str; 25] = [
+const OP_KEYS: [&str; 27] = [
     "input",
     "filter",
     "select",
@@ -333,6 +388,8 @@ const OP_KEYS: [&str; 25] = [
     "strategy",
     "partitioning",
     "on_error",
+    "window",
+    "watermark",
 ];
 const SINK_KEYS: [&str; 7] = ["input", "format", "path", "style", "single_file", "header", "partition_by"];
 
@@ -543,8 +600,43 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
         if aggregates.is_empty() {
             r.err(diags, &r.origin.clone(), "`aggregate` must name at least one output, e.g. hits = \"count(*)\"");
         }
-        kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates }));
+        let window = r.take("window").and_then(|node| {
+            let mut w = TableReader::new(node, r.component.clone(), diags)?;
+            let size = duration(&mut w, "size", diags);
+            let slide = duration(&mut w, "slide", diags);
+            let time = w.required_string("time", diags);
+            let lateness = duration(&mut w, "allowed_lateness", diags).map_or(0, |l| l.value);
+            w.finish(&["size", "slide", "time", "allowed_lateness"], diags);
+            let Some(size) = size else {
+                w.err(diags, &node.origin, "a window needs `size` (e.g. \"1m\")");
+                return None;
+            };
+            if size.value == 0 {
+                w.err(diags, &size.origin, "`size` must be more than 0");
+                return None;
+            }
+            if let Some(s) = &slide
+                && (s.value == 0 || size.value % s.value != 0)
+            {
+                w.err(diags, &s.origin, "`slide` must divide `size` (e.g. size = \"1m\", slide = \"10s\")");
+                return None;
+            }
+            Some(WindowSpec { size: size.value, slide: slide.map(|s| s.value), time: time?, lateness, origin: node.origin.clone() })
+        });
+        kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates, window }));
         keyed = true;
+    } else if let Some(n) = r.take("window") {
+        r.err(diags, &n.origin, "`window` goes with `aggregate` (what to compute per window)");
+    }
+    if let Some(node) = r.take("watermark")
+        && let Some(mut w) = TableReader::new(node, r.component.clone(), diags)
+    {
+        let time = w.required_string("time", diags);
+        let max_delay = duration(&mut w, "max_delay", diags).map_or(0, |d| d.value);
+        w.finish(&["time", "max_delay"], diags);
+        if let Some(time) = time {
+            kinds.push(("watermark", OpKind::Watermark { time, max_delay }));
+        }
     }
     match r.take("union") {
         Some(Node { value: Value::Bool(true), .. }) => kinds.push(("union", OpKind::Union)),
@@ -614,7 +706,7 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
             r.err(
                 diags,
                 &r.origin.clone(),
-                "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, parse, aggregate, union, sort, limit, distinct, join",
+                "an operator needs one of: filter, select, with, rename, drop, cast, explode, unnest, parse, aggregate (with or without window), watermark, union, sort, limit, distinct, join",
             );
             None
         }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::diagnostics::Diagnostics;
-use super::spec::{DEAD_LETTER, OnError, PipelineSpec};
+use super::spec::{DEAD_LETTER, OnError, OpKind, PipelineSpec};
 use super::suggest::did_you_mean;
 
 /// Adds every structural problem of `spec` to `diags`.
@@ -32,6 +32,12 @@ pub fn check_structure(spec: &PipelineSpec, diags: &mut Diagnostics) {
         producers.push(common.name.value.clone());
         if on_error == OnError::DeadLetter {
             producers.push(side_output_name(&common.name.value, DEAD_LETTER));
+        }
+    }
+    // A window's rows too late for it.
+    for op in &spec.ops {
+        if matches!(op.kind, OpKind::Aggregate { window: Some(_), .. }) {
+            producers.push(side_output_name(&op.common.name.value, "late"));
         }
     }
     let consumers = spec

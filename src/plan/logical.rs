@@ -15,6 +15,7 @@ use super::expr::{AggFunc, clean, columns_of, compile, parse_aggregate};
 use crate::exec::operators::join::{JoinPlan, Strategy};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
+use crate::exec::operators::window::{LATE, WINDOW_END, WINDOW_START, WindowPlan};
 use crate::exec::sinks::SinkConfig;
 use crate::exec::sources::follow::StartAt;
 use crate::exec::sources::text::text_schema;
@@ -68,6 +69,15 @@ pub enum NodeKind {
     FinalReduce(Reduce),
     /// An equi-join of two inputs.
     Join(JoinPlan),
+    /// Aggregates per event-time window, after a hash exchange on the keys.
+    Window(WindowPlan),
+    /// Watermarks from an event-time column (rows pass through).
+    Watermark {
+        /// Event time in ms.
+        time: Expr,
+        /// Bounded out-of-orderness, ms.
+        max_delay: i64,
+    },
     /// Writes files.
     FileSink(SinkConfig),
     /// Prints on the terminal.
@@ -236,6 +246,11 @@ pub(super) struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// True when some operator or sink reads `name`.
+    pub(super) fn consumed(&self, name: &str) -> bool {
+        self.spec.ops.iter().flat_map(|o| o.inputs.iter()).chain(self.spec.sinks.iter().map(|s| &s.input)).any(|i| i.value == name)
+    }
+
     pub(super) fn err(&mut self, origin: &Origin, who: String, msg: impl Into<String>) {
         self.diags.push(origin.clone(), Some(who), msg);
     }
@@ -271,12 +286,19 @@ impl Builder<'_> {
         let node = Node {
             name: name.to_string(),
             label: format!("side output {tag}"),
-            detail: format!("rows '{owner}' rejects"),
+            detail: if tag == LATE { format!("rows too late for the windows of '{owner}'") } else { format!("rows '{owner}' rejects") },
             kind: NodeKind::SideOutput(tag.to_string()),
             parallelism: up.parallelism,
             chain: Chain::Allowed,
             slot_sharing_group: up.slot_sharing_group.clone(),
-            schema: Arc::new(crate::exec::dead_letter::schema()),
+            schema: Arc::new(if tag == LATE {
+                // A window's late rows are its input rows.
+                let mut s = self.edges.iter().find(|e| e.to == from).map_or_else(Schema::default, |e| (*self.nodes[e.from].schema).clone());
+                s.shift_remove(SEQ_COLUMN);
+                s
+            } else {
+                crate::exec::dead_letter::schema()
+            }),
             notes: Vec::new(),
             ordered: false,
             on_error: OnError::Fail,
@@ -524,6 +546,13 @@ impl Builder<'_> {
                 Strategy::Hash => (parallelism, vec![Partitioning::Hash(plan.left_on.clone()), Partitioning::Hash(plan.right_on.clone())]),
             };
         }
+        if let NodeKind::Window(plan) = kind {
+            let keys: Vec<String> = plan.agg.keys.iter().filter(|k| *k != WINDOW_START && *k != WINDOW_END).cloned().collect();
+            if keys.is_empty() {
+                return (1, vec![Partitioning::Global]);
+            }
+            return (parallelism, vec![Partitioning::Hash(keys)]);
+        }
         if let NodeKind::Reduce(reduce) = kind {
             if let Some(hint) = &op.partitioning {
                 self.err(&hint.origin, who.to_string(), format!("the input of {} is partitioned by its keys; remove `partitioning`", op.kind.label()));
@@ -615,6 +644,8 @@ pub fn output_schema(kind: &NodeKind, inputs: &[SchemaRef]) -> PolarsResult<Sche
     let empty = DataFrame::empty_with_schema(input).lazy();
     let out = match kind {
         NodeKind::Join(plan) => plan.apply(empty, DataFrame::empty_with_schema(&inputs[1]).lazy()),
+        NodeKind::Window(plan) => plan.output(empty),
+        NodeKind::Watermark { time, .. } => empty.with_column(time.clone().alias("__rv_time_check")).drop(by_name(["__rv_time_check"], true, false)),
         NodeKind::Stateless(step) => step.apply(empty),
         NodeKind::Reduce(r) => r.single_phase(empty, input)?,
         NodeKind::PartialReduce(r) => r.partial(empty, input),

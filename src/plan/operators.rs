@@ -9,7 +9,8 @@ use crate::exec::operators::join::{How, JoinPlan, Strategy};
 use crate::exec::operators::order::{DistinctPlan, Keep, SortPlan};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
-use crate::pipeline::{Located, OpKind, OpSpec, Origin};
+use crate::exec::operators::window::{LATE, WINDOW_END, WINDOW_START, WindowKind, WindowPlan, time_ms};
+use crate::pipeline::{Located, OpKind, OpSpec, Origin, side_output_name};
 
 fn joined<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
     items.iter().map(f).collect::<Vec<_>>().join(", ")
@@ -108,7 +109,21 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             };
             (NodeKind::Stateless(step), format!("{} with {}", column.value, regex.value))
         }
-        OpKind::Aggregate { key_by, aggregates } => {
+        OpKind::Watermark { time, max_delay } => {
+            if !b.columns_exist(std::slice::from_ref(&time.value), time, &in_schema, who) {
+                return None;
+            }
+            let dtype = in_schema.get(&time.value).cloned().unwrap_or(DataType::Null);
+            let expr = match time_ms(&time.value, &dtype) {
+                Ok(e) => e,
+                Err(msg) => {
+                    b.err(&time.origin, who_s, msg);
+                    return None;
+                }
+            };
+            (NodeKind::Watermark { time: expr, max_delay: *max_delay }, format!("event time {}, max_delay {} ms", time.value, max_delay))
+        }
+        OpKind::Aggregate { key_by, aggregates, window } => {
             let mut ok = all_exist(b, key_by);
             let mut aggs = Vec::new();
             for (name, call) in aggregates {
@@ -129,7 +144,37 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             }
             let plan = AggregatePlan { keys: key_by.iter().map(|k| k.value.clone()).collect(), aggs, ordered: in_schema.contains(SEQ_COLUMN) };
             let keys = if plan.keys.is_empty() { "(global)".to_string() } else { format!("[{}]", plan.keys.join(", ")) };
-            (NodeKind::Reduce(Reduce::Aggregate(plan)), format!("key_by {keys}: {}", joined(aggregates, |(n, c)| format!("{} = {}", n.value, c.value))))
+            let what = joined(aggregates, |(n, c)| format!("{} = {}", n.value, c.value));
+            match window {
+                None => (NodeKind::Reduce(Reduce::Aggregate(plan)), format!("key_by {keys}: {what}")),
+                Some(w) => {
+                    if !b.columns_exist(std::slice::from_ref(&w.time.value), &w.time, &in_schema, who) {
+                        return None;
+                    }
+                    let dtype = in_schema.get(&w.time.value).cloned().unwrap_or(DataType::Null);
+                    let time = match time_ms(&w.time.value, &dtype) {
+                        Ok(e) => e,
+                        Err(msg) => {
+                            b.err(&w.time.origin, who_s, msg);
+                            return None;
+                        }
+                    };
+                    let bound_type = if dtype.is_integer() { DataType::Int64 } else { DataType::Datetime(TimeUnit::Milliseconds, None) };
+                    let kind = match w.slide {
+                        Some(slide) if slide != w.size => WindowKind::Sliding { size: w.size, slide },
+                        _ => WindowKind::Tumbling { size: w.size },
+                    };
+                    let mut agg = plan;
+                    agg.keys.extend([WINDOW_START.to_string(), WINDOW_END.to_string()]);
+                    let late_output = b.consumed(&side_output_name(&op.common.name.value, LATE));
+                    let shape = match &kind {
+                        WindowKind::Tumbling { size } => format!("tumbling {size} ms"),
+                        WindowKind::Sliding { size, slide } => format!("sliding {size} ms every {slide} ms"),
+                    };
+                    let plan = WindowPlan { kind, time, bound_type, lateness: w.lateness, agg, late_output };
+                    (NodeKind::Window(plan), format!("key_by {keys}, {shape} on {}, lateness {} ms: {what}", w.time.value, w.lateness))
+                }
+            }
         }
         OpKind::Union => {
             // Same columns and types by name; the output takes the first input's column order.

@@ -10,6 +10,7 @@ use super::expr::{clean, columns_of};
 use super::logical::{Edge, LogicalGraph, Node, NodeKind, Partitioning, output_schema};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
+use crate::exec::operators::window::LATE;
 use crate::pipeline::Chain;
 
 /// Applies every optimisation; the result is the graph that is chained and run.
@@ -208,11 +209,23 @@ fn recompute_schemas(g: &mut LogicalGraph) -> PolarsResult<()> {
         let inputs: Vec<SchemaRef> = g.inputs(id).map(|e| g.nodes[e.from].schema.clone()).collect();
         let schema = match &g.nodes[id].kind {
             NodeKind::Source(config) => config.output_schema(),
+            NodeKind::SideOutput(tag) if tag == LATE => late_schema(g, id),
             kind => output_schema(kind, &inputs)?,
         };
         g.nodes[id].schema = Arc::new(schema);
     }
     Ok(())
+}
+
+/// The rows of a window's `late` side output are its input rows.
+pub fn late_schema(g: &LogicalGraph, side: usize) -> Schema {
+    let owner = g.inputs(side).next().map(|e| e.from);
+    let input = owner.and_then(|o| g.inputs(o).next()).map(|e| e.from);
+    input.map_or_else(Schema::default, |i| {
+        let mut s = (*g.nodes[i].schema).clone();
+        s.shift_remove(SEQ_COLUMN);
+        s
+    })
 }
 
 /// A polars error during optimisation as a message naming the pipeline.

@@ -5,3 +5,4 @@ pub mod join;
 pub mod order;
 pub mod reduce;
 pub mod stateless;
+pub mod window;

@@ -1,0 +1,283 @@
+//! Event time: the watermark operator, and windows (tumbling and sliding) over a keyed stream.
+//!
+//! A watermark says "no row with an earlier event time follows". The watermark operator makes
+//! them from a time column with bounded out-of-orderness (`max_delay`), per subtask, and sends
+//! +inf at the end of a bounded input; downstream, a subtask's watermark is the minimum over
+//! its input channels (see `exec::task`). A window fires when the watermark passes its end; it
+//! keeps its state `allowed_lateness` longer, and a row that arrives late but within it updates
+//! the window (the updated rows of its keys are emitted again). Rows later than that go to the
+//! side output `<name>.late` when something reads it, and are counted as dropped otherwise.
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use super::aggregate::AggregatePlan;
+use crate::error::{Error, Result};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operator::{Collector, Operator, emit_in_batches};
+use crate::plan::expr::clean;
+
+/// Output column: the window's first instant.
+pub const WINDOW_START: &str = "window_start";
+/// Output column: the instant just after the window.
+pub const WINDOW_END: &str = "window_end";
+/// The side output of rows too late for their windows.
+pub const LATE: &str = "late";
+
+/// Event time of a row, in milliseconds, from its time column of type `dtype` (datetime,
+/// date or integer milliseconds). Err names what is accepted.
+pub fn time_ms(column: &str, dtype: &DataType) -> std::result::Result<Expr, String> {
+    let c = col(column);
+    Ok(match dtype {
+        DataType::Datetime(..) => c.dt().timestamp(TimeUnit::Milliseconds),
+        DataType::Date => c.cast(DataType::Datetime(TimeUnit::Milliseconds, None)).dt().timestamp(TimeUnit::Milliseconds),
+        d if d.is_integer() => c.cast(DataType::Int64),
+        other => {
+            return Err(format!(
+                "column '{column}' is {other}, but event time needs a datetime, a date or integer milliseconds (parse strings with `with`, e.g. STRPTIME)"
+            ));
+        }
+    })
+}
+
+/// Makes watermarks from a time column: the largest event time seen minus `max_delay`.
+pub struct WatermarkOperator {
+    time: Expr,
+    max_delay: i64,
+    current: i64,
+    name: String,
+    node: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl WatermarkOperator {
+    /// Watermarks from event times `time` (milliseconds), `max_delay` ms behind the latest, for
+    /// node `node`.
+    pub fn new(name: String, node: usize, time: Expr, max_delay: i64, metrics: Arc<Metrics>) -> Self {
+        WatermarkOperator { time, max_delay, current: i64::MIN, name, node, metrics }
+    }
+}
+
+impl Operator for WatermarkOperator {
+    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        let latest = batch
+            .clone()
+            .lazy()
+            .select([self.time.clone().max().alias("t")])
+            .collect()
+            .map_err(|e| Error::execution("operator", &self.name, clean(&e)))?
+            .column("t")
+            .ok()
+            .and_then(|c| c.get(0).ok())
+            .and_then(|v| v.extract::<i64>());
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        NodeMetrics::add(&m.rows_out, batch.height() as u64);
+        out.collect(batch)?;
+        if let Some(t) = latest {
+            let w = t.saturating_sub(self.max_delay);
+            if w > self.current {
+                self.current = w;
+                out.watermark(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watermarks from upstream are replaced by this operator's own.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// The end of a bounded input: every window can fire.
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        self.current = i64::MAX;
+        out.watermark(i64::MAX)
+    }
+}
+
+/// How rows fall into windows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Back-to-back windows of `size` ms.
+    Tumbling {
+        /// Length in ms.
+        size: i64,
+    },
+    /// Windows of `size` ms starting every `slide` ms (`size` a multiple of `slide`).
+    Sliding {
+        /// Length in ms.
+        size: i64,
+        /// Step in ms.
+        slide: i64,
+    },
+}
+
+/// What a window operator computes.
+#[derive(Clone, Debug)]
+pub struct WindowPlan {
+    /// Window shape.
+    pub kind: WindowKind,
+    /// The event time column, as milliseconds.
+    pub time: Expr,
+    /// Type of the window bounds in the output (the time column's, datetimes in ms).
+    pub bound_type: DataType,
+    /// How long after its end a window still takes late rows (ms).
+    pub lateness: i64,
+    /// The aggregate, whose keys are the user's keys, then `window_start`, `window_end` (ms).
+    pub agg: AggregatePlan,
+    /// Rows too late go to the side output `late` (else they are counted as dropped).
+    pub late_output: bool,
+}
+
+impl WindowPlan {
+    /// Rows with the window columns (ms) added, one copy per window a row falls in, and the
+    /// event time as `__t`.
+    fn assign(&self, lf: LazyFrame) -> LazyFrame {
+        let t = col("__t");
+        let lf = lf.with_column(self.time.clone().alias("__t"));
+        let start_at = |step: i64, back: i64| {
+            let s = t.clone() - ((t.clone() % lit(step)) + lit(step)) % lit(step) - lit(back);
+            s.alias(WINDOW_START)
+        };
+        match self.kind {
+            WindowKind::Tumbling { size } => lf.with_columns([start_at(size, 0)]).with_columns([(col(WINDOW_START) + lit(size)).alias(WINDOW_END)]),
+            WindowKind::Sliding { size, slide } => {
+                let copies: Vec<LazyFrame> = (0..size / slide)
+                    .map(|k| lf.clone().with_columns([start_at(slide, k * slide)]).with_columns([(col(WINDOW_START) + lit(size)).alias(WINDOW_END)]))
+                    .collect();
+                concat(copies, UnionArgs::default()).unwrap_or(lf)
+            }
+        }
+    }
+
+    /// The schema of the window output for input rows of `schema`.
+    pub fn output(&self, lf: LazyFrame) -> LazyFrame {
+        self.finalize(self.agg.single_phase(self.assign(lf)))
+    }
+
+    /// Final rows with the window bounds in the output type.
+    fn finalize(&self, lf: LazyFrame) -> LazyFrame {
+        lf.with_columns([col(WINDOW_START).cast(self.bound_type.clone()), col(WINDOW_END).cast(self.bound_type.clone())])
+    }
+}
+
+/// One subtask of a window operator: the partial aggregates of every open window.
+pub struct WindowOperator {
+    name: String,
+    node: usize,
+    plan: WindowPlan,
+    /// Partial state: keys, window bounds (ms), partial aggregates.
+    state: Option<DataFrame>,
+    /// Ends of the windows that fired already.
+    fired: BTreeSet<i64>,
+    watermark: i64,
+    batch_rows: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl WindowOperator {
+    /// An empty operator for node `node`.
+    pub fn new(name: String, node: usize, plan: WindowPlan, batch_rows: usize, metrics: Arc<Metrics>) -> Self {
+        WindowOperator { name, node, plan, state: None, fired: BTreeSet::new(), watermark: i64::MIN, batch_rows, metrics }
+    }
+
+    fn fail(&self, e: PolarsError) -> Error {
+        Error::execution("operator", &self.name, clean(&e))
+    }
+
+    /// Emits the final rows of the state rows `rows` selects.
+    fn emit(&mut self, rows: Expr, out: &mut dyn Collector) -> Result<()> {
+        let Some(state) = &self.state else { return Ok(()) };
+        let merged = self.plan.agg.finalize(state.clone().lazy().filter(rows));
+        let result = self.plan.finalize(merged).collect().map_err(|e| self.fail(e))?;
+        NodeMetrics::add(&self.metrics.nodes[self.node].rows_out, result.height() as u64);
+        emit_in_batches(&result, self.batch_rows, out)
+    }
+}
+
+impl Operator for WindowOperator {
+    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        let assigned = self.plan.assign(batch.lazy().with_row_index("__row", None)).collect().map_err(|e| self.fail(e))?;
+        // A row whose every window has closed for good is late.
+        let open = col(WINDOW_END).gt(lit(self.watermark.saturating_sub(self.plan.lateness)));
+        let live = assigned.clone().lazy().filter(open.clone().and(col("__t").is_not_null())).collect().map_err(|e| self.fail(e))?;
+        let live_rows: BTreeSet<u32> = live.column("__row").map_err(|e| self.fail(e))?.u32().map_err(|e| self.fail(e))?.into_no_null_iter().collect();
+        let late = assigned
+            .lazy()
+            .filter(col("__row").is_in(lit(Series::new("".into(), live_rows.iter().copied().collect::<Vec<u32>>())).implode(false), false).not())
+            .unique_stable(Some(by_name(["__row"], true, false)), UniqueKeepStrategy::First)
+            .drop(by_name(["__row", "__t", WINDOW_START, WINDOW_END], true, false))
+            .collect()
+            .map_err(|e| self.fail(e))?;
+        if late.height() > 0 {
+            NodeMetrics::add(&m.dropped, late.height() as u64);
+            if self.plan.late_output {
+                out.side_output(self.node, LATE, late)?;
+            }
+        }
+        let partial = self.plan.agg.partial(live.lazy().drop(by_name(["__row", "__t"], true, false))).collect().map_err(|e| self.fail(e))?;
+        // Windows that fired already and get late rows: emit their updated rows.
+        let updated: Vec<i64> = partial
+            .column(WINDOW_END)
+            .map_err(|e| self.fail(e))?
+            .i64()
+            .map_err(|e| self.fail(e))?
+            .into_no_null_iter()
+            .filter(|e| self.fired.contains(e))
+            .collect();
+        let merged = match self.state.take() {
+            Some(s) => concat([s.lazy(), partial.clone().lazy()], UnionArgs::default()).map_err(|e| self.fail(e))?,
+            None => partial.clone().lazy(),
+        };
+        self.state = Some(self.plan.agg.merge(merged).collect().map_err(|e| self.fail(e))?);
+        if !updated.is_empty() {
+            let mut keys: Vec<String> = self.plan.agg.keys.clone();
+            keys.retain(|k| k != WINDOW_END && k != WINDOW_START);
+            let mut touched = partial.lazy().filter(col(WINDOW_END).is_in(lit(Series::new("".into(), updated)).implode(false), false));
+            let key_cols: Vec<Expr> = self.plan.agg.keys.iter().map(|k| col(k.as_str())).collect();
+            touched = touched.select(key_cols.clone());
+            let state = self.state.clone().expect("merged");
+            let rows = state.lazy().join(touched, key_cols.clone(), key_cols, JoinArgs::new(JoinType::Semi));
+            let result = self.plan.finalize(self.plan.agg.finalize(rows)).collect().map_err(|e| self.fail(e))?;
+            NodeMetrics::add(&m.rows_out, result.height() as u64);
+            emit_in_batches(&result, self.batch_rows, out)?;
+        }
+        m.add_time(start.elapsed());
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        if let Some(state) = &self.state {
+            // Windows whose end the watermark passed fire once.
+            let ends = state.column(WINDOW_END).map_err(|e| self.fail(e))?.i64().map_err(|e| self.fail(e))?;
+            let due: BTreeSet<i64> = ends.into_no_null_iter().filter(|&e| e <= watermark && !self.fired.contains(&e)).collect();
+            if !due.is_empty() {
+                let due_list: Vec<i64> = due.iter().copied().collect();
+                self.emit(col(WINDOW_END).is_in(lit(Series::new("".into(), due_list)).implode(false), false), out)?;
+                self.fired.extend(due);
+            }
+            // State past its lateness is dropped.
+            let keep = col(WINDOW_END).gt(lit(watermark.saturating_sub(self.plan.lateness)));
+            let state = self.state.take().expect("state");
+            self.state = Some(state.lazy().filter(keep).collect().map_err(|e| self.fail(e))?);
+            let horizon = watermark.saturating_sub(self.plan.lateness);
+            self.fired.retain(|&e| e > horizon);
+        }
+        out.watermark(watermark)
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        // End of input: what has not fired fires now.
+        self.on_watermark(i64::MAX, out)
+    }
+}

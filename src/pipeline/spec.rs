@@ -237,6 +237,8 @@ pub struct WindowSpec {
     pub size: i64,
     /// Step between window starts, ms (None: tumbling).
     pub slide: Option<i64>,
+    /// Session windows: the inactivity that ends a session, ms (then `size` is 0).
+    pub gap: Option<i64>,
     /// The event-time column.
     pub time: Located<String>,
     /// How long after its end a window takes late rows, ms.
@@ -604,12 +606,28 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
             let mut w = TableReader::new(node, r.component.clone(), diags)?;
             let size = duration(&mut w, "size", diags);
             let slide = duration(&mut w, "slide", diags);
+            let gap = duration(&mut w, "gap", diags);
             let time = w.required_string("time", diags);
             let lateness = duration(&mut w, "allowed_lateness", diags).map_or(0, |l| l.value);
-            w.finish(&["size", "slide", "time", "allowed_lateness"], diags);
-            let Some(size) = size else {
-                w.err(diags, &node.origin, "a window needs `size` (e.g. \"1m\")");
-                return None;
+            w.finish(&["size", "slide", "gap", "time", "allowed_lateness"], diags);
+            let size = match (size, gap) {
+                (None, Some(g)) if g.value > 0 => {
+                    return Some(WindowSpec { size: 0, slide: None, gap: Some(g.value), time: time?, lateness, origin: node.origin.clone() });
+                }
+                (None, Some(g)) => {
+                    w.err(diags, &g.origin, "`gap` must be more than 0");
+                    return None;
+                }
+                (Some(s), Some(g)) => {
+                    w.err(diags, &g.origin, "a window has `size` (tumbling or sliding, with `slide`) or `gap` (sessions), not both");
+                    let _ = s;
+                    return None;
+                }
+                (Some(s), None) => s,
+                (None, None) => {
+                    w.err(diags, &node.origin, "a window needs `size` (e.g. \"1m\", tumbling; add `slide` for sliding windows) or `gap` (sessions)");
+                    return None;
+                }
             };
             if size.value == 0 {
                 w.err(diags, &size.origin, "`size` must be more than 0");
@@ -621,7 +639,7 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
                 w.err(diags, &s.origin, "`slide` must divide `size` (e.g. size = \"1m\", slide = \"10s\")");
                 return None;
             }
-            Some(WindowSpec { size: size.value, slide: slide.map(|s| s.value), time: time?, lateness, origin: node.origin.clone() })
+            Some(WindowSpec { size: size.value, slide: slide.map(|s| s.value), gap: None, time: time?, lateness, origin: node.origin.clone() })
         });
         kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates, window }));
         keyed = true;

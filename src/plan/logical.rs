@@ -644,7 +644,7 @@ pub fn output_schema(kind: &NodeKind, inputs: &[SchemaRef]) -> PolarsResult<Sche
     let empty = DataFrame::empty_with_schema(input).lazy();
     let out = match kind {
         NodeKind::Join(plan) => plan.apply(empty, DataFrame::empty_with_schema(&inputs[1]).lazy()),
-        NodeKind::Window(plan) => plan.output(empty),
+        NodeKind::Window(plan) => plan.output(empty)?,
         NodeKind::Watermark { time, .. } => empty.with_column(time.clone().alias("__rv_time_check")).drop(by_name(["__rv_time_check"], true, false)),
         NodeKind::Stateless(step) => step.apply(empty),
         NodeKind::Reduce(r) => r.single_phase(empty, input)?,

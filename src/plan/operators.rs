@@ -160,8 +160,9 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                         }
                     };
                     let bound_type = if dtype.is_integer() { DataType::Int64 } else { DataType::Datetime(TimeUnit::Milliseconds, None) };
-                    let kind = match w.slide {
-                        Some(slide) if slide != w.size => WindowKind::Sliding { size: w.size, slide },
+                    let kind = match (w.gap, w.slide) {
+                        (Some(gap), _) => WindowKind::Session { gap },
+                        (None, Some(slide)) if slide != w.size => WindowKind::Sliding { size: w.size, slide },
                         _ => WindowKind::Tumbling { size: w.size },
                     };
                     let mut agg = plan;
@@ -170,6 +171,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                     let shape = match &kind {
                         WindowKind::Tumbling { size } => format!("tumbling {size} ms"),
                         WindowKind::Sliding { size, slide } => format!("sliding {size} ms every {slide} ms"),
+                        WindowKind::Session { gap } => format!("session with gap {gap} ms"),
                     };
                     let plan = WindowPlan { kind, time, bound_type, lateness: w.lateness, agg, late_output };
                     (NodeKind::Window(plan), format!("key_by {keys}, {shape} on {}, lateness {} ms: {what}", w.time.value, w.lateness))

@@ -113,6 +113,11 @@ pub enum WindowKind {
         /// Step in ms.
         slide: i64,
     },
+    /// Per key, rows less than `gap` ms apart are one session; it ends `gap` after its last row.
+    Session {
+        /// Inactivity that ends a session, ms.
+        gap: i64,
+    },
 }
 
 /// What a window operator computes.
@@ -135,27 +140,55 @@ pub struct WindowPlan {
 impl WindowPlan {
     /// Rows with the window columns (ms) added, one copy per window a row falls in, and the
     /// event time as `__t`.
-    fn assign(&self, lf: LazyFrame) -> LazyFrame {
+    fn assign(&self, lf: LazyFrame) -> PolarsResult<LazyFrame> {
         let t = col("__t");
         let lf = lf.with_column(self.time.clone().alias("__t"));
         let start_at = |step: i64, back: i64| {
             let s = t.clone() - ((t.clone() % lit(step)) + lit(step)) % lit(step) - lit(back);
             s.alias(WINDOW_START)
         };
-        match self.kind {
+        Ok(match self.kind {
             WindowKind::Tumbling { size } => lf.with_columns([start_at(size, 0)]).with_columns([(col(WINDOW_START) + lit(size)).alias(WINDOW_END)]),
             WindowKind::Sliding { size, slide } => {
                 let copies: Vec<LazyFrame> = (0..size / slide)
                     .map(|k| lf.clone().with_columns([start_at(slide, k * slide)]).with_columns([(col(WINDOW_START) + lit(size)).alias(WINDOW_END)]))
                     .collect();
-                concat(copies, UnionArgs::default()).unwrap_or(lf)
+                concat(copies, UnionArgs::default())?
             }
-        }
+            WindowKind::Session { gap } => return self.sessionize(lf, gap),
+        })
+    }
+
+    /// The user's keys (without the window bounds).
+    fn user_keys(&self) -> Vec<Expr> {
+        self.agg.keys.iter().filter(|k| *k != WINDOW_START && *k != WINDOW_END).map(|k| col(k.as_str())).collect()
+    }
+
+    /// Session bounds for rows with `__t`: per key, sorted by time, a new session starts where
+    /// the gap to the previous row is `gap` or more; it spans its first row to its last + gap.
+    fn sessionize(&self, lf: LazyFrame, gap: i64) -> PolarsResult<LazyFrame> {
+        let keys = self.user_keys();
+        let over = |e: Expr| if keys.is_empty() { Ok(e) } else { e.over(keys.clone()) };
+        let mut sort_by = keys.clone();
+        sort_by.push(col("__t"));
+        let prev = over(col("__t").shift(lit(1)))?;
+        let new = prev.clone().is_null().or((col("__t") - prev).gt_eq(lit(gap)));
+        let mut session_keys = keys.clone();
+        session_keys.push(col("__sid"));
+        Ok(lf
+            .filter(col("__t").is_not_null())
+            .sort_by_exprs(sort_by, SortMultipleOptions::default())
+            .with_column(over(new.cast(DataType::Int64).cum_sum(false))?.alias("__sid"))
+            .with_columns([
+                col("__t").min().over(session_keys.clone())?.alias(WINDOW_START),
+                (col("__t").max().over(session_keys)? + lit(gap)).alias(WINDOW_END),
+            ])
+            .drop(by_name(["__sid"], true, false)))
     }
 
     /// The schema of the window output for input rows of `schema`.
-    pub fn output(&self, lf: LazyFrame) -> LazyFrame {
-        self.finalize(self.agg.single_phase(self.assign(lf)))
+    pub fn output(&self, lf: LazyFrame) -> PolarsResult<LazyFrame> {
+        Ok(self.finalize(self.agg.single_phase(self.assign(lf)?.drop(by_name(["__t"], true, false)))))
     }
 
     /// Final rows with the window bounds in the output type.
@@ -173,6 +206,10 @@ pub struct WindowOperator {
     state: Option<DataFrame>,
     /// Ends of the windows that fired already.
     fired: BTreeSet<i64>,
+    /// Sessions: the raw rows (with `__t`) of sessions not yet expired.
+    rows: Option<DataFrame>,
+    /// Sessions: what was emitted, per session end, so an unchanged session is not emitted again.
+    emitted: std::collections::BTreeMap<i64, std::collections::HashSet<String>>,
     watermark: i64,
     batch_rows: usize,
     metrics: Arc<Metrics>,
@@ -181,7 +218,72 @@ pub struct WindowOperator {
 impl WindowOperator {
     /// An empty operator for node `node`.
     pub fn new(name: String, node: usize, plan: WindowPlan, batch_rows: usize, metrics: Arc<Metrics>) -> Self {
-        WindowOperator { name, node, plan, state: None, fired: BTreeSet::new(), watermark: i64::MIN, batch_rows, metrics }
+        let emitted = std::collections::BTreeMap::new();
+        WindowOperator { name, node, plan, state: None, fired: BTreeSet::new(), rows: None, emitted, watermark: i64::MIN, batch_rows, metrics }
+    }
+
+    /// Sessions: keeps the rows, sends the late ones away, and updates sessions that closed
+    /// already when a late row (within the lateness) changes them.
+    fn session_rows(&mut self, batch: DataFrame, gap: i64, out: &mut dyn Collector) -> Result<()> {
+        let with_t = batch.lazy().with_column(self.plan.time.clone().alias("__t"));
+        let expired = self.watermark.saturating_sub(self.plan.lateness).saturating_sub(gap);
+        let late_rows = col("__t").is_null().or(col("__t").lt_eq(lit(expired)));
+        let late = with_t.clone().filter(late_rows.clone()).drop(by_name(["__t"], true, false)).collect().map_err(|e| self.fail(e))?;
+        let kept = with_t.filter(late_rows.not()).collect().map_err(|e| self.fail(e))?;
+        self.late(late, out)?;
+        let closes_late =
+            kept.column("__t").map_err(|e| self.fail(e))?.i64().map_err(|e| self.fail(e))?.into_no_null_iter().any(|t| t.saturating_add(gap) <= self.watermark);
+        self.rows = Some(match self.rows.take() {
+            Some(mut rows) => {
+                rows.vstack_mut_owned(kept).map_err(|e| self.fail(e))?;
+                rows
+            }
+            None => kept,
+        });
+        if closes_late { self.fire_sessions(gap, out) } else { Ok(()) }
+    }
+
+    /// Sessions: emits every session that ended by the watermark and was not emitted as it is
+    /// now; forgets sessions past their lateness.
+    fn fire_sessions(&mut self, gap: i64, out: &mut dyn Collector) -> Result<()> {
+        let Some(rows) = &self.rows else { return Ok(()) };
+        let wm = self.watermark;
+        let sessions = self.plan.sessionize(rows.clone().lazy(), gap).map_err(|e| self.fail(e))?;
+        let due = sessions.clone().filter(col(WINDOW_END).lt_eq(lit(wm))).drop(by_name(["__t"], true, false));
+        let result = self.plan.finalize(self.plan.agg.single_phase(due)).collect().map_err(|e| self.fail(e))?;
+        if result.height() > 0 {
+            // A session is emitted again only when a late row changed it.
+            let text: Vec<Expr> = result.get_column_names().iter().map(|n| col(n.as_str()).cast(DataType::String).fill_null(lit("\u{0}"))).collect();
+            let signatures = result.clone().lazy().select([concat_str(text, "\u{1f}", false).alias("s")]).collect().map_err(|e| self.fail(e))?;
+            let ends = result.column(WINDOW_END).map_err(|e| self.fail(e))?.cast(&DataType::Int64).map_err(|e| self.fail(e))?;
+            let ends = ends.i64().map_err(|e| self.fail(e))?.clone();
+            let mut keep = Vec::with_capacity(result.height());
+            for (s, end) in signatures.column("s").map_err(|e| self.fail(e))?.str().map_err(|e| self.fail(e))?.iter().zip(ends.iter()) {
+                let (s, end) = (s.unwrap_or_default().to_string(), end.unwrap_or(i64::MIN));
+                keep.push(self.emitted.entry(end).or_default().insert(s));
+            }
+            let fresh = result.filter(&BooleanChunked::from_slice("".into(), &keep)).map_err(|e| self.fail(e))?;
+            NodeMetrics::add(&self.metrics.nodes[self.node].rows_out, fresh.height() as u64);
+            emit_in_batches(&fresh, self.batch_rows, out)?;
+        }
+        // Rows of sessions past their lateness are forgotten.
+        let horizon = wm.saturating_sub(self.plan.lateness);
+        let live =
+            sessions.filter(col(WINDOW_END).gt(lit(horizon))).drop(by_name([WINDOW_START, WINDOW_END], true, false)).collect().map_err(|e| self.fail(e))?;
+        self.rows = Some(live);
+        self.emitted = self.emitted.split_off(&horizon.saturating_add(1));
+        Ok(())
+    }
+
+    /// Rows too late: counted, and sent to the `late` side output when it is read.
+    fn late(&mut self, late: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        if late.height() > 0 {
+            NodeMetrics::add(&self.metrics.nodes[self.node].dropped, late.height() as u64);
+            if self.plan.late_output {
+                out.side_output(self.node, LATE, late)?;
+            }
+        }
+        Ok(())
     }
 
     fn fail(&self, e: PolarsError) -> Error {
@@ -203,7 +305,12 @@ impl Operator for WindowOperator {
         let start = Instant::now();
         let m = &self.metrics.nodes[self.node];
         NodeMetrics::add(&m.rows_in, batch.height() as u64);
-        let assigned = self.plan.assign(batch.lazy().with_row_index("__row", None)).collect().map_err(|e| self.fail(e))?;
+        if let WindowKind::Session { gap } = self.plan.kind {
+            let r = self.session_rows(batch, gap, out);
+            self.metrics.nodes[self.node].add_time(start.elapsed());
+            return r;
+        }
+        let assigned = self.plan.assign(batch.lazy().with_row_index("__row", None)).and_then(LazyFrame::collect).map_err(|e| self.fail(e))?;
         // A row whose every window has closed for good is late.
         let open = col(WINDOW_END).gt(lit(self.watermark.saturating_sub(self.plan.lateness)));
         let live = assigned.clone().lazy().filter(open.clone().and(col("__t").is_not_null())).collect().map_err(|e| self.fail(e))?;
@@ -215,12 +322,8 @@ impl Operator for WindowOperator {
             .drop(by_name(["__row", "__t", WINDOW_START, WINDOW_END], true, false))
             .collect()
             .map_err(|e| self.fail(e))?;
-        if late.height() > 0 {
-            NodeMetrics::add(&m.dropped, late.height() as u64);
-            if self.plan.late_output {
-                out.side_output(self.node, LATE, late)?;
-            }
-        }
+        self.late(late, out)?;
+        let m = &self.metrics.nodes[self.node];
         let partial = self.plan.agg.partial(live.lazy().drop(by_name(["__row", "__t"], true, false))).collect().map_err(|e| self.fail(e))?;
         // Windows that fired already and get late rows: emit their updated rows.
         let updated: Vec<i64> = partial
@@ -257,6 +360,10 @@ impl Operator for WindowOperator {
             return Ok(());
         }
         self.watermark = watermark;
+        if let WindowKind::Session { gap } = self.plan.kind {
+            self.fire_sessions(gap, out)?;
+            return out.watermark(watermark);
+        }
         if let Some(state) = &self.state {
             // Windows whose end the watermark passed fire once.
             let ends = state.column(WINDOW_END).map_err(|e| self.fail(e))?.i64().map_err(|e| self.fail(e))?;

@@ -168,3 +168,83 @@ style = "csv"
     let sum = |r: usize| (0..50_000usize).filter(|i| i % 2 == r).sum::<usize>();
     assert_eq!(lines, [format!("a,{},25000", sum(0)), format!("b,{},25000", sum(1)), "k,total,n".to_string()]);
 }
+
+/// In tail mode at parallelism 2, the subtask that follows no file would hold the watermark
+/// back forever; with `idle_timeout` it is declared idle, so windows fire while the run goes on.
+#[test]
+fn windows_fire_while_tailing_when_an_idle_subtask_is_left_out() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+    std::fs::write(
+        tmp.path().join("p.toml"),
+        r#"
+name = "idle-windows"
+[[source]]
+name = "log"
+format = "csv"
+path = "logs/*.csv"
+header = false
+schema = { t = "int", k = "string" }
+linger_ms = 5
+
+[[op]]
+name = "stamped"
+input = "log"
+watermark = { time = "t", max_delay = "0s", idle_timeout = "200ms" }
+
+[[op]]
+name = "per_second"
+input = "stamped"
+key_by = ["k"]
+window = { size = "1s", time = "t" }
+aggregate = { n = "count(*)" }
+
+[[sink]]
+input = "per_second"
+format = "stdout"
+style = "csv"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .current_dir(tmp.path())
+        .args(["tail", "p.toml", "-p", "2", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    append(&tmp.path().join("logs/a.csv"), b"100,a\n200,a\n1500,b\n2500,a\n");
+    // Read what the windows emitted while the run goes on: the first two seconds fire.
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut text = String::new();
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let _ = tx.send(text.clone());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while Instant::now() < deadline && !(seen.contains("a,0,1000,2") && seen.contains("b,1000,2000,1")) {
+        if let Ok(t) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen = t;
+        }
+    }
+    assert!(seen.contains("a,0,1000,2") && seen.contains("b,1000,2000,1"), "windows did not fire while running: {seen:?}");
+    assert!(!seen.contains("a,2000,3000"), "the window the watermark has not passed fired: {seen:?}");
+    // SAFETY: sending a signal to a child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    while let Ok(t) = rx.recv_timeout(Duration::from_millis(500)) {
+        seen = t;
+    }
+    assert!(seen.contains("a,2000,3000,1"), "the last window fires when the run stops: {seen:?}");
+}

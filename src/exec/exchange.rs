@@ -83,6 +83,10 @@ impl Collector for ExchangeOutput {
         (0..self.targets.len()).try_for_each(|i| self.send(i, Message::Watermark(watermark)))
     }
 
+    fn idle(&mut self) -> Result<()> {
+        (0..self.targets.len()).try_for_each(|i| self.send(i, Message::Idle))
+    }
+
     fn side_output(&mut self, _: usize, tag: &str, _: DataFrame) -> Result<()> {
         Err(Error::execution("operator", &self.node, format!("side output '{tag}' sent into an exchange")))
     }

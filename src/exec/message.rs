@@ -9,6 +9,9 @@ pub enum Message {
     Batch(DataFrame),
     /// Event time has advanced to this value (milliseconds); nothing older follows on this channel.
     Watermark(i64),
+    /// The sender has had no data for its idle timeout: leave this channel out of the minimum
+    /// watermark until it sends again (Flink's idle stream status).
+    Idle,
     /// Checkpoint barrier: everything before it belongs to checkpoint N.
     Barrier(u64),
     /// The sending subtask has finished; nothing more follows on this channel.

@@ -13,6 +13,11 @@ pub trait Collector {
     /// Passes a batch to side output `tag` of node `node` (its dead-letter rows, say). The
     /// planner makes sure a side output that can receive rows has a consumer.
     fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()>;
+    /// Says downstream that this stream is idle (no data for a while): its watermark is left
+    /// out until it sends again.
+    fn idle(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Sends `df` downstream in slices of at most `batch_rows` rows (a reduction's or a join's
@@ -50,6 +55,17 @@ pub trait Operator: Send {
     /// Event time advanced; windowed operators fire here. The default forwards it.
     fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
         out.watermark(watermark)
+    }
+
+    /// The input went idle. The default forwards it.
+    fn on_idle(&mut self, out: &mut dyn Collector) -> Result<()> {
+        out.idle()
+    }
+
+    /// Called now and then while a source has nothing to read (time-based work, such as
+    /// declaring a stream idle).
+    fn on_tick(&mut self, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
     }
 
     /// End of input: emit what state is left (e.g. final aggregates).
@@ -97,6 +113,15 @@ impl<'a> Chain<'a> {
         }
     }
 
+    /// Gives every operator its tick, in order.
+    pub fn tick(&mut self) -> Result<()> {
+        for i in 0..self.ops.len() {
+            let (head, rest) = self.ops[i..].split_first_mut().expect("index in range");
+            head.on_tick(&mut Chain { ops: rest, output: &mut *self.output })?;
+        }
+        Ok(())
+    }
+
     /// Calls `finish` on each operator in order, so what one emits at the end still flows
     /// through the operators after it before they finish.
     pub fn finish(&mut self) -> Result<()> {
@@ -125,6 +150,13 @@ impl Collector for Chain<'_> {
 
     fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()> {
         self.output.side_output(node, tag, batch)
+    }
+
+    fn idle(&mut self) -> Result<()> {
+        match self.ops.split_first_mut() {
+            None => self.output.idle(),
+            Some((head, rest)) => head.on_idle(&mut Chain { ops: rest, output: &mut *self.output }),
+        }
     }
 }
 

@@ -239,8 +239,8 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
             NodeKind::Window(plan) => {
                 ops.push(Box::new(WindowOperator::new(node.name.clone(), group[0], plan.clone(), stream.batch_rows, metrics.clone())));
             }
-            NodeKind::Watermark { time, max_delay } => {
-                ops.push(Box::new(WatermarkOperator::new(node.name.clone(), group[0], time.clone(), *max_delay, metrics.clone())));
+            NodeKind::Watermark { time, max_delay, idle_timeout } => {
+                ops.push(Box::new(WatermarkOperator::new(node.name.clone(), group[0], time.clone(), *max_delay, *idle_timeout, metrics.clone())));
             }
             // Sources and sinks are the task's input and output, and a side output's rows come
             // from its owner: none of them is a chained operator.

@@ -95,6 +95,14 @@ impl Collector for TaskOutput {
         }
     }
 
+    fn idle(&mut self) -> Result<()> {
+        self.sides.iter_mut().try_for_each(|s| s.exchange.idle())?;
+        match &mut self.main {
+            MainOutput::Exchanges(exchanges) => exchanges.iter_mut().try_for_each(|x| x.idle()),
+            MainOutput::Sink { .. } => Ok(()),
+        }
+    }
+
     fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()> {
         let Some(side) = self.sides.iter_mut().find(|s| s.node == node && s.tag == tag) else {
             return Err(Error::execution("operator", &format!("#{node}"), format!("side output '{tag}' has no consumer")));
@@ -104,6 +112,23 @@ impl Collector for TaskOutput {
         NodeMetrics::add(&m.rows_out, batch.height() as u64);
         side.exchange.collect(batch)
     }
+}
+
+/// Moves the subtask's watermark to the minimum over its input channels that are open and not
+/// idle, when that is later than `current`. With every open channel idle, it stays.
+fn advance(current: &mut i64, watermarks: &[i64], ended: &[bool], idle: &[bool], chain: &mut Chain<'_>) -> Result<()> {
+    let active = (0..watermarks.len()).filter(|&c| !ended[c] && !idle[c]);
+    let all_done = (0..watermarks.len()).all(|c| ended[c]);
+    let min = match active.map(|c| watermarks[c]).min() {
+        Some(m) => m,
+        None if all_done => i64::MAX,
+        None => return Ok(()),
+    };
+    if min > *current {
+        *current = min;
+        chain.watermark(min)?;
+    }
+    Ok(())
 }
 
 /// Everything one subtask runs.
@@ -140,7 +165,10 @@ impl Subtask {
                     match source.poll()? {
                         Poll::Batch(df) => chain.collect(df)?,
                         Poll::Rejected(df) => chain.side_output(self.first_node, DEAD_LETTER, df)?,
-                        Poll::Idle => std::thread::sleep(Duration::from_millis(5)),
+                        Poll::Idle => {
+                            chain.tick()?;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
                         Poll::Finished => break,
                     }
                 }
@@ -154,19 +182,23 @@ impl Subtask {
                     open_per_port[p] += 1;
                 }
                 let mut watermarks = vec![i64::MIN; channels];
+                let mut idle = vec![false; channels];
                 let mut current = i64::MIN;
                 while open > 0 {
                     match receiver.recv_timeout(Duration::from_millis(50)) {
                         Ok(Envelope { channel, message }) => match message {
-                            Message::Batch(df) => chain.collect_port(ports[channel], df)?,
+                            Message::Batch(df) => {
+                                idle[channel] = false;
+                                chain.collect_port(ports[channel], df)?
+                            }
                             Message::Watermark(w) => {
+                                idle[channel] = false;
                                 watermarks[channel] = watermarks[channel].max(w);
-                                // An operator's watermark is the minimum over its open inputs.
-                                let min = (0..channels).filter(|&c| !ended[c]).map(|c| watermarks[c]).min().unwrap_or(i64::MAX);
-                                if min > current {
-                                    current = min;
-                                    chain.watermark(min)?;
-                                }
+                                advance(&mut current, &watermarks, &ended, &idle, &mut chain)?;
+                            }
+                            Message::Idle => {
+                                idle[channel] = true;
+                                advance(&mut current, &watermarks, &ended, &idle, &mut chain)?;
                             }
                             Message::Barrier(_) => {}
                             Message::End => {
@@ -177,6 +209,8 @@ impl Subtask {
                                     if open_per_port[port] == 0 {
                                         chain.end_of_input(port)?;
                                     }
+                                    // The slowest channel may have been this one.
+                                    advance(&mut current, &watermarks, &ended, &idle, &mut chain)?;
                                 }
                             }
                         },

@@ -170,6 +170,8 @@ pub enum OpKind {
         time: Located<String>,
         /// Bounded out-of-orderness, in ms.
         max_delay: i64,
+        /// Declared idle after this many ms without rows.
+        idle_timeout: Option<i64>,
     },
     /// All inputs' rows, matched by column name.
     Union,
@@ -651,9 +653,10 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
     {
         let time = w.required_string("time", diags);
         let max_delay = duration(&mut w, "max_delay", diags).map_or(0, |d| d.value);
-        w.finish(&["time", "max_delay"], diags);
+        let idle_timeout = duration(&mut w, "idle_timeout", diags).map(|d| d.value);
+        w.finish(&["time", "max_delay", "idle_timeout"], diags);
         if let Some(time) = time {
-            kinds.push(("watermark", OpKind::Watermark { time, max_delay }));
+            kinds.push(("watermark", OpKind::Watermark { time, max_delay, idle_timeout }));
         }
     }
     match r.take("union") {

@@ -77,6 +77,8 @@ pub enum NodeKind {
         time: Expr,
         /// Bounded out-of-orderness, ms.
         max_delay: i64,
+        /// Declared idle after this many ms without rows.
+        idle_timeout: Option<i64>,
     },
     /// Writes files.
     FileSink(SinkConfig),

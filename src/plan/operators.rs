@@ -109,7 +109,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             };
             (NodeKind::Stateless(step), format!("{} with {}", column.value, regex.value))
         }
-        OpKind::Watermark { time, max_delay } => {
+        OpKind::Watermark { time, max_delay, idle_timeout } => {
             if !b.columns_exist(std::slice::from_ref(&time.value), time, &in_schema, who) {
                 return None;
             }
@@ -121,7 +121,11 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                     return None;
                 }
             };
-            (NodeKind::Watermark { time: expr, max_delay: *max_delay }, format!("event time {}, max_delay {} ms", time.value, max_delay))
+            let idle = idle_timeout.map_or(String::new(), |t| format!(", idle after {t} ms"));
+            (
+                NodeKind::Watermark { time: expr, max_delay: *max_delay, idle_timeout: *idle_timeout },
+                format!("event time {}, max_delay {} ms{idle}", time.value, max_delay),
+            )
         }
         OpKind::Aggregate { key_by, aggregates, window } => {
             let mut ok = all_exist(b, key_by);

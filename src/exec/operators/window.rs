@@ -50,13 +50,18 @@ pub struct WatermarkOperator {
     name: String,
     node: usize,
     metrics: Arc<Metrics>,
+    /// After this long without rows, the stream is declared idle.
+    idle_timeout: Option<std::time::Duration>,
+    last_data: Instant,
+    idle: bool,
 }
 
 impl WatermarkOperator {
     /// Watermarks from event times `time` (milliseconds), `max_delay` ms behind the latest, for
-    /// node `node`.
-    pub fn new(name: String, node: usize, time: Expr, max_delay: i64, metrics: Arc<Metrics>) -> Self {
-        WatermarkOperator { time, max_delay, current: i64::MIN, name, node, metrics }
+    /// node `node`; idle after `idle_timeout` ms without rows.
+    pub fn new(name: String, node: usize, time: Expr, max_delay: i64, idle_timeout: Option<i64>, metrics: Arc<Metrics>) -> Self {
+        let idle_timeout = idle_timeout.map(|ms| std::time::Duration::from_millis(ms as u64));
+        WatermarkOperator { time, max_delay, current: i64::MIN, name, node, metrics, idle_timeout, last_data: Instant::now(), idle: false }
     }
 }
 
@@ -75,6 +80,8 @@ impl Operator for WatermarkOperator {
         let m = &self.metrics.nodes[self.node];
         NodeMetrics::add(&m.rows_in, batch.height() as u64);
         NodeMetrics::add(&m.rows_out, batch.height() as u64);
+        self.last_data = Instant::now();
+        self.idle = false;
         out.collect(batch)?;
         if let Some(t) = latest {
             let w = t.saturating_sub(self.max_delay);
@@ -88,6 +95,23 @@ impl Operator for WatermarkOperator {
 
     /// Watermarks from upstream are replaced by this operator's own.
     fn on_watermark(&mut self, _watermark: i64, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// Idleness is decided here, from this operator's own timeout.
+    fn on_idle(&mut self, _out: &mut dyn Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// No rows for `idle_timeout`: the stream is idle, so it does not hold windows back.
+    fn on_tick(&mut self, out: &mut dyn Collector) -> Result<()> {
+        if let Some(timeout) = self.idle_timeout
+            && !self.idle
+            && self.last_data.elapsed() >= timeout
+        {
+            self.idle = true;
+            out.idle()?;
+        }
         Ok(())
     }
 

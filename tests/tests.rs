@@ -4,6 +4,7 @@ mod common;
 mod corruption;
 mod differential;
 mod explain;
+mod formats;
 mod golden;
 mod malformed;
 mod oracle;

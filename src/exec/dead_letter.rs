@@ -30,6 +30,8 @@ pub enum ErrorKind {
     SchemaMismatch,
     /// A Parquet file whose bytes cannot be decoded.
     CorruptParquet,
+    /// An Arrow IPC file that cannot be decoded.
+    CorruptIpc,
     /// A value a `parse` regex does not match.
     NoMatch,
     /// An operator's expression failed on the row (a strict cast, say).
@@ -50,6 +52,7 @@ impl ErrorKind {
             ErrorKind::EmptyFile => "empty_file",
             ErrorKind::SchemaMismatch => "schema_mismatch",
             ErrorKind::CorruptParquet => "corrupt_parquet",
+            ErrorKind::CorruptIpc => "corrupt_ipc",
             ErrorKind::NoMatch => "no_match",
             ErrorKind::Expression => "expression",
         }

@@ -190,7 +190,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
     let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled)).or_else(|| {
         // Every text file must have been read exactly once, end to end.
         splits.iter().flatten().find_map(|(config, splits, log)| match config.format {
-            crate::pipeline::SourceFormat::Parquet => None,
+            crate::pipeline::SourceFormat::Parquet | crate::pipeline::SourceFormat::Ipc => None,
             _ if config.follow.is_some() => None,
             _ => log.verify(splits, config).err(),
         })

@@ -66,6 +66,8 @@ pub enum SourceFormat {
     Lines,
     /// Text lines matched by a regex; its named groups are the columns.
     Regex,
+    /// Arrow IPC files (Feather v2).
+    Ipc,
 }
 
 /// What a source or operator does with a row it cannot read or compute.
@@ -303,6 +305,8 @@ pub enum SinkFormat {
     Parquet,
     /// JSON-lines files.
     Jsonl,
+    /// Arrow IPC files (Feather v2).
+    Ipc,
 }
 
 /// How the stdout sink prints rows.
@@ -477,9 +481,10 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
         "parquet" => Some(SourceFormat::Parquet),
         "jsonl" | "ndjson" | "json" => Some(SourceFormat::Jsonl),
         "lines" => Some(SourceFormat::Lines),
+        "ipc" | "arrow" | "feather" => Some(SourceFormat::Ipc),
         "regex" => Some(SourceFormat::Regex),
         other => {
-            r.err(diags, &f.origin, format!("unknown source format {other:?}; expected csv, parquet, jsonl, lines or regex"));
+            r.err(diags, &f.origin, format!("unknown source format {other:?}; expected csv, parquet, jsonl, ipc, lines or regex"));
             None
         }
     });
@@ -750,8 +755,9 @@ fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkS
         "csv" => Some(SinkFormat::Csv),
         "parquet" => Some(SinkFormat::Parquet),
         "jsonl" | "ndjson" => Some(SinkFormat::Jsonl),
+        "ipc" | "arrow" | "feather" => Some(SinkFormat::Ipc),
         other => {
-            r.err(diags, &f.origin, format!("unknown sink format {other:?}; expected stdout, csv, parquet or jsonl"));
+            r.err(diags, &f.origin, format!("unknown sink format {other:?}; expected stdout, csv, parquet, jsonl or ipc"));
             None
         }
     });

@@ -315,15 +315,16 @@ impl Builder<'_> {
     fn source(&mut self, s: &SourceSpec, needs_seq: &HashSet<String>) {
         let who = format!("source '{}'", s.common.name.value);
         let stdin = s.path.value == "-";
-        let follows = stdin || (self.spec.follow && s.format != SourceFormat::Parquet);
+        let columnar = matches!(s.format, SourceFormat::Parquet | SourceFormat::Ipc);
+        let follows = stdin || (self.spec.follow && !columnar);
         let files = match discover::discover(&self.spec.base_dir, &s.path.value) {
             Ok(f) => f,
             // Standard input, or files that may appear later (tail mode).
             Err(_) if follows => Vec::new(),
             Err(msg) => return self.err(&s.path.origin, who, msg),
         };
-        if stdin && s.format == SourceFormat::Parquet {
-            return self.err(&s.path.origin, who, "Parquet cannot be read from standard input");
+        if stdin && columnar {
+            return self.err(&s.path.origin, who, "Parquet and IPC cannot be read from standard input");
         }
         let declared: Vec<(String, DataType)> = s.schema.iter().flatten().map(|(c, t)| (c.value.clone(), t.value.clone())).collect();
         if s.format == SourceFormat::Csv && !s.header && declared.is_empty() {

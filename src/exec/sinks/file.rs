@@ -36,6 +36,7 @@ enum Writer {
     Csv(polars::io::csv::write::BatchedWriter<File>),
     Parquet(polars::io::parquet::write::BatchedWriter<File>),
     Jsonl(polars::io::json::BatchedWriter<File>),
+    Ipc(polars::io::ipc::BatchedWriter<File>),
 }
 
 /// One open output file.
@@ -104,6 +105,7 @@ impl FileSink {
             let ext = match self.config.format {
                 SinkFormat::Csv => "csv",
                 SinkFormat::Parquet => "parquet",
+                SinkFormat::Ipc => "arrow",
                 _ => "jsonl",
             };
             let target =
@@ -119,6 +121,11 @@ impl FileSink {
             let writer = match self.config.format {
                 SinkFormat::Csv => Writer::Csv(CsvWriter::new(file).include_header(self.config.header).batched(schema).map_err(|e| self.fail(&target, e))?),
                 SinkFormat::Parquet => Writer::Parquet(ParquetWriter::new(file).batched(schema).map_err(|e| self.fail(&target, e))?),
+                SinkFormat::Ipc => {
+                    let arrow = schema.to_arrow(CompatLevel::newest());
+                    let fields = polars_arrow::io::ipc::write::default_ipc_fields(arrow.iter_values());
+                    Writer::Ipc(IpcWriter::new(file).batched(schema, fields).map_err(|e| self.fail(&target, e))?)
+                }
                 _ => Writer::Jsonl(polars::io::json::BatchedWriter::new(file)),
             };
             self.outputs.insert(dir.to_string(), Output { writer, temp, target });
@@ -133,6 +140,7 @@ impl FileSink {
             Writer::Csv(w) => w.write_batch(batch),
             Writer::Parquet(w) => w.write_batch(batch),
             Writer::Jsonl(w) => w.write_batch(batch),
+            Writer::Ipc(w) => w.write_batch(batch),
         };
         result.map_err(|e| Error::execution("sink", &name, format!("{}: {e}", out.target.display())))
     }
@@ -177,6 +185,7 @@ impl Sink for FileSink {
                 Writer::Csv(mut w) => w.finish(),
                 Writer::Parquet(w) => w.finish().map(|_| ()),
                 Writer::Jsonl(_) => Ok(()),
+                Writer::Ipc(mut w) => w.finish(),
             };
             if let Err(e) = result {
                 let _ = std::fs::remove_file(&out.temp);

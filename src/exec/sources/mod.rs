@@ -6,6 +6,7 @@
 mod csv;
 pub mod discover;
 pub mod follow;
+mod ipc;
 mod jsonl;
 mod lines;
 mod parquet;
@@ -150,7 +151,7 @@ impl SourceConfig {
         if self.format == SourceFormat::Csv {
             s += &format!(" with delimiter {:?}, quote '\"', header = {}", self.delimiter as char, self.header);
         }
-        if self.format != SourceFormat::Parquet {
+        if !matches!(self.format, SourceFormat::Parquet | SourceFormat::Ipc) {
             s += &format!(", max_line_bytes = {}", self.max_line_bytes);
         }
         let inferred = self.schema.len() - self.declared.len().min(self.schema.len());
@@ -170,6 +171,7 @@ impl SourceConfig {
         }
         match self.format {
             SourceFormat::Parquet => parquet::row_group_splits(self),
+            SourceFormat::Ipc => ipc::file_splits(self),
             _ => discover::byte_splits(&self.files, self.split_bytes, |path, e| {
                 let problem = Rejection::of_file(path, ErrorKind::Unreadable, format!("cannot read the file: {e}"));
                 match self.on_error {
@@ -217,12 +219,13 @@ pub struct Inference<'a> {
 pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Result<(Schema, Schema), DataProblem> {
     let format = how.format;
     // A header-only or empty file says nothing about types: sample the first file with data.
-    let with_data = |f: &&PathBuf| format == SourceFormat::Parquet || has_data_line(f, format == SourceFormat::Csv && how.header);
+    let with_data = |f: &&PathBuf| matches!(format, SourceFormat::Parquet | SourceFormat::Ipc) || has_data_line(f, format == SourceFormat::Csv && how.header);
     let candidates: Vec<&PathBuf> = files.iter().filter(with_data).chain(files.iter()).collect();
     let infer = |first: &Path| match format {
         SourceFormat::Csv => csv::infer(first, how.header, how.delimiter, how.infer_rows, how.declared, how.tolerant),
         SourceFormat::Jsonl => jsonl::infer(first, how.infer_rows, how.tolerant),
         SourceFormat::Parquet => parquet::file_schema(first).map_err(|m| DataProblem { kind: Some(ErrorKind::CorruptParquet), message: m }),
+        SourceFormat::Ipc => ipc::file_schema(first).map_err(|m| DataProblem { kind: Some(ErrorKind::CorruptIpc), message: m }),
         SourceFormat::Lines | SourceFormat::Regex => unreachable!("text sources have a fixed schema"),
     };
     let mut raw = infer(candidates[0]);
@@ -487,6 +490,7 @@ impl FileSource {
             SourceFormat::Parquet => {
                 return Ok(Box::new(parquet::ParquetSplit::new(c.clone(), split)));
             }
+            SourceFormat::Ipc => return Ok(Box::new(ipc::IpcSplit::new(c.clone(), split))),
             SourceFormat::Csv => (Box::new(csv::CsvChunkParser::new(c.clone(), shape)), Some(shape)),
             SourceFormat::Jsonl => (Box::new(jsonl::JsonChunkParser::new(c.clone())), None),
             SourceFormat::Lines | SourceFormat::Regex => (Box::new(text::TextChunkParser::new(c.clone())?), None),
@@ -617,7 +621,7 @@ pub fn parse_chunk_for_fuzzing(format: SourceFormat, bytes: &[u8]) -> Result<(us
         SourceFormat::Jsonl => (schema(&[("a", DataType::Int64), ("b", DataType::String)]), vec![], None),
         SourceFormat::Regex => (schema(&[("a", DataType::Int64), ("b", DataType::String)]), vec!["a".to_string()], Some(r"^(?P<a>\d+)-(?P<b>[^,]*)")),
         SourceFormat::Lines => (schema(&[("line", DataType::String)]), vec![], None),
-        SourceFormat::Parquet => return Err(Error::Usage("Parquet is read from files, not chunks".into())),
+        SourceFormat::Parquet | SourceFormat::Ipc => return Err(Error::Usage("Parquet and IPC are read from files, not chunks".into())),
     };
     let raw = match format {
         SourceFormat::Regex => text::text_schema(format, regex).map_err(Error::Usage)?,

@@ -34,7 +34,7 @@ fn parser_for(config: &Arc<SourceConfig>) -> Result<Box<dyn ChunkParser>> {
         }
         SourceFormat::Jsonl => Box::new(jsonl::JsonChunkParser::new(config.clone())),
         SourceFormat::Lines | SourceFormat::Regex => Box::new(text::TextChunkParser::new(config.clone())?),
-        SourceFormat::Parquet => return Err(Error::execution("source", &config.name, "Parquet files cannot be followed")),
+        SourceFormat::Parquet | SourceFormat::Ipc => return Err(Error::execution("source", &config.name, "Parquet and IPC files cannot be followed")),
     })
 }
 

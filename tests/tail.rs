@@ -248,3 +248,93 @@ style = "csv"
     }
     assert!(seen.contains("a,2000,3000,1"), "the last window fires when the run stops: {seen:?}");
 }
+
+/// The same pipeline file gives the same windows bounded (`run` on the finished file) and
+/// unbounded (`tail` while the lines are appended in random-size pieces, then Ctrl-C), over
+/// generated inputs whose disorder stays within `max_delay` (so no row is late in either run).
+#[test]
+fn windows_are_the_same_bounded_and_unbounded() {
+    let pipeline = r#"
+name = "same-windows"
+[[source]]
+name = "events"
+format = "csv"
+path = "logs/*.csv"
+header = false
+schema = { t = "int", k = "string", v = "int" }
+linger_ms = 5
+
+[[op]]
+name = "stamped"
+input = "events"
+watermark = { time = "t", max_delay = "3s", idle_timeout = "100ms" }
+
+[[op]]
+name = "per_key"
+input = "stamped"
+key_by = ["k"]
+window = { size = "2s", slide = "1s", time = "t" }
+aggregate = { n = "count(*)", total = "sum(v)", top = "max(v)" }
+
+[[sink]]
+input = "per_key"
+format = "csv"
+path = "out"
+"#;
+    let mut rng = 7u64;
+    let mut next = move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng >> 33
+    };
+    for case in 0..4 {
+        let mut text = String::new();
+        let mut clock = 0i64;
+        for _ in 0..(300 + next() % 700) {
+            clock += (next() % 40) as i64;
+            // Out of order by up to 1.5 s: within max_delay.
+            let t = (clock - (next() % 1500) as i64).max(0);
+            text += &format!("{t},{},{}\n", ["a", "b", "c"][(next() % 3) as usize], next() % 100);
+        }
+        let run = |mode: &str| -> Vec<String> {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+            std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+            let log = tmp.path().join("logs/events.csv");
+            if mode == "run" {
+                std::fs::write(&log, &text).unwrap();
+                let o = crate::common::run_in(tmp.path(), &["run", "p.toml", "-q", "-p", "2"]);
+                assert!(o.status.success(), "{}", stderr(&o));
+            } else {
+                std::fs::write(&log, "").unwrap();
+                let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+                    .current_dir(tmp.path())
+                    .args(["tail", "p.toml", "-q", "-p", "2"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let bytes = text.as_bytes();
+                let mut pos = 0;
+                let mut r = 99u64;
+                while pos < bytes.len() {
+                    r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let end = (pos + (r >> 33) as usize % 3000 + 1).min(bytes.len());
+                    append(&log, &bytes[pos..end]);
+                    pos = end;
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                std::thread::sleep(Duration::from_millis(800));
+                // SAFETY: signalling a child we started.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                let status = child.wait().unwrap();
+                assert!(status.success());
+            }
+            let mut rows = rows(&tmp.path().join("out"));
+            rows.sort();
+            rows
+        };
+        let (bounded, unbounded) = (run("run"), run("tail"));
+        assert!(!bounded.is_empty());
+        assert_eq!(bounded, unbounded, "case {case}: bounded and unbounded windows differ");
+    }
+}

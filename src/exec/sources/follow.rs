@@ -93,7 +93,14 @@ pub struct Follower {
     files: HashMap<u64, Followed>,
     /// The first scan has happened (files found then obey `start_at`).
     started: bool,
+    /// When the directory was last listed: open files are read at every poll, but new and
+    /// renamed files are looked for only every `scan_every`.
+    last_scan: Option<Instant>,
+    scan_every: Duration,
 }
+
+/// How often the follower lists the files that match its path.
+const SCAN_EVERY: Duration = Duration::from_millis(200);
 
 #[cfg(unix)]
 fn inode_of(m: &std::fs::Metadata) -> (u64, u64) {
@@ -118,13 +125,28 @@ impl Follower {
             share: (subtask as u64, parallelism.max(1) as u64),
             files: HashMap::new(),
             started: false,
+            last_scan: None,
+            scan_every: SCAN_EVERY,
         }
+    }
+
+    /// Lists the files at every poll (tests that check each step).
+    #[cfg(test)]
+    fn scanning_always(mut self) -> Self {
+        self.scan_every = Duration::ZERO;
+        self
     }
 
     /// Looks for new and moved files, reads what was appended, and returns the complete lines,
     /// in order per file.
     pub fn poll(&mut self) -> std::io::Result<Vec<Event>> {
-        self.scan();
+        // A file truncated in place shows up at once: list the files again then, too.
+        let truncated =
+            self.files.values().any(|f| f.file.as_ref().and_then(|h| h.metadata().ok()).is_some_and(|m| m.len() < f.offset + f.partial.len() as u64));
+        if truncated || self.last_scan.is_none_or(|t| t.elapsed() >= self.scan_every) {
+            self.scan();
+            self.last_scan = Some(Instant::now());
+        }
         let mut events = Vec::new();
         let mut ids: Vec<u64> = self.files.iter().filter(|(_, f)| f.file.is_some()).map(|(id, _)| *id).collect();
         ids.sort_by(|a, b| self.files[a].path.cmp(&self.files[b].path));
@@ -348,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
         append(&log, "first line\nsec");
-        let mut f = Follower::new(dir.path(), "*.log", StartAt::Beginning, 10, 0, 1);
+        let mut f = Follower::new(dir.path(), "*.log", StartAt::Beginning, 10, 0, 1).scanning_always();
         assert_eq!(lines_of(&f.poll().unwrap()), ["first line"]);
         append(&log, "ond\n0123456789abcdef");
         assert_eq!(lines_of(&f.poll().unwrap()), ["second", "TOO LONG 0123456789"]);
@@ -363,7 +385,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("app.log");
         append(&log, "old 1\nold 2\n");
-        let mut f = Follower::new(dir.path(), "app.log", StartAt::End, 100, 0, 1);
+        let mut f = Follower::new(dir.path(), "app.log", StartAt::End, 100, 0, 1).scanning_always();
         assert!(f.poll().unwrap().is_empty());
         append(&log, "new\n");
         let events = f.poll().unwrap();
@@ -399,7 +421,7 @@ mod tests {
     fn simulate(ops: &[Op]) -> (Vec<String>, Vec<String>, bool) {
         let dir = tempfile::tempdir().unwrap();
         let live = dir.path().join("app.log");
-        let mut f = Follower::new(dir.path(), "app.log*", StartAt::Beginning, 1 << 16, 0, 1);
+        let mut f = Follower::new(dir.path(), "app.log*", StartAt::Beginning, 1 << 16, 0, 1).scanning_always();
         let (mut written, mut read) = (Vec::new(), Vec::new());
         let mut seq = 0;
         let mut open_line = false;

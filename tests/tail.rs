@@ -338,3 +338,97 @@ path = "out"
         assert_eq!(bounded, unbounded, "case {case}: bounded and unbounded windows differ");
     }
 }
+
+/// TCP: 8 clients send 100,000 lines each at the same time; every line comes out once. The
+/// test reads the output slowly, so the sink blocks and backpressure reaches the clients'
+/// sockets; memory stays bounded (the peak is printed).
+#[test]
+fn tcp_clients_are_all_counted_with_backpressure() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("p.toml"),
+        format!(
+            r#"
+name = "tcp"
+[[source]]
+name = "net"
+format = "regex"
+path = "tcp://127.0.0.1:{port}"
+regex = '^client (?P<client>\d+) line (?P<n>\d+)$'
+schema = {{ client = "int", n = "int" }}
+
+[[sink]]
+input = "net"
+format = "stdout"
+style = "csv"
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .current_dir(tmp.path())
+        .args(["run", "p.toml", "-p", "2", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the listener.
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "rivulet did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                let mut text = String::new();
+                for n in 0..100_000 {
+                    text += &format!("client {c} line {n}\n");
+                    if text.len() > 60_000 {
+                        s.write_all(text.as_bytes()).unwrap();
+                        text.clear();
+                    }
+                }
+                s.write_all(text.as_bytes()).unwrap();
+            })
+        })
+        .collect();
+    // Read slowly: the stdout pipe fills, the sink waits, and so does everything upstream.
+    let mut reader = BufReader::with_capacity(4096, child.stdout.take().unwrap());
+    let mut per_client = [0usize; 8];
+    let mut line = String::new();
+    let mut count = 0;
+    let mut summary = String::new();
+    while count < 800_000 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some((c, _)) = line.trim_end().split_once(',')
+            && let Ok(c) = c.parse::<usize>()
+        {
+            per_client[c] += 1;
+            count += 1;
+            if count % 20_000 == 0 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(per_client, [100_000; 8]);
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = std::io::Read::read_to_string(&mut reader, &mut summary);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let json = summary.rfind("{\n  \"pipeline\"").map_or("", |i| &summary[i..]);
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let peak = v["peak_rss_bytes"].as_u64().unwrap_or(0);
+    eprintln!("tcp: 800,000 lines from 8 clients, peak RSS {:.0} MB", peak as f64 / 1e6);
+    assert!(peak < 600_000_000, "peak RSS {peak}");
+}

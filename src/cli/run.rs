@@ -47,7 +47,11 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
     // in flight reaches the sinks, which commit. A second Ctrl-C exits at once.
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = if plan.follow { stop.clone() } else { cancel.clone() };
+    let unbounded = plan.follow
+        || exec.job.stream.nodes.iter().any(|n| {
+            matches!(&n.kind, crate::plan::logical::NodeKind::Source(c) if matches!(c.follow.as_ref().map(|f| &f.input), Some(crate::exec::sources::FollowInput::Tcp(_))))
+        });
+    let flag = if unbounded { stop.clone() } else { cancel.clone() };
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);

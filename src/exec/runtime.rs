@@ -24,7 +24,7 @@ use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::SourceContext;
 use super::sources::discover::Split;
-use super::sources::{FileSource, FollowInput, FollowSource, SourceConfig, SplitLog, StdinSource};
+use super::sources::{FileSource, FollowInput, FollowSource, SourceConfig, SplitLog, StreamSource};
 use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
@@ -115,7 +115,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
                 NodeKind::Source(config) if config.follow.is_some() => {
                     let config = Arc::new(config.clone());
                     let source: Box<dyn super::source::Source> = match config.follow.as_ref().map(|f| &f.input) {
-                        Some(FollowInput::Stdin) => Box::new(StdinSource::new(config, first, metrics.clone())),
+                        Some(FollowInput::Stdin | FollowInput::Tcp(_)) => Box::new(StreamSource::new(config, first, metrics.clone())),
                         _ => Box::new(FollowSource::new(config, first, metrics.clone())),
                     };
                     TaskInput::Source(source)

@@ -314,7 +314,8 @@ impl Builder<'_> {
 
     fn source(&mut self, s: &SourceSpec, needs_seq: &HashSet<String>) {
         let who = format!("source '{}'", s.common.name.value);
-        let stdin = s.path.value == "-";
+        let tcp = FollowInput::tcp_address(&s.path.value);
+        let stdin = s.path.value == "-" || tcp.is_some();
         let columnar = matches!(s.format, SourceFormat::Parquet | SourceFormat::Ipc);
         let follows = stdin || (self.spec.follow && !columnar);
         let files = match discover::discover(&self.spec.base_dir, &s.path.value) {
@@ -324,7 +325,7 @@ impl Builder<'_> {
             Err(msg) => return self.err(&s.path.origin, who, msg),
         };
         if stdin && columnar {
-            return self.err(&s.path.origin, who, "Parquet and IPC cannot be read from standard input");
+            return self.err(&s.path.origin, who, "Parquet and IPC cannot be read from standard input or a socket");
         }
         let declared: Vec<(String, DataType)> = s.schema.iter().flatten().map(|(c, t)| (c.value.clone(), t.value.clone())).collect();
         if s.format == SourceFormat::Csv && !s.header && declared.is_empty() {
@@ -353,7 +354,13 @@ impl Builder<'_> {
             },
             // Nothing to sample (stdin, or no file yet): the declared schema is the schema.
             _ if files.is_empty() && declared.is_empty() => {
-                let what = if stdin { "standard input" } else { "no file matches yet" };
+                let what = if tcp.is_some() {
+                    "a socket"
+                } else if stdin {
+                    "standard input"
+                } else {
+                    "no file matches yet"
+                };
                 return self.err(&s.path.origin, who, format!("{what}, so the schema cannot be inferred: declare it in `schema`, every column in order"));
             }
             _ if files.is_empty() => {
@@ -416,13 +423,18 @@ impl Builder<'_> {
             infer_rows: s.infer_rows,
             regex: s.regex.as_ref().map(|r| r.value.clone()),
             follow: follows.then(|| FollowConfig {
-                input: if stdin { FollowInput::Stdin } else { FollowInput::Files { base_dir: self.spec.base_dir.clone(), pattern: s.path.value.clone() } },
+                input: match (&tcp, stdin) {
+                    (Some(address), _) => FollowInput::Tcp(address.clone()),
+                    (None, true) => FollowInput::Stdin,
+                    (None, false) => FollowInput::Files { base_dir: self.spec.base_dir.clone(), pattern: s.path.value.clone() },
+                },
                 start_at: if s.from_beginning { StartAt::Beginning } else { StartAt::End },
                 linger: std::time::Duration::from_millis(s.linger_ms),
             }),
         };
         let detail = match &config.follow {
             Some(f) if matches!(f.input, FollowInput::Stdin) => "standard input".to_string(),
+            Some(FollowConfig { input: FollowInput::Tcp(address), .. }) => format!("TCP, listening on {address}"),
             Some(_) => format!("{} (following, {} file{} now)", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" }),
             None => format!("{} ({} file{})", s.path.value, files.len(), if files.len() == 1 { "" } else { "s" }),
         };

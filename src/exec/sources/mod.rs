@@ -31,7 +31,7 @@ use crate::pipeline::{OnError, SourceFormat};
 use discover::Split;
 use records::LineCounter;
 
-pub use tail::{FollowSource, StdinSource};
+pub use tail::{FollowSource, StreamSource};
 pub use values::truncate as truncate_text;
 
 /// Bytes of text parsed at once: large enough that per-call overhead vanishes, small enough
@@ -102,6 +102,22 @@ pub enum FollowInput {
     },
     /// Standard input (`path = "-"`), read by subtask 0.
     Stdin,
+    /// Newline-delimited records from TCP clients (`path = "tcp://127.0.0.1:9000"`), taken by
+    /// subtask 0, until the job stops.
+    Tcp(String),
+}
+
+impl FollowInput {
+    /// The address a `tcp://` path listens on: `tcp://HOST:PORT`, or `tcp://:PORT` and
+    /// `tcp://PORT` for 127.0.0.1. None for any other path.
+    pub fn tcp_address(path: &str) -> Option<String> {
+        let rest = path.strip_prefix("tcp://")?;
+        Some(match rest.rsplit_once(':') {
+            Some(("", port)) => format!("127.0.0.1:{port}"),
+            Some(_) => rest.to_string(),
+            None => format!("127.0.0.1:{rest}"),
+        })
+    }
 }
 
 impl SourceConfig {

@@ -231,47 +231,51 @@ impl Source for FollowSource {
     }
 }
 
-/// Standard input as a source: read by subtask 0 on its own thread, in whole lines, through a
-/// bounded queue, so a slow pipeline stops reading and the writer blocks (backpressure).
-pub struct StdinSource {
+/// A stream source: standard input, or TCP connections. Subtask 0 reads it on threads of its
+/// own, in whole lines, through a bounded queue: when the pipeline is slow, the threads stop
+/// reading, so a writer to stdin blocks and TCP clients see their window close (backpressure),
+/// and memory stays bounded. Each connection (or stdin) numbers its own lines.
+pub struct StreamSource {
     out: Output,
     batcher: Option<Batcher>,
-    lines: Option<Receiver<Vec<u8>>>,
-    /// (offset, line) of the next byte.
-    position: (u64, u64),
+    lines: Option<Receiver<(Arc<PathBuf>, Vec<u8>)>>,
+    /// Per origin: (offset, line) of its next byte, and whether its CSV header is still due.
+    positions: std::collections::HashMap<Arc<PathBuf>, (u64, u64, bool)>,
     ctx: Option<SourceContext>,
-    header_pending: bool,
+    /// The stream ends on its own (stdin), rather than only when the job stops (TCP).
+    bounded: bool,
 }
 
-impl StdinSource {
-    /// A stdin source for node `node`.
+impl StreamSource {
+    /// A stream source for node `node`.
     pub fn new(config: Arc<SourceConfig>, node: usize, metrics: Arc<Metrics>) -> Self {
-        let header_pending = config.format == SourceFormat::Csv && config.header;
-        StdinSource { out: Output::new(config, node, metrics), batcher: None, lines: None, position: (0, 1), ctx: None, header_pending }
+        let bounded = matches!(config.follow.as_ref().map(|f| &f.input), Some(super::FollowInput::Stdin));
+        StreamSource { out: Output::new(config, node, metrics), batcher: None, lines: None, positions: Default::default(), ctx: None, bounded }
     }
 
-    /// Adds a chunk of whole lines.
-    fn chunk(&mut self, chunk: &[u8]) -> Result<()> {
+    /// Adds a chunk of whole lines from `origin`.
+    fn chunk(&mut self, origin: &Arc<PathBuf>, chunk: &[u8]) -> Result<()> {
         let c = self.out.config.clone();
         NodeMetrics::add(&self.out.metrics.nodes[self.out.node].bytes, chunk.len() as u64);
-        let path = PathBuf::from(STDIN);
+        let header = c.format == SourceFormat::Csv && c.header;
         for line in chunk.split_inclusive(|&b| b == b'\n') {
-            let (offset, number) = self.position;
-            self.position = (offset + line.len() as u64, number + 1);
+            let position = self.positions.entry(origin.clone()).or_insert((0, 1, header));
+            let (offset, number, header_due) = *position;
+            *position = (offset + line.len() as u64, number + 1, false);
             let body = line.strip_suffix(b"\n").unwrap_or(line);
-            if std::mem::take(&mut self.header_pending) {
-                if let Err(problem) = csv::check_header(&c, &path, Some(body.strip_suffix(b"\r").unwrap_or(body))) {
+            if header_due {
+                if let Err(problem) = csv::check_header(&c, origin, Some(body.strip_suffix(b"\r").unwrap_or(body))) {
                     self.out.reject(vec![*problem])?;
                 }
                 continue;
             }
             if body.len() > c.max_line_bytes {
                 let message = format!("the line is {} bytes long, more than max_line_bytes = {}", body.len(), c.max_line_bytes);
-                self.out.reject(vec![Rejection::in_file(&path, number, offset, c.max_line_bytes as u64 + 1, ErrorKind::LineTooLong, message, body)])?;
+                self.out.reject(vec![Rejection::in_file(origin, number, offset, c.max_line_bytes as u64 + 1, ErrorKind::LineTooLong, message, body)])?;
                 continue;
             }
             let batcher = self.batcher.as_mut().expect("opened");
-            if let Some(parsed) = batcher.push(&path, number, offset, body)? {
+            if let Some(parsed) = batcher.push(origin, number, offset, body)? {
                 self.out.take(parsed)?;
             }
         }
@@ -279,18 +283,41 @@ impl StdinSource {
     }
 }
 
-impl Source for StdinSource {
+impl Source for StreamSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<()> {
         self.batcher = Some(Batcher::new(self.out.config.clone(), ctx.batch_rows)?);
         self.ctx = Some(ctx.clone());
-        if ctx.subtask == 0 {
-            let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
-            std::thread::Builder::new()
-                .name("rivulet-stdin".into())
-                .spawn(move || read_stdin_lines(std::io::stdin().lock(), |chunk| tx.send(chunk).is_ok()))
-                .map_err(|e| Error::execution("source", &self.out.config.name, format!("cannot start the stdin reader: {e}")))?;
-            self.lines = Some(rx);
+        if ctx.subtask != 0 {
+            return Ok(());
         }
+        let name = self.out.config.name.clone();
+        let fail = |what: &str, e: std::io::Error| Error::execution("source", &name, format!("{what}: {e}"));
+        let (tx, rx) = crossbeam_channel::bounded::<(Arc<PathBuf>, Vec<u8>)>(4);
+        match self.out.config.follow.as_ref().map(|f| &f.input) {
+            Some(super::FollowInput::Tcp(address)) => {
+                let listener = std::net::TcpListener::bind(address.as_str()).map_err(|e| fail(&format!("cannot listen on {address}"), e))?;
+                std::thread::Builder::new()
+                    .name("rivulet-tcp-accept".into())
+                    .spawn(move || {
+                        for client in listener.incoming().flatten() {
+                            let origin = Arc::new(PathBuf::from(format!("tcp://{}", client.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string()))));
+                            let tx = tx.clone();
+                            let _ = std::thread::Builder::new()
+                                .name("rivulet-tcp-client".into())
+                                .spawn(move || read_lines(client, |chunk| tx.send((origin.clone(), chunk)).is_ok()));
+                        }
+                    })
+                    .map_err(|e| fail("cannot start the TCP listener", e))?;
+            }
+            _ => {
+                let origin = Arc::new(PathBuf::from(STDIN));
+                std::thread::Builder::new()
+                    .name("rivulet-stdin".into())
+                    .spawn(move || read_lines(std::io::stdin().lock(), |chunk| tx.send((origin.clone(), chunk)).is_ok()))
+                    .map_err(|e| fail("cannot start the stdin reader", e))?;
+            }
+        }
+        self.lines = Some(rx);
         Ok(())
     }
 
@@ -301,12 +328,12 @@ impl Source for StdinSource {
         let Some(rx) = self.lines.clone() else { return Ok(Poll::Finished) };
         let stopping = self.ctx.as_ref().is_some_and(SourceContext::stopping);
         let ended = match rx.try_recv() {
-            Ok(chunk) => {
-                self.chunk(&chunk)?;
+            Ok((origin, chunk)) => {
+                self.chunk(&origin, &chunk)?;
                 false
             }
             Err(TryRecvError::Empty) => stopping,
-            Err(TryRecvError::Disconnected) => true,
+            Err(TryRecvError::Disconnected) => self.bounded || stopping,
         };
         let batcher = self.batcher.as_mut().expect("opened");
         if (ended || batcher.due())
@@ -323,7 +350,7 @@ impl Source for StdinSource {
 
 /// Reads `input` to its end, handing out chunks of whole lines (the last one may lack its
 /// newline); stops when `send` returns false.
-fn read_stdin_lines(mut input: impl Read, mut send: impl FnMut(Vec<u8>) -> bool) {
+fn read_lines(mut input: impl Read, mut send: impl FnMut(Vec<u8>) -> bool) {
     let mut pending = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
@@ -351,7 +378,7 @@ mod tests {
     #[test]
     fn stdin_is_cut_into_whole_lines() {
         let mut chunks = Vec::new();
-        read_stdin_lines(&b"a\nbb\ncc"[..], |c| {
+        read_lines(&b"a\nbb\ncc"[..], |c| {
             chunks.push(c);
             true
         });

@@ -432,3 +432,102 @@ style = "csv"
     eprintln!("tcp: 800,000 lines from 8 clients, peak RSS {:.0} MB", peak as f64 / 1e6);
     assert!(peak < 600_000_000, "peak RSS {peak}");
 }
+
+/// Rotation soak: 5 writers append 100,000 lines each to their own log, rotating it (rename,
+/// then a new file) every 256 KB, while `rivulet tail` follows `logs/*.log*`: exactly 500,000
+/// lines come out, each once.
+#[test]
+fn rotation_soak_counts_every_line_once() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+    std::fs::write(
+        tmp.path().join("p.toml"),
+        r#"
+name = "soak"
+[[source]]
+name = "logs"
+format = "regex"
+path = "logs/*.log*"
+regex = '^w(?P<writer>\d) (?P<n>\d+) .*$'
+schema = { writer = "int", n = "int" }
+
+[[op]]
+name = "keys"
+input = "logs"
+select = ["writer", "n"]
+
+[[sink]]
+input = "keys"
+format = "stdout"
+style = "csv"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
+        .current_dir(tmp.path())
+        .args(["tail", "p.toml", "-p", "2", "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = tmp.path().join("logs");
+    let writers: Vec<_> = (0..5)
+        .map(|w| {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let live = logs.join(format!("w{w}.log"));
+                let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&live).unwrap();
+                let (mut size, mut rotations) = (0usize, 0);
+                let mut text = String::new();
+                for n in 0..100_000 {
+                    text += &format!("w{w} {n} some payload to make the line longer\n");
+                    if text.len() >= 16 << 10 {
+                        file.write_all(text.as_bytes()).unwrap();
+                        size += text.len();
+                        text.clear();
+                        if size >= 256 << 10 {
+                            rotations += 1;
+                            std::fs::rename(&live, logs.join(format!("w{w}.log.{rotations}"))).unwrap();
+                            file = std::fs::OpenOptions::new().create(true).append(true).open(&live).unwrap();
+                            size = 0;
+                        }
+                    }
+                }
+                file.write_all(text.as_bytes()).unwrap();
+            })
+        })
+        .collect();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let distinct = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = distinct.clone();
+    // Reads everything rivulet writes until it exits: distinct lines, and lines read twice.
+    let reading = std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        let mut dup = 0usize;
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if !line.starts_with("writer") && !seen.insert(line.trim_end().to_string()) {
+                dup += 1;
+            }
+            counter.store(seen.len(), std::sync::atomic::Ordering::Relaxed);
+            line.clear();
+        }
+        (seen.len(), dup)
+    });
+    for w in writers {
+        w.join().unwrap();
+    }
+    let start = Instant::now();
+    while distinct.load(std::sync::atomic::Ordering::Relaxed) < 500_000 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A little longer, so a line read twice would show up too.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let (lines, duplicates) = reading.join().unwrap();
+    assert_eq!((lines, duplicates), (500_000, 0), "distinct lines read, lines read twice");
+}

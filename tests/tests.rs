@@ -7,6 +7,7 @@ mod explain;
 mod formats;
 mod golden;
 mod malformed;
+mod nginx;
 mod oracle;
 mod pipelines;
 mod runtime;

@@ -78,8 +78,7 @@ path = "out/bad.csv"
 "#,
     )
     .unwrap();
-    let tail =
-        Command::new(env!("CARGO_BIN_EXE_rivulet")).current_dir(dir).args(["tail", "p.toml", "-q", "-p", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+    let tail = Command::new(env!("CARGO_BIN_EXE_rivulet")).current_dir(dir).args(["tail", "p.toml", "-q", "-p", "2"]).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let mut sent = std::collections::BTreeMap::new();
     for i in 0..600 {

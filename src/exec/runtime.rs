@@ -18,6 +18,7 @@ use super::metrics::Metrics;
 use super::operator::Operator;
 use super::operators::join::JoinOperator;
 use super::operators::reduce::{Phase, ReduceOperator};
+use super::operators::running::RunningAggregate;
 use super::operators::stateless::{FusedStep, StatelessOperator};
 use super::operators::window::{WatermarkOperator, WindowOperator};
 use super::sink::{PendingCommit, Sink, commit_all};
@@ -234,6 +235,10 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
             NodeKind::Join(plan) => {
                 let schema_of = |port: usize| stream.inputs(group[0]).nth(port).map(|e| stream.nodes[e.from].schema.clone()).expect("joins have two inputs");
                 let op = JoinOperator::new(node.name.clone(), group[0], plan.clone(), schema_of(0), schema_of(1), stream.batch_rows, metrics.clone());
+                ops.push(Box::new(op));
+            }
+            NodeKind::Running { plan, ttl } => {
+                let op = RunningAggregate::new(node.name.clone(), group[0], plan.clone(), *ttl, stream.batch_rows, metrics.clone());
                 ops.push(Box::new(op));
             }
             NodeKind::Window(plan) => {

@@ -165,6 +165,9 @@ pub enum OpKind {
         aggregates: Vec<(Located<String>, Located<String>)>,
         /// Per window of event time, instead of over the whole input.
         window: Option<WindowSpec>,
+        /// `emit = "changes"`: a changelog after every batch, not one result at the end; with
+        /// the state TTL in ms, when given.
+        changes: Option<Option<i64>>,
     },
     /// Watermarks from an event-time column, `max_delay` behind the latest time seen.
     Watermark {
@@ -370,7 +373,7 @@ const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_gr
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
 const SOURCE_KEYS: [&str; 12] =
     ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex", "start_at", "linger_ms"];
-const OP_KEYS: [&str; 27] = [
+const OP_KEYS: [&str; 29] = [
     "input",
     "filter",
     "select",
@@ -398,6 +401,8 @@ const OP_KEYS: [&str; 27] = [
     "on_error",
     "window",
     "watermark",
+    "emit",
+    "state_ttl",
 ];
 const SINK_KEYS: [&str; 7] = ["input", "format", "path", "style", "single_file", "header", "partition_by"];
 
@@ -648,7 +653,26 @@ fn read_op(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<OpSpec>
             }
             Some(WindowSpec { size: size.value, slide: slide.map(|s| s.value), gap: None, time: time?, lateness, origin: node.origin.clone() })
         });
-        kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates, window }));
+        let emit = r.string("emit", diags);
+        let ttl = duration(&mut r, "state_ttl", diags);
+        let changes = match emit.as_ref().map(|e| e.value.as_str()) {
+            Some("changes") if window.is_some() => {
+                r.err(diags, &emit.as_ref().expect("matched").origin, "a window emits when it fires; `emit = \"changes\"` is for aggregates without a window");
+                None
+            }
+            Some("changes") => Some(ttl.as_ref().map(|t| t.value)),
+            Some("final") | None => {
+                if let Some(t) = &ttl {
+                    r.err(diags, &t.origin, "`state_ttl` goes with `emit = \"changes\"`");
+                }
+                None
+            }
+            Some(other) => {
+                r.err(diags, &emit.as_ref().expect("matched").origin, format!("`emit` must be \"final\" or \"changes\", found {other:?}"));
+                None
+            }
+        };
+        kinds.push(("aggregate", OpKind::Aggregate { key_by: key_by.clone().unwrap_or_default(), aggregates, window, changes }));
         keyed = true;
     } else if let Some(n) = r.take("window") {
         r.err(diags, &n.origin, "`window` goes with `aggregate` (what to compute per window)");

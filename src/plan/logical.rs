@@ -71,6 +71,13 @@ pub enum NodeKind {
     Join(JoinPlan),
     /// Aggregates per event-time window, after a hash exchange on the keys.
     Window(WindowPlan),
+    /// A keyed aggregate that emits a changelog after every batch (`emit = "changes"`).
+    Running {
+        /// The aggregate.
+        plan: crate::exec::operators::aggregate::AggregatePlan,
+        /// Keys not updated this long (ms) are forgotten.
+        ttl: Option<i64>,
+    },
     /// Watermarks from an event-time column (rows pass through).
     Watermark {
         /// Event time in ms.
@@ -561,6 +568,12 @@ impl Builder<'_> {
                 Strategy::Hash => (parallelism, vec![Partitioning::Hash(plan.left_on.clone()), Partitioning::Hash(plan.right_on.clone())]),
             };
         }
+        if let NodeKind::Running { plan, .. } = kind {
+            if plan.keys.is_empty() {
+                return (1, vec![Partitioning::Global]);
+            }
+            return (parallelism, vec![Partitioning::Hash(plan.keys.clone())]);
+        }
         if let NodeKind::Window(plan) = kind {
             let keys: Vec<String> = plan.agg.keys.iter().filter(|k| *k != WINDOW_START && *k != WINDOW_END).cloned().collect();
             if keys.is_empty() {
@@ -660,6 +673,11 @@ pub fn output_schema(kind: &NodeKind, inputs: &[SchemaRef]) -> PolarsResult<Sche
     let out = match kind {
         NodeKind::Join(plan) => plan.apply(empty, DataFrame::empty_with_schema(&inputs[1]).lazy()),
         NodeKind::Window(plan) => plan.output(empty)?,
+        NodeKind::Running { plan, .. } => {
+            let result = plan.single_phase(empty);
+            let schema = result.clone().collect_schema()?;
+            crate::exec::operators::running::with_op(result, lit("+I"), &schema)
+        }
         NodeKind::Watermark { time, .. } => empty.with_column(time.clone().alias("__rv_time_check")).drop(by_name(["__rv_time_check"], true, false)),
         NodeKind::Stateless(step) => step.apply(empty),
         NodeKind::Reduce(r) => r.single_phase(empty, input)?,

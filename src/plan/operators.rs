@@ -127,7 +127,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                 format!("event time {}, max_delay {} ms{idle}", time.value, max_delay),
             )
         }
-        OpKind::Aggregate { key_by, aggregates, window } => {
+        OpKind::Aggregate { key_by, aggregates, window, changes } => {
             let mut ok = all_exist(b, key_by);
             let mut aggs = Vec::new();
             for (name, call) in aggregates {
@@ -150,6 +150,11 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             let keys = if plan.keys.is_empty() { "(global)".to_string() } else { format!("[{}]", plan.keys.join(", ")) };
             let what = joined(aggregates, |(n, c)| format!("{} = {}", n.value, c.value));
             match window {
+                None if changes.is_some() => {
+                    let ttl = changes.flatten();
+                    let ttl_text = ttl.map_or(String::new(), |t| format!(", state TTL {t} ms"));
+                    (NodeKind::Running { plan, ttl }, format!("key_by {keys}, changelog{ttl_text}: {what}"))
+                }
                 None => (NodeKind::Reduce(Reduce::Aggregate(plan)), format!("key_by {keys}: {what}")),
                 Some(w) => {
                     if !b.columns_exist(std::slice::from_ref(&w.time.value), &w.time, &in_schema, who) {

@@ -4,5 +4,6 @@ pub mod aggregate;
 pub mod join;
 pub mod order;
 pub mod reduce;
+pub mod running;
 pub mod stateless;
 pub mod window;

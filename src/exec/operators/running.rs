@@ -1,0 +1,167 @@
+//! A keyed running aggregate (`emit = "changes"`): after every batch it emits the new result of
+//! each key the batch touched, as a changelog with an `op` column, `+I` the first time a key
+//! appears and `+U` after. With `state_ttl`, a key not updated for that long (processing time) is
+//! forgotten: it would start again from `+I`. This is what an unbounded stream needs from a
+//! GROUP BY without a window; a bounded run gets the same changelog.
+use std::sync::Arc;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use super::aggregate::AggregatePlan;
+use crate::error::{Error, Result};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operator::{Collector, Operator, emit_in_batches};
+use crate::plan::expr::clean;
+
+/// The changelog column.
+pub const OP_COLUMN: &str = "op";
+
+/// The rows a running aggregate emits for `lf` holding final results, with `op` first.
+pub fn with_op(lf: LazyFrame, op: Expr, schema: &Schema) -> LazyFrame {
+    let mut cols = vec![op.alias(OP_COLUMN)];
+    cols.extend(schema.iter_names().map(|n| col(n.clone())));
+    lf.select(cols)
+}
+
+/// One subtask of a running aggregate: merged partial state per key, and when each key was
+/// last updated.
+pub struct RunningAggregate {
+    name: String,
+    node: usize,
+    plan: AggregatePlan,
+    ttl_ms: Option<i64>,
+    state: Option<DataFrame>,
+    /// Keys and `__touched` (ms since the operator started).
+    touched: Option<DataFrame>,
+    started: Instant,
+    batch_rows: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl RunningAggregate {
+    /// An empty operator for node `node`.
+    pub fn new(name: String, node: usize, plan: AggregatePlan, ttl_ms: Option<i64>, batch_rows: usize, metrics: Arc<Metrics>) -> Self {
+        RunningAggregate { name, node, plan, ttl_ms, state: None, touched: None, started: Instant::now(), batch_rows, metrics }
+    }
+
+    fn fail(&self, e: PolarsError) -> Error {
+        Error::execution("operator", &self.name, clean(&e))
+    }
+
+    fn keys(&self) -> Vec<Expr> {
+        self.plan.keys.iter().map(|k| col(k.as_str())).collect()
+    }
+
+    /// Forgets the keys not updated within the TTL.
+    fn expire(&mut self, now: i64) -> PolarsResult<()> {
+        let (Some(ttl), Some(touched)) = (self.ttl_ms, &self.touched) else { return Ok(()) };
+        let expired = touched.clone().lazy().filter(col("__touched").lt(lit(now - ttl))).select(self.keys()).collect()?;
+        if expired.height() == 0 {
+            return Ok(());
+        }
+        let anti = |df: DataFrame, keys: Vec<Expr>| df.lazy().join(expired.clone().lazy(), keys.clone(), keys, JoinArgs::new(JoinType::Anti)).collect();
+        self.touched = Some(anti(touched.clone(), self.keys())?);
+        if let Some(state) = self.state.take() {
+            self.state = Some(anti(state, self.keys())?);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for RunningAggregate {
+    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        let now = self.started.elapsed().as_millis() as i64;
+        self.expire(now).map_err(|e| self.fail(e))?;
+        let partial = self.plan.partial(batch.lazy()).collect().map_err(|e| self.fail(e))?;
+        let keys = self.keys();
+        let stamp = || lit(now).cast(DataType::Int64).alias("__touched");
+        let touched_now = partial.clone().lazy().select(keys.clone()).with_column(stamp());
+        // Which of the batch's keys were there before: `+U` for them, `+I` for the others.
+        let seen = match &self.touched {
+            Some(t) if !keys.is_empty() => {
+                let before = t.clone().lazy().select(keys.clone()).with_column(lit(true).alias("__seen"));
+                partial.clone().lazy().select(keys.clone()).join(before, keys.clone(), keys.clone(), JoinArgs::new(JoinType::Left))
+            }
+            Some(_) => partial.clone().lazy().select([lit(true).alias("__seen")]),
+            None => partial.clone().lazy().select(keys.clone()).with_column(lit(false).alias("__seen")),
+        };
+        let merged = match self.state.take() {
+            Some(s) => concat([s.lazy(), partial.clone().lazy()], UnionArgs::default()).map_err(|e| self.fail(e))?,
+            None => partial.lazy(),
+        };
+        let state = self.plan.merge(merged).collect().map_err(|e| self.fail(e))?;
+        self.touched = Some(match (self.touched.take(), keys.is_empty()) {
+            (Some(t), false) => concat([t.lazy(), touched_now], UnionArgs::default())
+                .map_err(|e| self.fail(e))?
+                .group_by(keys.clone())
+                .agg([col("__touched").max()])
+                .collect()
+                .map_err(|e| self.fail(e))?,
+            (None, false) => touched_now.collect().map_err(|e| self.fail(e))?,
+            // One global group: one row.
+            (_, true) => DataFrame::new(1, vec![Column::new("__touched".into(), [now])]).map_err(|e| self.fail(e))?,
+        });
+        let result = self.plan.finalize(state.clone().lazy());
+        let changed = if keys.is_empty() {
+            result.with_column(
+                seen.collect()
+                    .map_err(|e| self.fail(e))?
+                    .column("__seen")
+                    .ok()
+                    .and_then(|c| c.get(0).ok())
+                    .map_or(lit(false), |v| lit(v == AnyValue::Boolean(true)))
+                    .alias("__seen"),
+            )
+        } else {
+            result.join(seen, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
+        };
+        let op = when(col("__seen").fill_null(lit(false))).then(lit("+U")).otherwise(lit("+I"));
+        let schema = self.plan.finalize(DataFrame::empty_with_schema(&state.schema()).lazy()).collect_schema().map_err(|e| self.fail(e))?;
+        let rows = with_op(changed, op, &schema).collect().map_err(|e| self.fail(e))?;
+        self.state = Some(state);
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_out, rows.height() as u64);
+        m.add_time(start.elapsed());
+        emit_in_batches(&rows, self.batch_rows, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::operators::aggregate::AggSpec;
+    use crate::plan::expr::AggFunc;
+
+    #[derive(Default)]
+    struct Keep(Vec<DataFrame>);
+    impl Collector for Keep {
+        fn collect(&mut self, batch: DataFrame) -> Result<()> {
+            self.0.push(batch);
+            Ok(())
+        }
+        fn watermark(&mut self, _: i64) -> Result<()> {
+            Ok(())
+        }
+        fn side_output(&mut self, _: usize, _: &str, _: DataFrame) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_key_past_its_ttl_starts_again() {
+        let plan = AggregatePlan { keys: vec!["k".into()], aggs: vec![AggSpec { name: "n".into(), func: AggFunc::Count, arg: None, q: None }], ordered: false };
+        let mut op = RunningAggregate::new("r".into(), 0, plan, Some(30), 100, Arc::new(Metrics::new(1)));
+        let mut out = Keep::default();
+        op.process(df!("k" => ["a"]).unwrap(), &mut out).unwrap();
+        op.process(df!("k" => ["a"]).unwrap(), &mut out).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        op.process(df!("k" => ["a"]).unwrap(), &mut out).unwrap();
+        let ops: Vec<String> = out.0.iter().map(|d| d.column(OP_COLUMN).unwrap().str().unwrap().get(0).unwrap().to_string()).collect();
+        let counts: Vec<u32> = out.0.iter().map(|d| d.column("n").unwrap().cast(&DataType::UInt32).unwrap().u32().unwrap().get(0).unwrap()).collect();
+        assert_eq!((ops, counts), (vec!["+I".to_string(), "+U".into(), "+I".into()], vec![1, 2, 1]));
+    }
+}

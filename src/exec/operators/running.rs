@@ -120,7 +120,7 @@ impl Operator for RunningAggregate {
             result.join(seen, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
         };
         let op = when(col("__seen").fill_null(lit(false))).then(lit("+U")).otherwise(lit("+I"));
-        let schema = self.plan.finalize(DataFrame::empty_with_schema(&state.schema()).lazy()).collect_schema().map_err(|e| self.fail(e))?;
+        let schema = self.plan.finalize(DataFrame::empty_with_schema(state.schema()).lazy()).collect_schema().map_err(|e| self.fail(e))?;
         let rows = with_op(changed, op, &schema).collect().map_err(|e| self.fail(e))?;
         self.state = Some(state);
         let m = &self.metrics.nodes[self.node];

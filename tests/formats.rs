@@ -37,3 +37,32 @@ fn ipc_files_round_trip() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("error[corrupt_ipc]") && stderr(&o).contains("zz-not-ipc.arrow"), "{}", stderr(&o));
 }
+
+/// A file sink that rolls by size: several complete part files, every row once, and a second
+/// run replaces the first run's parts.
+#[test]
+fn file_sinks_roll_over_by_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,name\n");
+    for i in 0..20_000 {
+        csv += &format!("{i},name{i}\n");
+    }
+    std::fs::write(tmp.path().join("in.csv"), &csv).unwrap();
+    let pipeline = "name = \"roll\"\nbatch_rows = 1000\n[[source]]\nname = \"in\"\nformat = \"csv\"\npath = \"in.csv\"\n\
+                    [[sink]]\ninput = \"in\"\nformat = \"csv\"\npath = \"out\"\nroll_bytes = \"64KB\"\n";
+    std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+    for _ in 0..2 {
+        let o = run_in(tmp.path(), &["run", "p.toml", "-q", "-p", "1"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path().join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        names.sort();
+        assert_eq!(names, ["part-00000-000001.csv", "part-00000-000002.csv", "part-00000-000003.csv", "part-00000-000004.csv"]);
+        let mut all = String::from("id,name\n");
+        for n in &names {
+            let text = std::fs::read_to_string(tmp.path().join("out").join(n)).unwrap();
+            assert!(text.starts_with("id,name\n"), "{n} has its header");
+            all += text.strip_prefix("id,name\n").unwrap();
+        }
+        assert!(csv_diff(&all, &csv).is_none(), "every row once");
+    }
+}

@@ -24,7 +24,7 @@ impl PendingCommit {
 }
 
 /// Removes the part files of an earlier run from `dir` and its `key=value` subdirectories.
-fn remove_old_parts(dir: &std::path::Path) -> Result<()> {
+pub fn remove_old_parts(dir: &std::path::Path) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };

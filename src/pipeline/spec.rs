@@ -254,6 +254,22 @@ pub struct WindowSpec {
     pub origin: Origin,
 }
 
+/// Parses a size of the pipeline file: `4096`, `512KB`, `64MB`, `1GB` (powers of 1024).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" => 1 << 10,
+        "MB" | "MIB" => 1 << 20,
+        "GB" | "GIB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&v| v > 0)
+}
+
 /// Parses a duration of the pipeline file: `250ms`, `5s`, `1m`, `2h`, `1d`, in milliseconds.
 pub fn parse_duration(text: &str) -> Option<i64> {
     let t = text.trim();
@@ -342,6 +358,10 @@ pub struct SinkSpec {
     pub header: bool,
     /// Columns whose values name `key=value` directories.
     pub partition_by: Vec<Located<String>>,
+    /// File sinks: start a new part file once the current one has this many bytes.
+    pub roll_bytes: Option<u64>,
+    /// File sinks: start a new part file once the current one is this old (ms), at its next write.
+    pub roll_interval: Option<i64>,
 }
 
 /// A whole pipeline file.
@@ -404,7 +424,7 @@ const OP_KEYS: [&str; 29] = [
     "emit",
     "state_ttl",
 ];
-const SINK_KEYS: [&str; 7] = ["input", "format", "path", "style", "single_file", "header", "partition_by"];
+const SINK_KEYS: [&str; 9] = ["input", "format", "path", "style", "single_file", "header", "partition_by", "roll_bytes", "roll_interval"];
 
 fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
     COMMON_KEYS.iter().chain(extra).copied().collect()
@@ -798,6 +818,24 @@ fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkS
     let single_file = r.bool("single_file", false, diags);
     let header = r.bool("header", true, diags);
     let partition_by = r.string_list("partition_by", diags).unwrap_or_default();
+    let roll_bytes = r.take("roll_bytes").and_then(|n| {
+        let parsed = match &n.value {
+            Value::Int(i) if *i > 0 => Some(*i as u64),
+            Value::Str(s) => parse_size(s),
+            _ => None,
+        };
+        if parsed.is_none() {
+            r.err(diags, &n.origin, "`roll_bytes` must be a size: a number of bytes, or like \"64MB\", \"512KB\", \"1GB\"");
+        }
+        parsed
+    });
+    let roll_interval = duration(&mut r, "roll_interval", diags);
+    if let Some(o) = roll_interval.as_ref().map(|d| d.origin.clone()).or_else(|| roll_bytes.map(|_| r.origin.clone()))
+        && (single_file || format == Some(SinkFormat::Stdout))
+    {
+        r.err(diags, &o, "rolling (`roll_bytes`, `roll_interval`) is for file sinks that write a directory of part files");
+    }
+    let roll_interval = roll_interval.map(|d| d.value);
     if let Some(first) = partition_by.first() {
         if format == Some(SinkFormat::Stdout) {
             r.err(diags, &first.origin, "a stdout sink cannot be partitioned; `partition_by` is for file sinks");
@@ -811,7 +849,7 @@ fn read_sink(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<SinkS
         _ => {}
     }
     r.finish(&allowed(&SINK_KEYS), diags);
-    Some(SinkSpec { common, input: input?, format: format?, path, style, single_file, header, partition_by })
+    Some(SinkSpec { common, input: input?, format: format?, path, style, single_file, header, partition_by, roll_bytes, roll_interval })
 }
 
 fn components<'a>(r: &mut TableReader<'a>, key: &str, diags: &mut Diagnostics) -> Vec<&'a Node> {

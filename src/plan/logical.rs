@@ -652,7 +652,16 @@ impl Builder<'_> {
                     return;
                 }
                 let partition_by = s.partition_by.iter().map(|k| k.value.clone()).collect();
-                let config = SinkConfig { name: s.common.name.value.clone(), format, path: full, single_file: s.single_file, header: s.header, partition_by };
+                let config = SinkConfig {
+                    name: s.common.name.value.clone(),
+                    format,
+                    path: full,
+                    single_file: s.single_file,
+                    header: s.header,
+                    partition_by,
+                    roll_bytes: s.roll_bytes,
+                    roll_interval: s.roll_interval.map(|ms| std::time::Duration::from_millis(ms as u64)),
+                };
                 let name = format!("{format:?}").to_lowercase();
                 let what = if s.single_file { "file" } else { "directory" };
                 (NodeKind::FileSink(config), format!("sink {name}"), format!("{what} {}", path.value))

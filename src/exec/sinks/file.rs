@@ -26,6 +26,17 @@ pub struct SinkConfig {
     pub header: bool,
     /// Columns whose values name `key=value` directories (not written into the files).
     pub partition_by: Vec<String>,
+    /// Start a new part file once the current one has this many bytes.
+    pub roll_bytes: Option<u64>,
+    /// Start a new part file once the current one is this old (checked at each write).
+    pub roll_interval: Option<std::time::Duration>,
+}
+
+impl SinkConfig {
+    /// Part files roll over: each is made visible when it is closed.
+    fn rolls(&self) -> bool {
+        self.roll_bytes.is_some() || self.roll_interval.is_some()
+    }
 }
 
 // Unbuffered files: polars writes whole serialised batches, and an unbuffered write reports
@@ -44,6 +55,7 @@ struct Output {
     writer: Writer,
     temp: PathBuf,
     target: PathBuf,
+    opened: std::time::Instant,
 }
 
 /// One subtask of a file sink.
@@ -54,6 +66,11 @@ pub struct FileSink {
     file_schema: SchemaRef,
     /// Open files by partition directory ("" without partitions).
     outputs: HashMap<String, Output>,
+    /// Rolling: the number of the next part file of each partition directory.
+    parts: HashMap<String, usize>,
+    /// Rolling: the part files of earlier runs were removed (at the first file, not at commit,
+    /// since this run's rolled parts are visible already).
+    cleaned: bool,
 }
 
 /// A partition value as one safe path segment: bytes outside `[A-Za-z0-9_.-]` become `%XX`,
@@ -92,7 +109,7 @@ impl FileSink {
         for c in &config.partition_by {
             file_schema.shift_remove(c.as_str());
         }
-        FileSink { config, subtask, file_schema: Arc::new(file_schema), outputs: HashMap::new() }
+        FileSink { config, subtask, file_schema: Arc::new(file_schema), outputs: HashMap::new(), parts: HashMap::new(), cleaned: false }
     }
 
     fn fail(&self, target: &std::path::Path, e: impl std::fmt::Display) -> Error {
@@ -108,8 +125,18 @@ impl FileSink {
                 SinkFormat::Ipc => "arrow",
                 _ => "jsonl",
             };
-            let target =
-                if self.config.single_file { self.config.path.clone() } else { self.config.path.join(dir).join(format!("part-{:05}.{ext}", self.subtask)) };
+            if self.config.rolls() && !self.cleaned {
+                crate::exec::sink::remove_old_parts(&self.config.path)?;
+                self.cleaned = true;
+            }
+            let name = if self.config.rolls() {
+                let seq = self.parts.entry(dir.to_string()).or_insert(0);
+                *seq += 1;
+                format!("part-{:05}-{:06}.{ext}", self.subtask, seq)
+            } else {
+                format!("part-{:05}.{ext}", self.subtask)
+            };
+            let target = if self.config.single_file { self.config.path.clone() } else { self.config.path.join(dir).join(name) };
             let parent = target.parent().map(PathBuf::from).unwrap_or_default();
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
@@ -128,13 +155,14 @@ impl FileSink {
                 }
                 _ => Writer::Jsonl(polars::io::json::BatchedWriter::new(file)),
             };
-            self.outputs.insert(dir.to_string(), Output { writer, temp, target });
+            self.outputs.insert(dir.to_string(), Output { writer, temp, target, opened: std::time::Instant::now() });
         }
         Ok(self.outputs.get_mut(dir).expect("just inserted"))
     }
 
     fn write_to(&mut self, dir: &str, batch: &DataFrame) -> Result<()> {
         let name = self.config.name.clone();
+        let (roll_bytes, roll_interval) = (self.config.roll_bytes, self.config.roll_interval);
         let out = self.output(dir)?;
         let result = match &mut out.writer {
             Writer::Csv(w) => w.write_batch(batch),
@@ -142,7 +170,27 @@ impl FileSink {
             Writer::Jsonl(w) => w.write_batch(batch),
             Writer::Ipc(w) => w.write_batch(batch),
         };
-        result.map_err(|e| Error::execution("sink", &name, format!("{}: {e}", out.target.display())))
+        result.map_err(|e| Error::execution("sink", &name, format!("{}: {e}", out.target.display())))?;
+        let size = std::fs::metadata(&out.temp).map_or(0, |m| m.len());
+        let full = roll_bytes.is_some_and(|b| size >= b) || roll_interval.is_some_and(|t| out.opened.elapsed() >= t);
+        if full {
+            // Close this part and make it visible now; the next write opens the next part.
+            let out = self.outputs.remove(dir).expect("written above");
+            let (temp, target) = (out.temp.clone(), out.target.clone());
+            close(out.writer).map_err(|e| self.fail(&target, e))?;
+            std::fs::rename(&temp, &target).map_err(|e| Error::io(&target, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Flushes and closes a writer (footers of Parquet and IPC files).
+fn close(writer: Writer) -> PolarsResult<()> {
+    match writer {
+        Writer::Csv(mut w) => w.finish(),
+        Writer::Parquet(w) => w.finish().map(|_| ()),
+        Writer::Jsonl(_) => Ok(()),
+        Writer::Ipc(mut w) => w.finish(),
     }
 }
 
@@ -181,17 +229,12 @@ impl Sink for FileSink {
     fn finish(&mut self) -> Result<Vec<PendingCommit>> {
         let mut pending = Vec::new();
         for (_, out) in std::mem::take(&mut self.outputs) {
-            let result = match out.writer {
-                Writer::Csv(mut w) => w.finish(),
-                Writer::Parquet(w) => w.finish().map(|_| ()),
-                Writer::Jsonl(_) => Ok(()),
-                Writer::Ipc(mut w) => w.finish(),
-            };
-            if let Err(e) = result {
+            if let Err(e) = close(out.writer) {
                 let _ = std::fs::remove_file(&out.temp);
                 return Err(self.fail(&out.target, e));
             }
-            let part_dir = (!self.config.single_file).then(|| self.config.path.clone());
+            // Rolling sinks removed the old parts when they started.
+            let part_dir = (!self.config.single_file && !self.config.rolls()).then(|| self.config.path.clone());
             pending.push(PendingCommit { temp: out.temp, target: out.target, part_dir });
         }
         Ok(pending)

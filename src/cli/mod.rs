@@ -2,6 +2,7 @@
 mod explain;
 mod progress;
 mod run;
+mod status;
 mod summary;
 mod validate;
 

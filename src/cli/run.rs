@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::PlanArgs;
 use super::progress::Progress;
+use super::status::LiveStatus;
 use super::summary::Summary;
 use crate::error::Result;
 use crate::exec::runtime::execute;
@@ -36,10 +37,15 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
     let compiled = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
     let exec = &compiled.execution;
     let show_progress = !quiet && std::io::stderr().is_terminal();
-    let progress = show_progress.then(|| Progress::new(&exec.job.stream));
+    // Bounded runs show progress bars; unbounded ones (tail mode) a live status.
+    let progress = (show_progress && !plan.follow).then(|| Progress::new(&exec.job.stream));
+    let status = (show_progress && plan.follow).then(|| LiveStatus::new(&exec.job.stream));
     let tick = |m: &crate::exec::metrics::Metrics| {
         if let Some(p) = &progress {
             p.update(m);
+        }
+        if let Some(s) = &status {
+            s.update(m);
         }
     };
     // Ctrl-C on a bounded run aborts it: subtasks wind down, in-progress output is deleted. In
@@ -60,6 +66,9 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
     let report = execute(exec, cancel, stop, show_progress.then_some(&tick as _));
     if let Some(p) = &progress {
         p.finish();
+    }
+    if let Some(s) = &status {
+        s.finish();
     }
     let report = report?;
     let summary = Summary::new(exec, &report);

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Counters of one node of the graph (summed over its subtasks).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeMetrics {
     /// Rows received (sources: rows read).
     pub rows_in: AtomicU64,
@@ -16,6 +16,8 @@ pub struct NodeMetrics {
     pub rejected: AtomicU64,
     /// Rows too late for their windows (also sent to the `late` side output when read).
     pub dropped: AtomicU64,
+    /// Event-time operators: the latest watermark (ms), for the live status.
+    pub watermark: std::sync::atomic::AtomicI64,
     /// Time spent in this node's own work, in nanoseconds, summed over subtasks.
     pub nanos: AtomicU64,
     /// Sources: bytes read.
@@ -24,7 +26,28 @@ pub struct NodeMetrics {
     pub splits: AtomicU64,
 }
 
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        NodeMetrics {
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            watermark: std::sync::atomic::AtomicI64::new(i64::MIN),
+            nanos: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            splits: AtomicU64::new(0),
+        }
+    }
+}
+
 impl NodeMetrics {
+    /// Records a watermark (the largest seen).
+    pub fn watermark(&self, w: i64) {
+        self.watermark.fetch_max(w, Relaxed);
+    }
+
     /// Adds to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);

@@ -87,6 +87,7 @@ impl Operator for WatermarkOperator {
             let w = t.saturating_sub(self.max_delay);
             if w > self.current {
                 self.current = w;
+                self.metrics.nodes[self.node].watermark(w);
                 out.watermark(w)?;
             }
         }
@@ -384,6 +385,7 @@ impl Operator for WindowOperator {
             return Ok(());
         }
         self.watermark = watermark;
+        self.metrics.nodes[self.node].watermark(watermark);
         if let WindowKind::Session { gap } = self.plan.kind {
             self.fire_sessions(gap, out)?;
             return out.watermark(watermark);

@@ -217,7 +217,8 @@ impl Subtask {
                         Err(RecvTimeoutError::Timeout) if self.context.cancelled() => {
                             return Err(Error::Cancelled);
                         }
-                        Err(RecvTimeoutError::Timeout) => {}
+                        // Quiet inputs: time-based work (a watermark operator's idle timeout).
+                        Err(RecvTimeoutError::Timeout) => chain.tick()?,
                         Err(RecvTimeoutError::Disconnected) => return Err(Error::Cancelled),
                     }
                 }

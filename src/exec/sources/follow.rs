@@ -22,6 +22,8 @@ const FINGERPRINT_BYTES: usize = 256;
 /// A file no longer at any matching path is closed after it has been at its end this long (a
 /// writer may still append to a file just rotated away).
 const RETIRE_AFTER: Duration = Duration::from_millis(1500);
+/// A file that gave nothing for this long is closed (and opened again when it grows).
+const CLOSE_QUIET_AFTER: Duration = Duration::from_secs(60);
 /// Most bytes read from one file per poll, so that one busy file does not starve the others.
 const READ_BYTES: usize = 1 << 20;
 
@@ -148,11 +150,24 @@ impl Follower {
             self.last_scan = Some(Instant::now());
         }
         let mut events = Vec::new();
-        let mut ids: Vec<u64> = self.files.iter().filter(|(_, f)| f.file.is_some()).map(|(id, _)| *id).collect();
-        ids.sort_by(|a, b| self.files[a].path.cmp(&self.files[b].path));
+        // Older files first (a rotated file's tail before the new file), so that event time
+        // moves forward as the files were written.
+        let mut ids: Vec<(std::time::SystemTime, PathBuf, u64)> = self
+            .files
+            .iter()
+            .filter_map(|(id, f)| {
+                let modified = f.file.as_ref()?.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                Some((modified, f.path.clone(), *id))
+            })
+            .collect();
+        ids.sort();
+        let ids: Vec<u64> = ids.into_iter().map(|(_, _, id)| id).collect();
         for id in ids {
             let f = self.files.get_mut(&id).expect("listed");
-            if !read_new(id, f, self.max_line_bytes, &mut events)? || (!f.present && f.last_data.elapsed() > RETIRE_AFTER) {
+            let quiet = f.last_data.elapsed();
+            // A file quiet for long is closed too (it is opened again when it grows), so that a
+            // directory of old logs does not hold a descriptor per file.
+            if !read_new(id, f, self.max_line_bytes, &mut events)? || (!f.present && quiet > RETIRE_AFTER) || quiet > CLOSE_QUIET_AFTER {
                 // Gone (rotated away and drained, or its content replaced): remember where it
                 // ended, so that a copy of it found later is not read again.
                 f.file = None;
@@ -191,11 +206,21 @@ impl Follower {
         for path in paths {
             let Ok(mut file) = File::open(&path) else { continue };
             let Ok(meta) = file.metadata() else { continue };
-            let Some(id) = fingerprint(&mut file) else { continue };
-            if id % self.share.1 != self.share.0 {
+            let Some(first_line) = fingerprint(&mut file) else { continue };
+            if first_line % self.share.1 != self.share.0 {
                 continue;
             }
             let inode = inode_of(&meta);
+            // Files that start with the same line (a CSV header, a log banner) but are other
+            // files get the fingerprint combined with their inode.
+            let own = mix(first_line, inode);
+            let id = if self.files.contains_key(&own) { own } else { first_line };
+            // The same inode with other content now (rewritten in place): the old entry is done.
+            for (other, f) in self.files.iter_mut() {
+                if *other != id && f.file.is_some() && f.inode == inode {
+                    f.file = None;
+                }
+            }
             match self.files.get_mut(&id) {
                 Some(f) if f.file.is_some() && f.inode == inode => {
                     // The same file, maybe renamed: keep reading through the open handle.
@@ -203,46 +228,73 @@ impl Follower {
                     f.path = path;
                 }
                 Some(f) if f.file.is_some() => {
-                    // Another file with the same first bytes. If ours was truncated, this is
-                    // its copy (copytruncate): go on reading there. Otherwise it is a copy of
-                    // what we read: ignore it.
+                    // Another file with the same first line. If ours was truncated, this is its
+                    // copy (copytruncate): go on reading there. If it holds what we read, it is
+                    // a copy: ignore it. Otherwise it is another file.
+                    let read_to = f.offset + f.partial.len() as u64;
                     let ours = f.file.as_ref().and_then(|h| h.metadata().ok()).map_or(0, |m| m.len());
-                    if ours < f.offset + f.partial.len() as u64 && meta.len() >= f.offset {
-                        let _ = file.seek(SeekFrom::Start(f.offset + f.partial.len() as u64));
+                    if ours < read_to && meta.len() >= f.offset {
+                        let _ = file.seek(SeekFrom::Start(read_to));
                         (f.file, f.inode, f.path, f.present) = (Some(file), inode, path, true);
+                    } else if !same_prefix(f.file.as_mut(), &mut file, read_to.min(meta.len())) {
+                        let new = self.follow(path, file, &meta, inode, first);
+                        self.files.insert(own, new);
                     }
                 }
-                Some(f) => {
-                    // Known and closed: a copy of what was read, or the file back again.
+                Some(f) if f.inode == inode => {
+                    // Known and closed, and back (renamed into the pattern again, or grown).
                     if meta.len() > f.offset {
                         let _ = file.seek(SeekFrom::Start(f.offset));
                         f.partial.clear();
-                        (f.file, f.inode, f.path, f.present, f.last_data) = (Some(file), inode, path, true, Instant::now());
+                        (f.file, f.path, f.present, f.last_data) = (Some(file), path, true, Instant::now());
                     }
                 }
+                Some(_) => {
+                    // Known and closed, but this is another file with the same first line.
+                    let new = self.follow(path, file, &meta, inode, first);
+                    self.files.insert(own, new);
+                }
                 None => {
-                    let offset = match (first, self.start_at) {
-                        (true, StartAt::End) => meta.len(),
-                        _ => 0,
-                    };
-                    let lines = if offset > 0 { count_lines(&path, offset) } else { 0 };
-                    let _ = file.seek(SeekFrom::Start(offset));
-                    let f = Followed {
-                        path,
-                        file: Some(file),
-                        inode,
-                        offset,
-                        partial: Vec::new(),
-                        lines,
-                        skipping: false,
-                        present: true,
-                        last_data: Instant::now(),
-                    };
-                    self.files.insert(id, f);
+                    let new = self.follow(path, file, &meta, inode, first);
+                    self.files.insert(id, new);
                 }
             }
         }
     }
+
+    /// A newly found file, positioned where reading starts.
+    fn follow(&self, path: PathBuf, mut file: File, meta: &std::fs::Metadata, inode: (u64, u64), first: bool) -> Followed {
+        let offset = match (first, self.start_at) {
+            (true, StartAt::End) => meta.len(),
+            _ => 0,
+        };
+        let lines = if offset > 0 { count_lines(&path, offset) } else { 0 };
+        let _ = file.seek(SeekFrom::Start(offset));
+        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data: Instant::now() }
+    }
+}
+
+/// A fingerprint and an inode combined: the id of a file whose first line another file shares.
+fn mix(fingerprint: u64, inode: (u64, u64)) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (fingerprint, inode).hash(&mut h);
+    h.finish()
+}
+
+/// True when the first `n` bytes (at most 64 KiB compared) of two files are equal.
+fn same_prefix(a: Option<&mut File>, b: &mut File, n: u64) -> bool {
+    let Some(a) = a else { return false };
+    let n = n.min(64 << 10) as usize;
+    let read = |f: &mut File| -> Option<Vec<u8>> {
+        let pos = f.stream_position().ok()?;
+        f.seek(SeekFrom::Start(0)).ok()?;
+        let mut buf = vec![0u8; n];
+        let got = f.read(&mut buf).ok()?;
+        buf.truncate(got);
+        f.seek(SeekFrom::Start(pos)).ok()?;
+        Some(buf)
+    };
+    matches!((read(a), read(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// The fingerprint of a file's content: a hash of its first line, or of its first 256 bytes when
@@ -378,6 +430,34 @@ mod tests {
         let events = f.poll().unwrap();
         assert_eq!(lines_of(&events), ["last"]);
         assert!(matches!(&events[0], Event::Line { line: 4, offset: 39, .. }), "{events:?}");
+    }
+
+    #[test]
+    fn files_that_share_their_first_line_are_each_read() {
+        let dir = tempfile::tempdir().unwrap();
+        append(&dir.path().join("a.csv"), "id,name\n1,a\n");
+        append(&dir.path().join("b.csv"), "id,name\n2,b\n");
+        let mut f = Follower::new(dir.path(), "*.csv", StartAt::Beginning, 100, 0, 1).scanning_always();
+        let mut lines = lines_of(&f.poll().unwrap());
+        // A new file that only has the header yet, then its rows.
+        append(&dir.path().join("c.csv"), "id,name\n");
+        lines.extend(lines_of(&f.poll().unwrap()));
+        append(&dir.path().join("c.csv"), "3,c\n");
+        lines.extend(lines_of(&f.poll().unwrap()));
+        lines.sort();
+        assert_eq!(lines, ["1,a", "2,b", "3,c", "id,name", "id,name", "id,name"]);
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        append(&log, "first version line one\n");
+        let mut f = Follower::new(dir.path(), "app.log", StartAt::Beginning, 100, 0, 1).scanning_always();
+        assert_eq!(lines_of(&f.poll().unwrap()), ["first version line one"]);
+        // Rewritten in place, and longer than before: no truncation is seen.
+        std::fs::write(&log, "second version, a longer first line\nand more\n").unwrap();
+        assert_eq!(lines_of(&f.poll().unwrap()), ["second version, a longer first line", "and more"]);
     }
 
     #[test]

@@ -293,6 +293,7 @@ impl Source for StreamSource {
         let name = self.out.config.name.clone();
         let fail = |what: &str, e: std::io::Error| Error::execution("source", &name, format!("{what}: {e}"));
         let (tx, rx) = crossbeam_channel::bounded::<(Arc<PathBuf>, Vec<u8>)>(4);
+        let max_line = self.out.config.max_line_bytes;
         match self.out.config.follow.as_ref().map(|f| &f.input) {
             Some(super::FollowInput::Tcp(address)) => {
                 let listener = std::net::TcpListener::bind(address.as_str()).map_err(|e| fail(&format!("cannot listen on {address}"), e))?;
@@ -304,7 +305,7 @@ impl Source for StreamSource {
                             let tx = tx.clone();
                             let _ = std::thread::Builder::new()
                                 .name("rivulet-tcp-client".into())
-                                .spawn(move || read_lines(client, |chunk| tx.send((origin.clone(), chunk)).is_ok()));
+                                .spawn(move || read_lines(client, max_line, |chunk| tx.send((origin.clone(), chunk)).is_ok()));
                         }
                     })
                     .map_err(|e| fail("cannot start the TCP listener", e))?;
@@ -313,7 +314,7 @@ impl Source for StreamSource {
                 let origin = Arc::new(PathBuf::from(STDIN));
                 std::thread::Builder::new()
                     .name("rivulet-stdin".into())
-                    .spawn(move || read_lines(std::io::stdin().lock(), |chunk| tx.send((origin.clone(), chunk)).is_ok()))
+                    .spawn(move || read_lines(std::io::stdin().lock(), max_line, |chunk| tx.send((origin.clone(), chunk)).is_ok()))
                     .map_err(|e| fail("cannot start the stdin reader", e))?;
             }
         }
@@ -327,14 +328,23 @@ impl Source for StreamSource {
         }
         let Some(rx) = self.lines.clone() else { return Ok(Poll::Finished) };
         let stopping = self.ctx.as_ref().is_some_and(SourceContext::stopping);
-        let ended = match rx.try_recv() {
-            Ok((origin, chunk)) => {
-                self.chunk(&origin, &chunk)?;
-                false
+        // Several chunks per poll (a poll that finds nothing sleeps); when stopping, only what is
+        // queued now, so busy writers cannot keep the source from finishing.
+        let most = if stopping { rx.len() } else { 64 };
+        let mut ended = stopping;
+        for _ in 0..most.max(1) {
+            match rx.try_recv() {
+                Ok((origin, chunk)) => self.chunk(&origin, &chunk)?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    ended |= self.bounded;
+                    break;
+                }
             }
-            Err(TryRecvError::Empty) => stopping,
-            Err(TryRecvError::Disconnected) => self.bounded || stopping,
-        };
+            if self.out.batches.len() > 1 {
+                break;
+            }
+        }
         let batcher = self.batcher.as_mut().expect("opened");
         if (ended || batcher.due())
             && let Some(parsed) = batcher.flush()?
@@ -349,19 +359,44 @@ impl Source for StreamSource {
 }
 
 /// Reads `input` to its end, handing out chunks of whole lines (the last one may lack its
-/// newline); stops when `send` returns false.
-fn read_lines(mut input: impl Read, mut send: impl FnMut(Vec<u8>) -> bool) {
+/// newline); stops when `send` returns false. A line longer than `max_line` is handed out cut,
+/// as a line of its own (the source rejects it as too long), and the rest of it is skipped,
+/// so a writer that never sends a newline cannot fill the memory.
+fn read_lines(mut input: impl Read, max_line: usize, mut send: impl FnMut(Vec<u8>) -> bool) {
     let mut pending = Vec::new();
+    let mut skipping = false;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match input.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
         };
-        pending.extend_from_slice(&buf[..n]);
+        let mut data = &buf[..n];
+        if skipping {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    skipping = false;
+                    data = &data[i + 1..];
+                }
+                None => continue,
+            }
+        }
+        pending.extend_from_slice(data);
         if let Some(last) = memchr::memrchr(b'\n', &pending) {
             let rest = pending.split_off(last + 1);
             if !send(std::mem::replace(&mut pending, rest)) {
+                return;
+            }
+        }
+        if pending.len() > max_line {
+            // Too long and no newline yet: hand out its head, skip the rest of it.
+            let mut head = std::mem::take(&mut pending);
+            head.truncate(max_line + 1);
+            head.push(b'\n');
+            skipping = true;
+            if !send(head) {
                 return;
             }
         }
@@ -378,10 +413,24 @@ mod tests {
     #[test]
     fn stdin_is_cut_into_whole_lines() {
         let mut chunks = Vec::new();
-        read_lines(&b"a\nbb\ncc"[..], |c| {
+        read_lines(&b"a\nbb\ncc"[..], 100, |c| {
             chunks.push(c);
             true
         });
         assert_eq!(chunks, [b"a\nbb\n".to_vec(), b"cc".to_vec()]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_not_buffered() {
+        let mut input = vec![b'x'; 200_000];
+        input.extend_from_slice(b"\nok\n");
+        let mut chunks = Vec::new();
+        read_lines(&input[..], 10, |c| {
+            chunks.push(c);
+            true
+        });
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        assert!(total < 100, "{total} bytes handed out");
+        assert_eq!(chunks.last().unwrap(), b"ok\n");
     }
 }

@@ -99,7 +99,17 @@ pub struct Follower {
     /// renamed files are looked for only every `scan_every`.
     last_scan: Option<Instant>,
     scan_every: Duration,
+    /// inotify (through `notify`) on the directory of the path: set when anything there
+    /// changed. Without it (no such directory yet, or no inotify), the follower polls.
+    watch: Option<(notify::RecommendedWatcher, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+    /// When files were last read without a change notice (a safety net for missed events).
+    last_read: Instant,
+    /// Use inotify (tests that check each step poll instead).
+    notice: bool,
 }
+
+/// With inotify, files are read when a change is noticed, and at least this often.
+const READ_ANYWAY_EVERY: Duration = Duration::from_millis(250);
 
 /// How often the follower lists the files that match its path.
 const SCAN_EVERY: Duration = Duration::from_millis(200);
@@ -129,6 +139,27 @@ impl Follower {
             started: false,
             last_scan: None,
             scan_every: SCAN_EVERY,
+            watch: None,
+            last_read: Instant::now(),
+            notice: true,
+        }
+    }
+
+    /// Starts watching the directory of the path with inotify, when it exists.
+    fn watch(&mut self) {
+        use notify::Watcher;
+        let root = super::discover::root_of(&self.base_dir, &self.pattern);
+        let dir = if root.is_dir() { root } else { root.parent().map(Path::to_path_buf).unwrap_or(root) };
+        if !dir.is_dir() {
+            return;
+        }
+        let dirty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = dirty.clone();
+        let handler = move |_: notify::Result<notify::Event>| flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut w) = notify::recommended_watcher(handler)
+            && w.watch(&dir, notify::RecursiveMode::Recursive).is_ok()
+        {
+            self.watch = Some((w, dirty));
         }
     }
 
@@ -136,12 +167,23 @@ impl Follower {
     #[cfg(test)]
     fn scanning_always(mut self) -> Self {
         self.scan_every = Duration::ZERO;
+        self.notice = false;
         self
     }
 
     /// Looks for new and moved files, reads what was appended, and returns the complete lines,
     /// in order per file.
     pub fn poll(&mut self) -> std::io::Result<Vec<Event>> {
+        if self.notice && self.watch.is_none() && self.last_scan.is_none() {
+            self.watch();
+        }
+        if let Some((_, dirty)) = &self.watch {
+            // Nothing changed (and the safety net is not due): nothing to read.
+            if !dirty.swap(false, std::sync::atomic::Ordering::Relaxed) && self.last_read.elapsed() < READ_ANYWAY_EVERY {
+                return Ok(Vec::new());
+            }
+        }
+        self.last_read = Instant::now();
         // A file truncated in place shows up at once: list the files again then, too.
         let truncated =
             self.files.values().any(|f| f.file.as_ref().and_then(|h| h.metadata().ok()).is_some_and(|m| m.len() < f.offset + f.partial.len() as u64));

@@ -78,7 +78,7 @@ path = "out/bad.csv"
 "#,
     )
     .unwrap();
-    let tail = Command::new(env!("CARGO_BIN_EXE_rivulet")).current_dir(dir).args(["tail", "p.toml", "-q", "-p", "2"]).stderr(Stdio::piped()).spawn().unwrap();
+    let tail = crate::common::spawn_in(dir, &["tail", "p.toml", "-q", "-p", "2"]);
     std::thread::sleep(Duration::from_millis(300));
     let mut sent = std::collections::BTreeMap::new();
     for i in 0..600 {
@@ -98,8 +98,7 @@ path = "out/bad.csv"
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: as above.
-    unsafe { libc::kill(tail.id() as i32, libc::SIGINT) };
+    crate::common::interrupt(&tail);
     let out = tail.wait_with_output().unwrap();
     let _ = server.kill();
     let _ = server.wait();

@@ -60,13 +60,7 @@ path = "out/bad"
     .unwrap();
     let live = logs.join("access.log");
     std::fs::write(&live, "200 0\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .current_dir(tmp.path())
-        .args(["tail", "p.toml", "-p", "2", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-p", "2", "--json"]);
     // 3,000 more lines in random-size pieces (cut anywhere, even inside a line), rotated
     // logrotate-style twice, plus a second file and 3 bad lines.
     let mut text = Vec::new();
@@ -97,8 +91,7 @@ path = "out/bad"
     // Wait until everything was read: the source's byte counter is not visible from here, so
     // give the follower time, then stop.
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: sending a signal to a child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    crate::common::interrupt(&child);
     let start = Instant::now();
     let out = loop {
         if let Some(_status) = child.try_wait().unwrap() {
@@ -207,13 +200,7 @@ style = "csv"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .current_dir(tmp.path())
-        .args(["tail", "p.toml", "-p", "2", "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-p", "2", "-q"]);
     std::thread::sleep(Duration::from_millis(300));
     append(&tmp.path().join("logs/a.csv"), b"100,a\n200,a\n1500,b\n2500,a\n");
     // Read what the windows emitted while the run goes on: the first two seconds fire.
@@ -239,8 +226,7 @@ style = "csv"
     }
     assert!(seen.contains("a,0,1000,2") && seen.contains("b,1000,2000,1"), "windows did not fire while running: {seen:?}");
     assert!(!seen.contains("a,2000,3000"), "the window the watermark has not passed fired: {seen:?}");
-    // SAFETY: sending a signal to a child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    crate::common::interrupt(&child);
     let status = child.wait().unwrap();
     assert!(status.success());
     while let Ok(t) = rx.recv_timeout(Duration::from_millis(500)) {
@@ -306,13 +292,7 @@ path = "out"
                 assert!(o.status.success(), "{}", stderr(&o));
             } else {
                 std::fs::write(&log, "").unwrap();
-                let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-                    .current_dir(tmp.path())
-                    .args(["tail", "p.toml", "-q", "-p", "2"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
+                let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-q", "-p", "2"]);
                 let bytes = text.as_bytes();
                 let mut pos = 0;
                 let mut r = 99u64;
@@ -324,8 +304,7 @@ path = "out"
                     std::thread::sleep(Duration::from_millis(3));
                 }
                 std::thread::sleep(Duration::from_millis(800));
-                // SAFETY: signalling a child we started.
-                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                crate::common::interrupt(&child);
                 let status = child.wait().unwrap();
                 assert!(status.success());
             }
@@ -367,13 +346,7 @@ style = "csv"
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .current_dir(tmp.path())
-        .args(["run", "p.toml", "-p", "2", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::common::spawn_in(tmp.path(), &["run", "p.toml", "-p", "2", "--json"]);
     // Wait for the listener.
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -421,8 +394,7 @@ style = "csv"
         c.join().unwrap();
     }
     assert_eq!(per_client, [100_000; 8]);
-    // SAFETY: signalling a child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    crate::common::interrupt(&child);
     let _ = std::io::Read::read_to_string(&mut reader, &mut summary);
     let status = child.wait().unwrap();
     assert!(status.success());
@@ -464,13 +436,7 @@ style = "csv"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rivulet"))
-        .current_dir(tmp.path())
-        .args(["tail", "p.toml", "-p", "2", "-q"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-p", "2", "-q"]);
     let logs = tmp.path().join("logs");
     let writers: Vec<_> = (0..5)
         .map(|w| {
@@ -524,8 +490,7 @@ style = "csv"
     }
     // A little longer, so a line read twice would show up too.
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: signalling a child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    crate::common::interrupt(&child);
     let status = child.wait().unwrap();
     assert!(status.success());
     let (lines, duplicates) = reading.join().unwrap();

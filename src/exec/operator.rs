@@ -160,6 +160,39 @@ impl Collector for Chain<'_> {
     }
 }
 
+/// A collector for operator tests: keeps what is emitted, and what goes to side outputs.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Collected {
+    /// Batches emitted.
+    pub batches: Vec<DataFrame>,
+    /// Batches sent to side outputs.
+    pub sides: Vec<DataFrame>,
+}
+
+#[cfg(test)]
+impl Collected {
+    /// Rows emitted.
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(DataFrame::height).sum()
+    }
+}
+
+#[cfg(test)]
+impl Collector for Collected {
+    fn collect(&mut self, batch: DataFrame) -> Result<()> {
+        self.batches.push(batch);
+        Ok(())
+    }
+    fn watermark(&mut self, _: i64) -> Result<()> {
+        Ok(())
+    }
+    fn side_output(&mut self, _: usize, _: &str, batch: DataFrame) -> Result<()> {
+        self.sides.push(batch);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use polars::df;
@@ -174,27 +207,12 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct Rows(usize);
-    impl Collector for Rows {
-        fn collect(&mut self, batch: DataFrame) -> Result<()> {
-            self.0 += batch.height();
-            Ok(())
-        }
-        fn watermark(&mut self, _: i64) -> Result<()> {
-            Ok(())
-        }
-        fn side_output(&mut self, _: usize, _: &str, _: DataFrame) -> Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn chained_operators_call_each_other() {
         let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(Double), Box::new(Double)];
-        let mut out = Rows::default();
+        let mut out = Collected::default();
         let df = df!("a" => [1, 2, 3]).unwrap();
         Chain::new(&mut ops, &mut out).collect(df).unwrap();
-        assert_eq!(out.0, 12);
+        assert_eq!(out.rows(), 12);
     }
 }

@@ -125,3 +125,14 @@ pub fn duckdb_csv_in(dir: &Path, sql: &str) -> String {
     assert!(out.status.success(), "duckdb failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Starts rivulet in `dir` with `args`, stdout and stderr piped.
+pub fn spawn_in(dir: &Path, args: &[&str]) -> std::process::Child {
+    rivulet().current_dir(dir).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("rivulet starts")
+}
+
+/// Sends Ctrl-C (SIGINT) to a child process.
+pub fn interrupt(child: &std::process::Child) {
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+}

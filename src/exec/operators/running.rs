@@ -133,35 +133,21 @@ impl Operator for RunningAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::operator::Collected;
     use crate::exec::operators::aggregate::AggSpec;
     use crate::plan::expr::AggFunc;
-
-    #[derive(Default)]
-    struct Keep(Vec<DataFrame>);
-    impl Collector for Keep {
-        fn collect(&mut self, batch: DataFrame) -> Result<()> {
-            self.0.push(batch);
-            Ok(())
-        }
-        fn watermark(&mut self, _: i64) -> Result<()> {
-            Ok(())
-        }
-        fn side_output(&mut self, _: usize, _: &str, _: DataFrame) -> Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn a_key_past_its_ttl_starts_again() {
         let plan = AggregatePlan { keys: vec!["k".into()], aggs: vec![AggSpec { name: "n".into(), func: AggFunc::Count, arg: None, q: None }], ordered: false };
         let mut op = RunningAggregate::new("r".into(), 0, plan, Some(30), 100, Arc::new(Metrics::new(1)));
-        let mut out = Keep::default();
+        let mut out = Collected::default();
         op.process(df!("k" => ["a"]).unwrap(), &mut out).unwrap();
         op.process(df!("k" => ["a"]).unwrap(), &mut out).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(80));
         op.process(df!("k" => ["a"]).unwrap(), &mut out).unwrap();
-        let ops: Vec<String> = out.0.iter().map(|d| d.column(OP_COLUMN).unwrap().str().unwrap().get(0).unwrap().to_string()).collect();
-        let counts: Vec<u32> = out.0.iter().map(|d| d.column("n").unwrap().cast(&DataType::UInt32).unwrap().u32().unwrap().get(0).unwrap()).collect();
+        let ops: Vec<String> = out.batches.iter().map(|d| d.column(OP_COLUMN).unwrap().str().unwrap().get(0).unwrap().to_string()).collect();
+        let counts: Vec<u32> = out.batches.iter().map(|d| d.column("n").unwrap().cast(&DataType::UInt32).unwrap().u32().unwrap().get(0).unwrap()).collect();
         assert_eq!((ops, counts), (vec!["+I".to_string(), "+U".into(), "+I".into()], vec![1, 2, 1]));
     }
 }

@@ -280,21 +280,7 @@ impl Operator for StatelessOperator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Keep(Vec<DataFrame>, Vec<DataFrame>);
-    impl Collector for Keep {
-        fn collect(&mut self, batch: DataFrame) -> Result<()> {
-            self.0.push(batch);
-            Ok(())
-        }
-        fn watermark(&mut self, _: i64) -> Result<()> {
-            Ok(())
-        }
-        fn side_output(&mut self, _: usize, _: &str, batch: DataFrame) -> Result<()> {
-            self.1.push(batch);
-            Ok(())
-        }
-    }
+    use crate::exec::operator::Collected;
 
     fn fs(id: usize, name: &str, step: Step, on_error: OnError) -> FusedStep {
         FusedStep { id, name: name.into(), step, on_error }
@@ -309,9 +295,9 @@ mod tests {
             fs(2, "d", Step::Drop(vec!["a".into()]), OnError::Fail),
         ];
         let mut op = StatelessOperator::new(steps, metrics.clone());
-        let mut out = Keep(vec![], vec![]);
+        let mut out = Collected::default();
         op.process(df!("a" => [1, 2, 3]).unwrap(), &mut out).unwrap();
-        assert_eq!(out.0[0], df!("b" => [20, 30]).unwrap());
+        assert_eq!(out.batches[0], df!("b" => [20, 30]).unwrap());
         let get = |i: usize| (NodeMetrics::get(&metrics.nodes[i].rows_in), NodeMetrics::get(&metrics.nodes[i].rows_out));
         assert_eq!([get(0), get(1), get(2)], [(3, 3), (3, 2), (2, 2)]);
         assert_eq!(NodeMetrics::get(&metrics.nodes[1].filtered), 1);
@@ -321,7 +307,7 @@ mod tests {
     fn failing_step_is_named() {
         let steps = vec![fs(0, "ok", Step::Filter(lit(true)), OnError::Fail), fs(1, "bad", Step::Cast(vec![("s".into(), DataType::Int64)]), OnError::Fail)];
         let mut op = StatelessOperator::new(steps, Arc::new(Metrics::new(2)));
-        let e = op.process(df!("s" => ["x"]).unwrap(), &mut Keep(vec![], vec![])).unwrap_err();
+        let e = op.process(df!("s" => ["x"]).unwrap(), &mut Collected::default()).unwrap_err();
         assert!(e.to_string().starts_with("operator 'bad':"), "{e}");
     }
 
@@ -333,12 +319,12 @@ mod tests {
             fs(1, "to_int", Step::Cast(vec![("s".into(), DataType::Int64)]), OnError::DeadLetter),
         ];
         let mut op = StatelessOperator::new(steps, metrics.clone());
-        let mut out = Keep(vec![], vec![]);
+        let mut out = Collected::default();
         let input = df!("k" => [1, 0, 1, 1, 1], "s" => ["1", "x", "y", "4", "z"]).unwrap();
         op.process(input, &mut out).unwrap();
-        assert_eq!(out.0[0].column("s").unwrap().i64().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 4]);
-        assert_eq!(out.1.len(), 1);
-        let dl = &out.1[0];
+        assert_eq!(out.batches[0].column("s").unwrap().i64().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(out.sides.len(), 1);
+        let dl = &out.sides[0];
         assert_eq!(dl.column("raw").unwrap().str().unwrap().iter().flatten().collect::<Vec<_>>(), [r#"{"k":1,"s":"y"}"#, r#"{"k":1,"s":"z"}"#]);
         let get = |i: usize, c: fn(&NodeMetrics) -> &std::sync::atomic::AtomicU64| NodeMetrics::get(c(&metrics.nodes[i]));
         assert_eq!([get(0, |m| &m.filtered), get(1, |m| &m.rows_in), get(1, |m| &m.rejected), get(1, |m| &m.rows_out)], [1, 4, 2, 2]);

@@ -24,6 +24,13 @@ pub fn with_op(lf: LazyFrame, op: Expr, schema: &Schema) -> LazyFrame {
     lf.select(cols)
 }
 
+/// A join on the group keys, where a null key is a key like any other (a group of its own).
+fn nulls_match(how: JoinType) -> JoinArgs {
+    let mut args = JoinArgs::new(how);
+    args.nulls_equal = true;
+    args
+}
+
 /// One subtask of a running aggregate: merged partial state per key, and when each key was
 /// last updated.
 pub struct RunningAggregate {
@@ -60,7 +67,7 @@ impl RunningAggregate {
         if expired.height() == 0 {
             return Ok(());
         }
-        let anti = |df: DataFrame, keys: Vec<Expr>| df.lazy().join(expired.clone().lazy(), keys.clone(), keys, JoinArgs::new(JoinType::Anti)).collect();
+        let anti = |df: DataFrame, keys: Vec<Expr>| df.lazy().join(expired.clone().lazy(), keys.clone(), keys, nulls_match(JoinType::Anti)).collect();
         self.touched = Some(anti(touched.clone(), self.keys())?);
         if let Some(state) = self.state.take() {
             self.state = Some(anti(state, self.keys())?);
@@ -84,7 +91,7 @@ impl Operator for RunningAggregate {
         let seen = match &self.touched {
             Some(t) if !keys.is_empty() => {
                 let before = t.clone().lazy().select(keys.clone()).with_column(lit(true).alias("__seen"));
-                partial.clone().lazy().select(keys.clone()).join(before, keys.clone(), keys.clone(), JoinArgs::new(JoinType::Left))
+                partial.clone().lazy().select(keys.clone()).join(before, keys.clone(), keys.clone(), nulls_match(JoinType::Left))
             }
             Some(_) => partial.clone().lazy().select([lit(true).alias("__seen")]),
             None => partial.clone().lazy().select(keys.clone()).with_column(lit(false).alias("__seen")),
@@ -117,7 +124,7 @@ impl Operator for RunningAggregate {
                     .alias("__seen"),
             )
         } else {
-            result.join(seen, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
+            result.join(seen, keys.clone(), keys, nulls_match(JoinType::Inner))
         };
         let op = when(col("__seen").fill_null(lit(false))).then(lit("+U")).otherwise(lit("+I"));
         let schema = self.plan.finalize(DataFrame::empty_with_schema(state.schema()).lazy()).collect_schema().map_err(|e| self.fail(e))?;
@@ -136,6 +143,19 @@ mod tests {
     use crate::exec::operator::Collected;
     use crate::exec::operators::aggregate::AggSpec;
     use crate::plan::expr::AggFunc;
+
+    #[test]
+    fn a_null_key_is_a_group_too() {
+        let plan = AggregatePlan { keys: vec!["k".into()], aggs: vec![AggSpec { name: "n".into(), func: AggFunc::Count, arg: None, q: None }], ordered: false };
+        let mut op = RunningAggregate::new("r".into(), 0, plan, None, 100, Arc::new(Metrics::new(1)));
+        let mut out = Collected::default();
+        op.process(df!("k" => [None, Some("a")]).unwrap(), &mut out).unwrap();
+        op.process(df!("k" => [None::<&str>]).unwrap(), &mut out).unwrap();
+        assert_eq!(out.rows(), 3);
+        let last = &out.batches[1];
+        assert_eq!(last.column(OP_COLUMN).unwrap().str().unwrap().get(0), Some("+U"));
+        assert_eq!(last.column("k").unwrap().str().unwrap().get(0), None);
+    }
 
     #[test]
     fn a_key_past_its_ttl_starts_again() {

@@ -371,7 +371,10 @@ impl Operator for WindowOperator {
             let key_cols: Vec<Expr> = self.plan.agg.keys.iter().map(|k| col(k.as_str())).collect();
             touched = touched.select(key_cols.clone());
             let state = self.state.clone().expect("merged");
-            let rows = state.lazy().join(touched, key_cols.clone(), key_cols, JoinArgs::new(JoinType::Semi));
+            let mut semi = JoinArgs::new(JoinType::Semi);
+            // A null key is a group like any other.
+            semi.nulls_equal = true;
+            let rows = state.lazy().join(touched, key_cols.clone(), key_cols, semi);
             let result = self.plan.finalize(self.plan.agg.finalize(rows)).collect().map_err(|e| self.fail(e))?;
             NodeMetrics::add(&m.rows_out, result.height() as u64);
             emit_in_batches(&result, self.batch_rows, out)?;

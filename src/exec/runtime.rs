@@ -105,6 +105,15 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
         })
         .collect::<Result<_>>()?;
 
+    // Rolling file sinks publish parts while they run: the parts of an earlier run go first
+    // (other sinks replace them when they commit).
+    for node in &stream.nodes {
+        if let NodeKind::FileSink(config) = &node.kind
+            && config.rolls()
+        {
+            super::sink::remove_old_parts(&config.path)?;
+        }
+    }
     let mut subtasks: Vec<Mutex<Option<Subtask>>> = Vec::new();
     for (t, vertex) in job.vertices.iter().enumerate() {
         for i in 0..vertex.parallelism {

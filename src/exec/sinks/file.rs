@@ -33,8 +33,9 @@ pub struct SinkConfig {
 }
 
 impl SinkConfig {
-    /// Part files roll over: each is made visible when it is closed.
-    fn rolls(&self) -> bool {
+    /// Part files roll over: each is made visible when it is closed (and the parts of an earlier
+    /// run are removed before the job starts, see the runtime).
+    pub fn rolls(&self) -> bool {
         self.roll_bytes.is_some() || self.roll_interval.is_some()
     }
 }
@@ -68,9 +69,6 @@ pub struct FileSink {
     outputs: HashMap<String, Output>,
     /// Rolling: the number of the next part file of each partition directory.
     parts: HashMap<String, usize>,
-    /// Rolling: the part files of earlier runs were removed (at the first file, not at commit,
-    /// since this run's rolled parts are visible already).
-    cleaned: bool,
 }
 
 /// A partition value as one safe path segment: bytes outside `[A-Za-z0-9_.-]` become `%XX`,
@@ -109,7 +107,7 @@ impl FileSink {
         for c in &config.partition_by {
             file_schema.shift_remove(c.as_str());
         }
-        FileSink { config, subtask, file_schema: Arc::new(file_schema), outputs: HashMap::new(), parts: HashMap::new(), cleaned: false }
+        FileSink { config, subtask, file_schema: Arc::new(file_schema), outputs: HashMap::new(), parts: HashMap::new() }
     }
 
     fn fail(&self, target: &std::path::Path, e: impl std::fmt::Display) -> Error {
@@ -125,10 +123,6 @@ impl FileSink {
                 SinkFormat::Ipc => "arrow",
                 _ => "jsonl",
             };
-            if self.config.rolls() && !self.cleaned {
-                crate::exec::sink::remove_old_parts(&self.config.path)?;
-                self.cleaned = true;
-            }
             let name = if self.config.rolls() {
                 let seq = self.parts.entry(dir.to_string()).or_insert(0);
                 *seq += 1;

@@ -174,12 +174,22 @@ impl Follower {
     /// Looks for new and moved files, reads what was appended, and returns the complete lines,
     /// in order per file.
     pub fn poll(&mut self) -> std::io::Result<Vec<Event>> {
-        if self.notice && self.watch.is_none() && self.last_scan.is_none() {
+        self.poll_files(false)
+    }
+
+    /// Reads whatever is there now, notice or not (the source is stopping).
+    pub fn poll_all(&mut self) -> std::io::Result<Vec<Event>> {
+        self.last_scan = None;
+        self.poll_files(true)
+    }
+
+    fn poll_files(&mut self, force: bool) -> std::io::Result<Vec<Event>> {
+        if self.notice && self.watch.is_none() && self.last_scan.is_none() && !force {
             self.watch();
         }
         if let Some((_, dirty)) = &self.watch {
             // Nothing changed (and the safety net is not due): nothing to read.
-            if !dirty.swap(false, std::sync::atomic::Ordering::Relaxed) && self.last_read.elapsed() < READ_ANYWAY_EVERY {
+            if !dirty.swap(false, std::sync::atomic::Ordering::Relaxed) && !force && self.last_read.elapsed() < READ_ANYWAY_EVERY {
                 return Ok(Vec::new());
             }
         }

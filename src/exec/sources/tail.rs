@@ -210,7 +210,8 @@ impl Source for FollowSource {
         let stopping = self.ctx.as_ref().is_some_and(SourceContext::stopping);
         let follower = self.follower.as_mut().expect("opened");
         let start = Instant::now();
-        let mut events = follower.poll().map_err(|e| Error::execution("source", &self.out.config.name, format!("following files: {e}")))?;
+        let polled = if stopping { follower.poll_all() } else { follower.poll() };
+        let mut events = polled.map_err(|e| Error::execution("source", &self.out.config.name, format!("following files: {e}")))?;
         if stopping {
             events.extend(follower.flush());
         }

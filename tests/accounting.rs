@@ -5,7 +5,7 @@
 //! `read = written + filtered + rejected` for a chain without aggregation.
 use serde_json::Value;
 
-use crate::common::{copy_dir, root, run_in, stderr, stdout};
+use crate::common::{example_pipelines, run_in, stderr, stdout};
 
 fn get(op: &Value, key: &str) -> u64 {
     op[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {op}"))
@@ -50,14 +50,7 @@ fn run_json(dir: &std::path::Path, pipeline: &str, parallelism: &str) -> Value {
 #[test]
 fn every_example_pipeline_accounts_for_every_row() {
     let tmp = tempfile::tempdir().unwrap();
-    copy_dir(&root().join("data"), &tmp.path().join("data"));
-    copy_dir(&root().join("pipelines"), &tmp.path().join("pipelines"));
-    let mut files: Vec<_> = std::fs::read_dir(tmp.path().join("pipelines"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "yaml")))
-        .collect();
-    files.sort();
+    let files = example_pipelines(tmp.path());
     let mut problems = Vec::new();
     for f in &files {
         for p in ["1", "4"] {

@@ -136,3 +136,17 @@ pub fn interrupt(child: &std::process::Child) {
     // SAFETY: signalling a process this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
 }
+
+/// The example pipelines, copied with the bundled data into `dir` (so their output stays
+/// there), sorted: every `.toml` and `.yaml` file of `pipelines/` (not its subdirectories).
+pub fn example_pipelines(dir: &Path) -> Vec<PathBuf> {
+    copy_dir(&root().join("data"), &dir.join("data"));
+    copy_dir(&root().join("pipelines"), &dir.join("pipelines"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("toml" | "yaml" | "yml")))
+        .collect();
+    files.sort();
+    files
+}

@@ -137,8 +137,7 @@ fn shape_problem(raw: &[u8], record: &::csv::ByteRecord, width: usize, delimiter
         return Some((column + 1, ErrorKind::Quote, format!("a quoted field is never closed: {}", shown(raw))));
     }
     if record.len() != width {
-        let line = raw.strip_suffix(b"\n").unwrap_or(raw);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = super::trim_line_end(raw);
         let column = if record.len() > width { field_starts(line, delimiter).get(width).copied().unwrap_or(0) } else { line.len() } + 1;
         return Some((column, ErrorKind::FieldCount, format!("expected {width} fields but found {}: {}", record.len(), shown(raw))));
     }

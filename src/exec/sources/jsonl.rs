@@ -133,8 +133,7 @@ fn has_control_byte(chunk: &[u8]) -> bool {
 /// Whether one line (newline included) is a record (`Ok(true)`), blank (`Ok(false)`), or bad:
 /// (column, kind, message).
 fn check_line(c: &SourceConfig, schema: &Schema, line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
-    let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    let body = super::trim_line_end(line);
     if body.len() > c.max_line_bytes {
         return Err((
             c.max_line_bytes as u64 + 1,
@@ -154,8 +153,7 @@ fn check_line(c: &SourceConfig, schema: &Schema, line: &[u8]) -> std::result::Re
 /// Whether one line is a JSON object (`Ok(true)`), blank (`Ok(false)`), or not: (column, kind,
 /// message).
 fn check_syntax(line: &[u8]) -> std::result::Result<bool, (u64, ErrorKind, String)> {
-    let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    let body = super::trim_line_end(line);
     let text = match std::str::from_utf8(body) {
         Ok(t) => t,
         Err(e) => {

@@ -160,6 +160,33 @@ impl SourceConfig {
         Ok(df)
     }
 
+    /// A source named `src` over `files` with `schema` as read and as declared, comma-separated
+    /// without a header, no projection, partitions or following (for tests and fuzzing).
+    #[doc(hidden)]
+    pub fn plain(format: SourceFormat, files: Vec<PathBuf>, schema: Schema, on_error: OnError) -> Self {
+        let schema = Arc::new(schema);
+        SourceConfig {
+            name: "src".into(),
+            format,
+            files,
+            raw_schema: schema.clone(),
+            schema,
+            declared: Vec::new(),
+            header: false,
+            delimiter: b',',
+            split_bytes: 1 << 20,
+            projection: None,
+            with_sequence: false,
+            hive: Vec::new(),
+            hive_values: Vec::new(),
+            on_error,
+            max_line_bytes: 1024,
+            infer_rows: 100,
+            regex: None,
+            follow: None,
+        }
+    }
+
     /// The reader settings, for an error about the data: what the reader expected.
     pub fn settings(&self) -> String {
         let format = format!("{:?}", self.format).to_lowercase();
@@ -273,7 +300,7 @@ fn has_data_line(path: &std::path::Path, header: bool) -> bool {
 }
 
 /// A line without its `\n` or `\r\n`.
-fn trim_line_end(line: &[u8]) -> &[u8] {
+pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -644,26 +671,12 @@ pub fn parse_chunk_for_fuzzing(format: SourceFormat, bytes: &[u8]) -> Result<(us
         _ => cols.clone(),
     };
     let path = PathBuf::from("/nonexistent/input");
-    let config = Arc::new(SourceConfig {
-        name: "src".into(),
-        format,
-        files: vec![path.clone()],
-        schema: Arc::new(cols),
-        raw_schema: Arc::new(raw),
-        declared,
-        header: false,
-        delimiter: b',',
-        split_bytes: 1 << 20,
-        projection: None,
-        with_sequence: false,
-        hive: Vec::new(),
-        hive_values: Vec::new(),
-        on_error: OnError::Skip,
-        max_line_bytes: 64,
-        infer_rows: 100,
-        regex: regex.map(str::to_string),
-        follow: None,
-    });
+    let mut config = SourceConfig::plain(format, vec![path.clone()], cols, OnError::Skip);
+    config.raw_schema = Arc::new(raw);
+    config.declared = declared;
+    config.max_line_bytes = 64;
+    config.regex = regex.map(str::to_string);
+    let config = Arc::new(config);
     let mut parser: Box<dyn ChunkParser> = match format {
         SourceFormat::Csv => {
             let shape = lines::CsvShape { width: 3, delimiter: b',', quote: b'"' };
@@ -729,26 +742,8 @@ mod vanished {
     fn run(on_error: OnError) -> (Result<Vec<Poll>>, Arc<Metrics>) {
         let gone = PathBuf::from("/nonexistent/rivulet/gone.csv");
         let schema: Schema = [Field::new("a".into(), DataType::Int64)].into_iter().collect();
-        let config = SourceConfig {
-            name: "src".into(),
-            format: SourceFormat::Csv,
-            files: vec![gone],
-            schema: Arc::new(schema.clone()),
-            raw_schema: Arc::new(schema),
-            declared: Vec::new(),
-            header: true,
-            delimiter: b',',
-            split_bytes: 1 << 20,
-            projection: None,
-            with_sequence: false,
-            hive: Vec::new(),
-            hive_values: Vec::new(),
-            on_error,
-            max_line_bytes: 1024,
-            infer_rows: 10,
-            regex: None,
-            follow: None,
-        };
+        let mut config = SourceConfig::plain(SourceFormat::Csv, vec![gone], schema, on_error);
+        config.header = true;
         let metrics = Arc::new(Metrics::new(1));
         let splits = match config.splits() {
             Ok(s) => s,

@@ -65,8 +65,7 @@ impl ChunkParser for TextChunkParser {
         for (i, raw) in chunk.split_inclusive(|&b| b == b'\n').enumerate() {
             let at = start;
             start += raw.len();
-            let body = raw.strip_suffix(b"\n").unwrap_or(raw);
-            let body = body.strip_suffix(b"\r").unwrap_or(body);
+            let body = super::trim_line_end(raw);
             if body.is_empty() {
                 continue;
             }

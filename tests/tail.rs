@@ -200,7 +200,7 @@ style = "csv"
 "#,
     )
     .unwrap();
-    let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-p", "2", "-q"]);
+    let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-p", "2", "-q", "--drain"]);
     std::thread::sleep(Duration::from_millis(300));
     append(&tmp.path().join("logs/a.csv"), b"100,a\n200,a\n1500,b\n2500,a\n");
     // Read what the windows emitted while the run goes on: the first two seconds fire.
@@ -232,11 +232,11 @@ style = "csv"
     while let Ok(t) = rx.recv_timeout(Duration::from_millis(500)) {
         seen = t;
     }
-    assert!(seen.contains("a,2000,3000,1"), "the last window fires when the run stops: {seen:?}");
+    assert!(seen.contains("a,2000,3000,1"), "the last window fires when the run stops with --drain: {seen:?}");
 }
 
 /// The same pipeline file gives the same windows bounded (`run` on the finished file) and
-/// unbounded (`tail` while the lines are appended in random-size pieces, then Ctrl-C), over
+/// unbounded (`tail --drain` while the lines are appended in random-size pieces, then Ctrl-C), over
 /// generated inputs whose disorder stays within `max_delay` (so no row is late in either run).
 #[test]
 fn windows_are_the_same_bounded_and_unbounded() {
@@ -292,7 +292,7 @@ path = "out"
                 assert!(o.status.success(), "{}", stderr(&o));
             } else {
                 std::fs::write(&log, "").unwrap();
-                let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-q", "-p", "2"]);
+                let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-q", "-p", "2", "--drain"]);
                 let bytes = text.as_bytes();
                 let mut pos = 0;
                 let mut r = 99u64;

@@ -12,5 +12,6 @@ mod oracle;
 mod pipelines;
 mod runtime;
 mod tail;
+mod tail_windows;
 mod tpch;
 mod validate;

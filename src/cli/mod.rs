@@ -67,7 +67,7 @@ enum Command {
 }
 
 /// Options of a run.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Copy)]
 struct RunArgs {
     /// No progress bars and no summary on stderr.
     #[arg(short, long)]
@@ -78,6 +78,10 @@ struct RunArgs {
     /// Threads of polars' own pool (default: number of cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Tail mode: at Ctrl-C, fire every open window before stopping (without it, open windows
+    /// are discarded and counted in the summary).
+    #[arg(long)]
+    drain: bool,
 }
 
 /// Options that change the plan.
@@ -114,10 +118,10 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Validate { pipelines, plan } => validate::run(&pipelines, &plan),
         Command::Explain { pipeline, graph, format, plan } => explain::run(&pipeline, graph, format, &plan),
-        Command::Run { pipeline, plan, run } => run::run(&pipeline, &plan, run.quiet, run.json, run.threads),
+        Command::Run { pipeline, plan, run } => run::run(&pipeline, &plan, &run),
         Command::Tail { pipeline, mut plan, run } => {
             plan.follow = true;
-            run::run(&pipeline, &plan, run.quiet, run.json, run.threads)
+            run::run(&pipeline, &plan, &run)
         }
     };
     match result {

@@ -4,12 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::PlanArgs;
+use super::{PlanArgs, RunArgs};
 use super::progress::Progress;
 use super::status::LiveStatus;
 use super::summary::Summary;
 use crate::error::Result;
 use crate::exec::runtime::execute;
+use crate::exec::source::StopRequest;
 use crate::plan::compile;
 
 /// Sets polars' environment before its first use: the size of its thread pool, and table
@@ -32,7 +33,8 @@ fn configure_polars(threads: Option<usize>) {
     set("POLARS_TABLE_WIDTH", "65535".into());
 }
 
-pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: Option<usize>) -> Result<i32> {
+pub fn run(pipeline: &Path, plan: &PlanArgs, args: &RunArgs) -> Result<i32> {
+    let RunArgs { quiet, json, threads, drain } = *args;
     configure_polars(threads);
     let compiled = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
     let exec = &compiled.execution;
@@ -52,12 +54,12 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, quiet: bool, json: bool, threads: O
     // tail mode it stops the run cleanly: sources emit what they hold and finish, every batch
     // in flight reaches the sinks, which commit. A second Ctrl-C exits at once.
     let cancel = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopRequest::new(drain);
     let unbounded = plan.follow
         || exec.job.stream.nodes.iter().any(|n| {
             matches!(&n.kind, crate::plan::logical::NodeKind::Source(c) if matches!(c.follow.as_ref().map(|f| &f.input), Some(crate::exec::sources::FollowInput::Tcp(_))))
         });
-    let flag = if unbounded { stop.clone() } else { cancel.clone() };
+    let flag = if unbounded { stop.flag() } else { cancel.clone() };
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);

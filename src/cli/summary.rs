@@ -18,6 +18,8 @@ pub struct Row {
     filtered: u64,
     rejected: u64,
     dropped: u64,
+    /// Open windows not fired at a stop without `--drain`.
+    discarded: u64,
     seconds: f64,
     bytes: u64,
 }
@@ -55,6 +57,7 @@ impl Summary {
                 filtered: NodeMetrics::get(&m.filtered),
                 rejected: NodeMetrics::get(&m.rejected),
                 dropped: NodeMetrics::get(&m.dropped),
+                discarded: NodeMetrics::get(&m.discarded),
                 seconds: NodeMetrics::get(&m.nanos) as f64 / 1e9,
                 bytes: NodeMetrics::get(&m.bytes),
             })
@@ -86,6 +89,9 @@ impl Summary {
             }
             s.push('\n');
         }
+        for r in self.rows.iter().filter(|r| r.discarded > 0) {
+            let _ = writeln!(s, "  '{}': {} open windows (per key) were not fired: stopped without --drain", r.name, r.discarded);
+        }
         s
     }
 
@@ -97,6 +103,7 @@ impl Summary {
                 json!({
                     "name": r.name, "inputs": r.inputs, "operation": r.operation, "parallelism": r.parallelism,
                     "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered, "rejected": r.rejected, "dropped": r.dropped,
+                    "open_windows_discarded": r.discarded,
                     "seconds": r.seconds, "bytes_read": r.bytes,
                 })
             })

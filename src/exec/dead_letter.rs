@@ -36,6 +36,8 @@ pub enum ErrorKind {
     NoMatch,
     /// An operator's expression failed on the row (a strict cast, say).
     Expression,
+    /// A row with no event time (its time column is null), so no window can take it.
+    NullTime,
 }
 
 impl ErrorKind {
@@ -55,6 +57,7 @@ impl ErrorKind {
             ErrorKind::CorruptIpc => "corrupt_ipc",
             ErrorKind::NoMatch => "no_match",
             ErrorKind::Expression => "expression",
+            ErrorKind::NullTime => "null_time",
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct NodeMetrics {
     pub rejected: AtomicU64,
     /// Rows too late for their windows (also sent to the `late` side output when read).
     pub dropped: AtomicU64,
+    /// Windows: open windows (one per key and window) dropped unfired at a stop without `--drain`.
+    pub discarded: AtomicU64,
     /// Event-time operators: the latest watermark (ms), for the live status.
     pub watermark: std::sync::atomic::AtomicI64,
     /// Time spent in this node's own work, in nanoseconds, summed over subtasks.
@@ -34,6 +36,7 @@ impl Default for NodeMetrics {
             filtered: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
             watermark: std::sync::atomic::AtomicI64::new(i64::MIN),
             nanos: AtomicU64::new(0),
             bytes: AtomicU64::new(0),

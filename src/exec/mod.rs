@@ -12,4 +12,5 @@ pub mod sink;
 pub mod sinks;
 pub mod source;
 pub mod sources;
+pub mod state;
 pub mod task;

@@ -20,10 +20,11 @@ use super::operators::join::JoinOperator;
 use super::operators::reduce::{Phase, ReduceOperator};
 use super::operators::running::RunningAggregate;
 use super::operators::stateless::{FusedStep, StatelessOperator};
-use super::operators::window::{WatermarkOperator, WindowOperator};
+use super::operators::watermark::WatermarkOperator;
+use super::operators::window::WindowOperator;
 use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
-use super::source::SourceContext;
+use super::source::{SourceContext, StopRequest};
 use super::sources::discover::Split;
 use super::sources::{FileSource, FollowInput, FollowSource, SourceConfig, SplitLog, StreamSource};
 use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
@@ -44,7 +45,7 @@ pub type Ticker<'a> = &'a (dyn Fn(&Metrics) + Sync);
 
 /// Runs the job to completion. `cancel` may be set from outside (Ctrl-C) to abort it (output
 /// is discarded); `stop` asks unbounded sources to finish, so the job ends cleanly.
-pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicBool>, ticker: Option<Ticker<'_>>) -> Result<RunReport> {
+pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest, ticker: Option<Ticker<'_>>) -> Result<RunReport> {
     let start = Instant::now();
     let job = &exec.job;
     let stream = &job.stream;
@@ -120,7 +121,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
             let first = vertex.nodes[0];
             let last = *vertex.nodes.last().expect("a task has operators");
             let context =
-                SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone(), stop: stop.clone() };
+                SourceContext { subtask: i, parallelism: vertex.parallelism, batch_rows: stream.batch_rows, cancel: cancel.clone(), stop: stop.flag() };
             let input = match &stream.nodes[first].kind {
                 NodeKind::Source(config) if config.follow.is_some() => {
                     let config = Arc::new(config.clone());
@@ -148,7 +149,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
                 _ => MainOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
             };
             let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), metrics: metrics.clone() };
-            let operators = build_operators(exec, t, &metrics);
+            let operators = build_operators(exec, t, &metrics, &stop);
             let name = crate::plan::explain::subtask_name(exec, t, i);
             subtasks.push(Mutex::new(Some(Subtask { name, input, operators, output, context, first_node: first })));
         }
@@ -214,7 +215,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: Arc<AtomicB
 }
 
 /// The operators of task `t` between its input and its output, fused where possible.
-fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> Vec<Box<dyn Operator>> {
+fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop: &StopRequest) -> Vec<Box<dyn Operator>> {
     let stream = &exec.job.stream;
     let mut ops: Vec<Box<dyn Operator>> = Vec::new();
     for group in exec.job.fused_groups(t) {
@@ -251,10 +252,10 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>) -> V
                 ops.push(Box::new(op));
             }
             NodeKind::Window(plan) => {
-                ops.push(Box::new(WindowOperator::new(node.name.clone(), group[0], plan.clone(), stream.batch_rows, metrics.clone())));
+                ops.push(Box::new(WindowOperator::new(node.name.clone(), group[0], plan.clone(), stream.batch_rows, metrics.clone(), stop.clone(), node.on_error)));
             }
             NodeKind::Watermark { time, max_delay, idle_timeout } => {
-                ops.push(Box::new(WatermarkOperator::new(node.name.clone(), group[0], time.clone(), *max_delay, *idle_timeout, metrics.clone())));
+                ops.push(Box::new(WatermarkOperator::new(node.name.clone(), group[0], time.clone(), *max_delay, *idle_timeout, node.on_error, metrics.clone())));
             }
             // Sources and sinks are the task's input and output, and a side output's rows come
             // from its owner: none of them is a chained operator.

@@ -47,6 +47,39 @@ impl SourceContext {
     }
 }
 
+/// How an unbounded job is asked to stop cleanly (Ctrl-C in tail mode), and what happens to
+/// windows still open then: with `drain`, every open window fires first (as at the end of a
+/// bounded input); without it they are discarded and counted in the summary, since their rows
+/// are not complete.
+#[derive(Clone, Debug, Default)]
+pub struct StopRequest {
+    flag: Arc<AtomicBool>,
+    drain: bool,
+}
+
+impl StopRequest {
+    /// A request not made yet; `drain` says whether open windows fire at the stop.
+    pub fn new(drain: bool) -> Self {
+        StopRequest { flag: Arc::new(AtomicBool::new(false)), drain }
+    }
+
+    /// The flag that makes the request (set from a signal handler).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// True once the stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// True when the job is stopping and open windows must not fire: the end of input a
+    /// window sees then is the stop, not the end of its data.
+    pub fn discards_open_windows(&self) -> bool {
+        !self.drain && self.requested()
+    }
+}
+
 /// Reads a part of the input (this subtask's splits).
 ///
 /// `open` is called once on the subtask's thread, then `poll` until it returns `Finished` or
@@ -57,4 +90,18 @@ pub trait Source: Send {
     fn open(&mut self, ctx: &SourceContext) -> Result<()>;
     /// Next batch, `Idle` when none is ready yet, or `Finished`.
     fn poll(&mut self) -> Result<Poll>;
+
+    /// For a checkpoint, between polls: moves what the source holds back (lines waiting for
+    /// their batch) into the batches it hands out next, and returns its position just after
+    /// the last of them, so that [`Source::restore`] resumes with the row after. None when the
+    /// source cannot resume (standard input, TCP, and bounded files, which a run reads again).
+    fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Resumes from a position returned by [`Source::snapshot`]; called after `open`, before
+    /// the first poll.
+    fn restore(&mut self, _position: &[u8]) -> Result<()> {
+        Err(crate::error::Error::execution("source", "?", "this source cannot resume from a checkpoint"))
+    }
 }

@@ -516,11 +516,15 @@ impl Builder<'_> {
             NodeKind::Stateless(_) => ordered_input && parallelism == 1 && partitionings[0] == Partitioning::Forward,
             _ => false,
         };
-        if op.on_error != OnError::Fail && !matches!(kind, NodeKind::Stateless(_)) {
+        // Watermarks and windows reject rows with no event time.
+        if op.on_error != OnError::Fail && !matches!(kind, NodeKind::Stateless(_) | NodeKind::Watermark { .. } | NodeKind::Window(_)) {
             return self.err(
                 &op.common.origin,
                 who,
-                format!("`on_error` applies to sources and to row-by-row operators (filter, select, with, cast, parse, ...), not to {}", op.kind.label()),
+                format!(
+                    "`on_error` applies to sources, to row-by-row operators (filter, select, with, cast, parse, ...) and to watermark and window operators, not to {}",
+                    op.kind.label()
+                ),
             );
         }
         let label = op.kind.label().to_string();

@@ -9,7 +9,8 @@ use crate::exec::operators::join::{How, JoinPlan, Strategy};
 use crate::exec::operators::order::{DistinctPlan, Keep, SortPlan};
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
-use crate::exec::operators::window::{LATE, WINDOW_END, WINDOW_START, WindowKind, WindowPlan, time_ms};
+use crate::exec::operators::watermark::time_ms;
+use crate::exec::operators::window::{LATE, WINDOW_END, WINDOW_START, WindowKind, WindowPlan};
 use crate::pipeline::{Located, OpKind, OpSpec, Origin, side_output_name};
 
 fn joined<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
@@ -157,15 +158,24 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                 }
                 None => (NodeKind::Reduce(Reduce::Aggregate(plan)), format!("key_by {keys}: {what}")),
                 Some(w) => {
-                    if !b.columns_exist(std::slice::from_ref(&w.time.value), &w.time, &in_schema, who) {
+                    let processing_time = is_processing_time(&w.time.value);
+                    if processing_time && w.lateness > 0 {
+                        b.err(&w.time.origin, who_s, "a processing-time window has no late rows: remove `allowed_lateness`");
                         return None;
                     }
-                    let dtype = in_schema.get(&w.time.value).cloned().unwrap_or(DataType::Null);
-                    let time = match time_ms(&w.time.value, &dtype) {
-                        Ok(e) => e,
-                        Err(msg) => {
-                            b.err(&w.time.origin, who_s, msg);
+                    let (time, dtype) = if processing_time {
+                        (lit(0i64), DataType::Datetime(TimeUnit::Milliseconds, None))
+                    } else {
+                        if !b.columns_exist(std::slice::from_ref(&w.time.value), &w.time, &in_schema, who) {
                             return None;
+                        }
+                        let dtype = in_schema.get(&w.time.value).cloned().unwrap_or(DataType::Null);
+                        match time_ms(&w.time.value, &dtype) {
+                            Ok(e) => (e, dtype),
+                            Err(msg) => {
+                                b.err(&w.time.origin, who_s, msg);
+                                return None;
+                            }
                         }
                     };
                     let bound_type = if dtype.is_integer() { DataType::Int64 } else { DataType::Datetime(TimeUnit::Milliseconds, None) };
@@ -182,8 +192,9 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                         WindowKind::Sliding { size, slide } => format!("sliding {size} ms every {slide} ms"),
                         WindowKind::Session { gap } => format!("session with gap {gap} ms"),
                     };
-                    let plan = WindowPlan { kind, time, bound_type, lateness: w.lateness, agg, late_output };
-                    (NodeKind::Window(plan), format!("key_by {keys}, {shape} on {}, lateness {} ms: {what}", w.time.value, w.lateness))
+                    let plan = WindowPlan { kind, time, bound_type, lateness: w.lateness, agg, late_output, processing_time };
+                    let on = if processing_time { "processing time".to_string() } else { format!("{}, lateness {} ms", w.time.value, w.lateness) };
+                    (NodeKind::Window(plan), format!("key_by {keys}, {shape} on {on}: {what}"))
                 }
             }
         }
@@ -386,6 +397,12 @@ pub(super) fn blame(op: &OpSpec, kind: &NodeKind, in_schema: &Schema) -> Origin 
             .map_or(op.common.origin.clone(), |((_, call), _)| call.origin.clone()),
         _ => op.common.origin.clone(),
     }
+}
+
+/// True for a window's `time = "PROCTIME()"` (Flink SQL's name): processing time, the wall
+/// clock when the window operator receives a row.
+pub fn is_processing_time(time: &str) -> bool {
+    time.trim().eq_ignore_ascii_case("PROCTIME()")
 }
 
 #[cfg(test)]

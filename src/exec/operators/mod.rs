@@ -6,4 +6,5 @@ pub mod order;
 pub mod reduce;
 pub mod running;
 pub mod stateless;
+pub mod watermark;
 pub mod window;

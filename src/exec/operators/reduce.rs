@@ -12,6 +12,7 @@ use super::order::{DistinctPlan, SortPlan};
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operator::{Collector, Operator, emit_in_batches};
+use crate::exec::state::{StateReader, StateWriter, stack};
 use crate::plan::expr::clean;
 use crate::plan::logical::Partitioning;
 
@@ -96,6 +97,9 @@ pub enum Phase {
     Final,
 }
 
+/// The kind of a reduction's snapshot.
+const REDUCE_STATE: &str = "reduce";
+
 /// One subtask of a reduction: frames of state, compacted as they grow.
 pub struct ReduceOperator {
     name: String,
@@ -164,6 +168,21 @@ impl Operator for ReduceOperator {
             self.compact()?;
         }
         self.metrics.nodes[self.node].add_time(start.elapsed());
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut w = StateWriter::new(REDUCE_STATE);
+        w.frame("state", stack(&self.state).map_err(|e| self.fail(e))?.as_ref())?;
+        w.value("compact_at", &self.compact_at)?;
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let r = StateReader::open(state, REDUCE_STATE)?;
+        self.state = r.frame("state")?.into_iter().collect();
+        self.state_rows = self.state.iter().map(DataFrame::height).sum();
+        self.compact_at = r.value("compact_at")?;
         Ok(())
     }
 

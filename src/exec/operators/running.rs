@@ -12,6 +12,7 @@ use super::aggregate::AggregatePlan;
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operator::{Collector, Operator, emit_in_batches};
+use crate::exec::state::{StateReader, StateWriter};
 use crate::plan::expr::clean;
 
 /// The changelog column.
@@ -135,7 +136,28 @@ impl Operator for RunningAggregate {
         m.add_time(start.elapsed());
         emit_in_batches(&rows, self.batch_rows, out)
     }
+
+    /// The state and when each key was touched; times are relative to the operator's start,
+    /// so the age of the state is kept too (and TTLs go on counting across a restore).
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut w = StateWriter::new(RUNNING_STATE);
+        w.frame("state", self.state.as_ref())?.frame("touched", self.touched.as_ref())?;
+        w.value("age_ms", &(self.started.elapsed().as_millis() as u64))?;
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let r = StateReader::open(state, RUNNING_STATE)?;
+        self.state = r.frame("state")?;
+        self.touched = r.frame("touched")?;
+        let age = std::time::Duration::from_millis(r.value("age_ms")?);
+        self.started = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        Ok(())
+    }
 }
+
+/// The kind of a running aggregate's snapshot.
+const RUNNING_STATE: &str = "running aggregate";
 
 #[cfg(test)]
 mod tests {

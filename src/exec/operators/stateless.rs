@@ -232,7 +232,7 @@ fn halve(step: &Step, df: &DataFrame, base: usize, frames: &mut Vec<DataFrame>, 
 }
 
 /// Row `row` of `df` as a JSON object (the `raw` column of a rejected computed row).
-fn row_json(df: &DataFrame, row: usize) -> String {
+pub(crate) fn row_json(df: &DataFrame, row: usize) -> String {
     let mut one = df.slice(row as i64, 1);
     if one.schema().contains(SEQ_COLUMN) {
         let _ = one.drop_in_place(SEQ_COLUMN);

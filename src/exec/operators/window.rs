@@ -1,12 +1,12 @@
-//! Event time: the watermark operator, and windows (tumbling and sliding) over a keyed stream.
+//! Windows (tumbling, sliding and session) over a keyed stream, in event time or processing
+//! time.
 //!
-//! A watermark says "no row with an earlier event time follows". The watermark operator makes
-//! them from a time column with bounded out-of-orderness (`max_delay`), per subtask, and sends
-//! +inf at the end of a bounded input; downstream, a subtask's watermark is the minimum over
-//! its input channels (see `exec::task`). A window fires when the watermark passes its end; it
-//! keeps its state `allowed_lateness` longer, and a row that arrives late but within it updates
-//! the window (the updated rows of its keys are emitted again). Rows later than that go to the
-//! side output `<name>.late` when something reads it, and are counted as dropped otherwise.
+//! A watermark says "no row with an earlier event time follows" (see `watermark`); a subtask's
+//! watermark is the minimum over its input channels (see `exec::task`). A window fires when the
+//! watermark passes its end; it keeps its state `allowed_lateness` longer, and a row that
+//! arrives late but within it updates the window (the updated rows of its keys are emitted
+//! again). Rows later than that go to the side output `<name>.late` when something reads it,
+//! and are counted as dropped otherwise. Processing-time windows follow the wall clock instead.
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +16,11 @@ use polars::prelude::*;
 use super::aggregate::AggregatePlan;
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
+use super::watermark::set_aside_null_times;
 use crate::exec::operator::{Collector, Operator, emit_in_batches};
+use crate::exec::source::StopRequest;
+use crate::exec::state::{StateReader, StateWriter};
+use crate::pipeline::OnError;
 use crate::plan::expr::clean;
 
 /// Output column: the window's first instant.
@@ -25,103 +29,6 @@ pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
 /// The side output of rows too late for their windows.
 pub const LATE: &str = "late";
-
-/// Event time of a row, in milliseconds, from its time column of type `dtype` (datetime,
-/// date or integer milliseconds). Err names what is accepted.
-pub fn time_ms(column: &str, dtype: &DataType) -> std::result::Result<Expr, String> {
-    let c = col(column);
-    Ok(match dtype {
-        DataType::Datetime(..) => c.dt().timestamp(TimeUnit::Milliseconds),
-        DataType::Date => c.cast(DataType::Datetime(TimeUnit::Milliseconds, None)).dt().timestamp(TimeUnit::Milliseconds),
-        d if d.is_integer() => c.cast(DataType::Int64),
-        other => {
-            return Err(format!(
-                "column '{column}' is {other}, but event time needs a datetime, a date or integer milliseconds (parse strings with `with`, e.g. STRPTIME)"
-            ));
-        }
-    })
-}
-
-/// Makes watermarks from a time column: the largest event time seen minus `max_delay`.
-pub struct WatermarkOperator {
-    time: Expr,
-    max_delay: i64,
-    current: i64,
-    name: String,
-    node: usize,
-    metrics: Arc<Metrics>,
-    /// After this long without rows, the stream is declared idle.
-    idle_timeout: Option<std::time::Duration>,
-    last_data: Instant,
-    idle: bool,
-}
-
-impl WatermarkOperator {
-    /// Watermarks from event times `time` (milliseconds), `max_delay` ms behind the latest, for
-    /// node `node`; idle after `idle_timeout` ms without rows.
-    pub fn new(name: String, node: usize, time: Expr, max_delay: i64, idle_timeout: Option<i64>, metrics: Arc<Metrics>) -> Self {
-        let idle_timeout = idle_timeout.map(|ms| std::time::Duration::from_millis(ms as u64));
-        WatermarkOperator { time, max_delay, current: i64::MIN, name, node, metrics, idle_timeout, last_data: Instant::now(), idle: false }
-    }
-}
-
-impl Operator for WatermarkOperator {
-    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
-        let latest = batch
-            .clone()
-            .lazy()
-            .select([self.time.clone().max().alias("t")])
-            .collect()
-            .map_err(|e| Error::execution("operator", &self.name, clean(&e)))?
-            .column("t")
-            .ok()
-            .and_then(|c| c.get(0).ok())
-            .and_then(|v| v.extract::<i64>());
-        let m = &self.metrics.nodes[self.node];
-        NodeMetrics::add(&m.rows_in, batch.height() as u64);
-        NodeMetrics::add(&m.rows_out, batch.height() as u64);
-        self.last_data = Instant::now();
-        self.idle = false;
-        out.collect(batch)?;
-        if let Some(t) = latest {
-            let w = t.saturating_sub(self.max_delay);
-            if w > self.current {
-                self.current = w;
-                self.metrics.nodes[self.node].watermark(w);
-                out.watermark(w)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Watermarks from upstream are replaced by this operator's own.
-    fn on_watermark(&mut self, _watermark: i64, _out: &mut dyn Collector) -> Result<()> {
-        Ok(())
-    }
-
-    /// Idleness is decided here, from this operator's own timeout.
-    fn on_idle(&mut self, _out: &mut dyn Collector) -> Result<()> {
-        Ok(())
-    }
-
-    /// No rows for `idle_timeout`: the stream is idle, so it does not hold windows back.
-    fn on_tick(&mut self, out: &mut dyn Collector) -> Result<()> {
-        if let Some(timeout) = self.idle_timeout
-            && !self.idle
-            && self.last_data.elapsed() >= timeout
-        {
-            self.idle = true;
-            out.idle()?;
-        }
-        Ok(())
-    }
-
-    /// The end of a bounded input: every window can fire.
-    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
-        self.current = i64::MAX;
-        out.watermark(i64::MAX)
-    }
-}
 
 /// How rows fall into windows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,14 +67,28 @@ pub struct WindowPlan {
     pub agg: AggregatePlan,
     /// Rows too late go to the side output `late` (else they are counted as dropped).
     pub late_output: bool,
+    /// Processing time (`time = "PROCTIME()"`): a row's time is the wall clock when the
+    /// operator receives it, and windows fire when the wall clock passes their end (`time` is
+    /// then unused).
+    pub processing_time: bool,
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl WindowPlan {
+    /// The time of a row in ms: its event time, or `now` for processing time.
+    fn time_of_rows(&self, now: i64) -> Expr {
+        if self.processing_time { lit(now) } else { self.time.clone() }
+    }
+
     /// Rows with the window columns (ms) added, one copy per window a row falls in, and the
-    /// event time as `__t`.
-    fn assign(&self, lf: LazyFrame) -> PolarsResult<LazyFrame> {
+    /// row's time as `__t` (`now` for processing time).
+    fn assign(&self, lf: LazyFrame, now: i64) -> PolarsResult<LazyFrame> {
         let t = col("__t");
-        let lf = lf.with_column(self.time.clone().alias("__t"));
+        let lf = lf.with_column(self.time_of_rows(now).alias("__t"));
         let start_at = |step: i64, back: i64| {
             let s = t.clone() - ((t.clone() % lit(step)) + lit(step)) % lit(step) - lit(back);
             s.alias(WINDOW_START)
@@ -213,7 +134,7 @@ impl WindowPlan {
 
     /// The schema of the window output for input rows of `schema`.
     pub fn output(&self, lf: LazyFrame) -> PolarsResult<LazyFrame> {
-        Ok(self.finalize(self.agg.single_phase(self.assign(lf)?.drop(by_name(["__t"], true, false)))))
+        Ok(self.finalize(self.agg.single_phase(self.assign(lf, 0)?.drop(by_name(["__t"], true, false)))))
     }
 
     /// Final rows with the window bounds in the output type.
@@ -238,19 +159,48 @@ pub struct WindowOperator {
     watermark: i64,
     batch_rows: usize,
     metrics: Arc<Metrics>,
+    /// A clean stop without `--drain` discards the open windows instead of firing them.
+    stop: StopRequest,
+    /// What happens to a row without an event time.
+    on_error: OnError,
 }
 
 impl WindowOperator {
     /// An empty operator for node `node`.
-    pub fn new(name: String, node: usize, plan: WindowPlan, batch_rows: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(name: String, node: usize, plan: WindowPlan, batch_rows: usize, metrics: Arc<Metrics>, stop: StopRequest, on_error: OnError) -> Self {
         let emitted = std::collections::BTreeMap::new();
-        WindowOperator { name, node, plan, state: None, fired: BTreeSet::new(), rows: None, emitted, watermark: i64::MIN, batch_rows, metrics }
+        let fired = BTreeSet::new();
+        WindowOperator { name, node, plan, state: None, fired, rows: None, emitted, watermark: i64::MIN, batch_rows, metrics, stop, on_error }
+    }
+
+    /// The job stops without `--drain`: the windows that have not fired are dropped and
+    /// counted (one per key and window), so the summary says what was not emitted.
+    fn discard_open(&mut self) -> Result<()> {
+        let wm = self.watermark;
+        let open = match self.plan.kind {
+            WindowKind::Session { gap } => match self.rows.take() {
+                Some(rows) => {
+                    let sessions = self.plan.sessionize(rows.lazy(), gap).map_err(|e| self.fail(e))?;
+                    let mut keys = self.plan.user_keys();
+                    keys.push(col(WINDOW_END));
+                    let open = sessions.filter(col(WINDOW_END).gt(lit(wm))).select(keys).unique(None, UniqueKeepStrategy::Any);
+                    open.collect().map_err(|e| self.fail(e))?.height()
+                }
+                None => 0,
+            },
+            _ => match self.state.take() {
+                Some(state) => state.lazy().filter(col(WINDOW_END).gt(lit(wm))).collect().map_err(|e| self.fail(e))?.height(),
+                None => 0,
+            },
+        };
+        NodeMetrics::add(&self.metrics.nodes[self.node].discarded, open as u64);
+        Ok(())
     }
 
     /// Sessions: keeps the rows, sends the late ones away, and updates sessions that closed
     /// already when a late row (within the lateness) changes them.
-    fn session_rows(&mut self, batch: DataFrame, gap: i64, out: &mut dyn Collector) -> Result<()> {
-        let with_t = batch.lazy().with_column(self.plan.time.clone().alias("__t"));
+    fn session_rows(&mut self, batch: DataFrame, gap: i64, now: i64, out: &mut dyn Collector) -> Result<()> {
+        let with_t = batch.lazy().with_column(self.plan.time_of_rows(now).alias("__t"));
         let expired = self.watermark.saturating_sub(self.plan.lateness).saturating_sub(gap);
         let late_rows = col("__t").is_null().or(col("__t").lt_eq(lit(expired)));
         let late = with_t.clone().filter(late_rows.clone()).drop(by_name(["__t"], true, false)).collect().map_err(|e| self.fail(e))?;
@@ -330,12 +280,19 @@ impl Operator for WindowOperator {
         let start = Instant::now();
         let m = &self.metrics.nodes[self.node];
         NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        // Processing time: the clock moves before the rows are placed, so they fall in open windows.
+        let now = if self.plan.processing_time { self.clock_to(wall_clock_ms(), out)? } else { 0 };
+        let batch = if self.plan.processing_time {
+            batch
+        } else {
+            set_aside_null_times(batch, &self.plan.time, self.on_error, (&self.name, self.node), &self.metrics, out)?
+        };
         if let WindowKind::Session { gap } = self.plan.kind {
-            let r = self.session_rows(batch, gap, out);
+            let r = self.session_rows(batch, gap, now, out);
             self.metrics.nodes[self.node].add_time(start.elapsed());
             return r;
         }
-        let assigned = self.plan.assign(batch.lazy().with_row_index("__row", None)).and_then(LazyFrame::collect).map_err(|e| self.fail(e))?;
+        let assigned = self.plan.assign(batch.lazy().with_row_index("__row", None), now).and_then(LazyFrame::collect).map_err(|e| self.fail(e))?;
         // A row whose every window has closed for good is late.
         let open = col(WINDOW_END).gt(lit(self.watermark.saturating_sub(self.plan.lateness)));
         let live = assigned.clone().lazy().filter(open.clone().and(col("__t").is_not_null())).collect().map_err(|e| self.fail(e))?;
@@ -387,11 +344,79 @@ impl Operator for WindowOperator {
         if watermark <= self.watermark {
             return Ok(());
         }
+        // +inf after a stop is the stop, not the end of the data: without `--drain`, the
+        // windows still open are not complete and do not fire.
+        if watermark == i64::MAX && self.stop.discards_open_windows() {
+            self.discard_open()?;
+            self.watermark = watermark;
+            return out.watermark(watermark);
+        }
+        // Processing-time windows follow the wall clock; event time from upstream only passes
+        // through, but its end (+inf, the end of the input) fires what is left.
+        if self.plan.processing_time && watermark < i64::MAX {
+            return out.watermark(watermark);
+        }
+        self.fire_until(watermark, out)?;
+        out.watermark(watermark)
+    }
+
+    /// Processing time: the wall clock, checked while the input is quiet, fires windows.
+    fn on_tick(&mut self, out: &mut dyn Collector) -> Result<()> {
+        if self.plan.processing_time {
+            self.clock_to(wall_clock_ms(), out)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        // End of input: what has not fired fires now.
+        self.on_watermark(i64::MAX, out)
+    }
+
+    /// Open and fired-but-late-updatable windows, sessions' rows, and the watermark.
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut w = StateWriter::new(WINDOW_STATE);
+        let emitted: Vec<(i64, Vec<&String>)> = self.emitted.iter().map(|(end, s)| (*end, s.iter().collect())).collect();
+        w.value("watermark", &self.watermark)?.value("fired", &self.fired)?.value("emitted", &emitted)?;
+        w.frame("state", self.state.as_ref())?.frame("rows", self.rows.as_ref())?;
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let r = StateReader::open(state, WINDOW_STATE)?;
+        self.watermark = r.value("watermark")?;
+        self.fired = r.value("fired")?;
+        let emitted: Vec<(i64, Vec<String>)> = r.value("emitted")?;
+        self.emitted = emitted.into_iter().map(|(end, s)| (end, s.into_iter().collect())).collect();
+        self.state = r.frame("state")?;
+        self.rows = r.frame("rows")?;
+        Ok(())
+    }
+}
+
+/// The kind of a window operator's snapshot.
+const WINDOW_STATE: &str = "window";
+
+impl WindowOperator {
+    /// Processing time: moves the operator's clock to `now` (never backwards, should the wall
+    /// clock step back) and fires the windows that ended by then. Returns the clock.
+    fn clock_to(&mut self, now: i64, out: &mut dyn Collector) -> Result<i64> {
+        // A window [s, e) fires once the clock reaches e: no row stamped e or later belongs to it.
+        if now > self.watermark {
+            self.fire_until(now, out)?;
+        }
+        Ok(self.watermark)
+    }
+
+    /// Fires every window that ends by `watermark` and forgets state past its lateness.
+    fn fire_until(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
         self.watermark = watermark;
         self.metrics.nodes[self.node].watermark(watermark);
         if let WindowKind::Session { gap } = self.plan.kind {
-            self.fire_sessions(gap, out)?;
-            return out.watermark(watermark);
+            return self.fire_sessions(gap, out);
         }
         if let Some(state) = &self.state {
             // Windows whose end the watermark passed fire once.
@@ -409,11 +434,139 @@ impl Operator for WindowOperator {
             let horizon = watermark.saturating_sub(self.plan.lateness);
             self.fired.retain(|&e| e > horizon);
         }
-        out.watermark(watermark)
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::operator::Collected;
+    use crate::exec::operators::aggregate::AggSpec;
+    use crate::plan::expr::AggFunc;
+
+    fn plan(kind: WindowKind, lateness: i64, processing_time: bool) -> WindowPlan {
+        let aggs = vec![
+            AggSpec { name: "n".into(), func: AggFunc::Count, arg: None, q: None },
+            AggSpec { name: "s".into(), func: AggFunc::Sum, arg: Some(col("v")), q: None },
+        ];
+        let agg = AggregatePlan { keys: vec!["k".into(), WINDOW_START.into(), WINDOW_END.into()], aggs, ordered: false };
+        WindowPlan { kind, time: col("t"), bound_type: DataType::Int64, lateness, agg, late_output: true, processing_time }
     }
 
-    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
-        // End of input: what has not fired fires now.
-        self.on_watermark(i64::MAX, out)
+    fn operator(plan: WindowPlan, stop: StopRequest) -> WindowOperator {
+        WindowOperator::new("w".into(), 0, plan, 1000, Arc::new(Metrics::new(1)), stop, OnError::DeadLetter)
+    }
+
+    /// Emitted rows as sorted text lines.
+    fn rows(out: &Collected) -> Vec<String> {
+        let mut lines = Vec::new();
+        for df in &out.batches {
+            for i in 0..df.height() {
+                let row = df.get_row(i).unwrap();
+                lines.push(row.0.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+            }
+        }
+        lines.sort();
+        lines
+    }
+
+    /// Batches of (key, time ms, value), in and out of order, with watermarks between them.
+    fn script() -> Vec<(DataFrame, i64)> {
+        let batch = |k: &[&str], t: &[i64], v: &[i64]| df!("k" => k, "t" => t, "v" => v).unwrap();
+        vec![
+            (batch(&["a", "b", "a"], &[1_000, 2_000, 9_000], &[1, 2, 3]), 5_000),
+            (batch(&["a", "b"], &[12_000, 3_000], &[4, 5]), 11_000),
+            // 4_000 is late for [0, 10 s), but within the lateness: an update.
+            (batch(&["a", "b"], &[4_000, 25_000], &[6, 7]), 21_000),
+            (batch(&["b", "a"], &[26_000, 1_500], &[8, 9]), 27_000),
+            (batch(&["a"], &[40_000], &[10]), i64::MAX),
+        ]
+    }
+
+    fn run(op: &mut WindowOperator, steps: &[(DataFrame, i64)], out: &mut Collected) {
+        for (batch, watermark) in steps {
+            op.process(batch.clone(), out).unwrap();
+            op.on_watermark(*watermark, out).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_restored_window_operator_goes_on_as_the_original() {
+        for kind in [WindowKind::Tumbling { size: 10_000 }, WindowKind::Sliding { size: 10_000, slide: 5_000 }, WindowKind::Session { gap: 5_000 }] {
+            let steps = script();
+            for cut in 1..steps.len() {
+                let (mut whole, mut expected) = (operator(plan(kind.clone(), 10_000, false), StopRequest::default()), Collected::default());
+                run(&mut whole, &steps, &mut expected);
+                let (mut first, mut got) = (operator(plan(kind.clone(), 10_000, false), StopRequest::default()), Collected::default());
+                run(&mut first, &steps[..cut], &mut got);
+                let state = first.snapshot().unwrap();
+                drop(first);
+                let mut second = operator(plan(kind.clone(), 10_000, false), StopRequest::default());
+                second.restore(&state).unwrap();
+                run(&mut second, &steps[cut..], &mut got);
+                assert_eq!(rows(&got), rows(&expected), "{kind:?}, restored after step {cut}");
+                assert_eq!(got.sides.iter().map(DataFrame::height).sum::<usize>(), expected.sides.iter().map(DataFrame::height).sum::<usize>());
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_without_drain_discards_open_windows_and_counts_them() {
+        let stop = StopRequest::new(false);
+        let mut op = operator(plan(WindowKind::Tumbling { size: 10_000 }, 0, false), stop.clone());
+        let mut out = Collected::default();
+        op.process(df!("k" => ["a", "b", "a"], "t" => [1_000i64, 2_000, 15_000], "v" => [1i64, 2, 3]).unwrap(), &mut out).unwrap();
+        op.on_watermark(12_000, &mut out).unwrap();
+        assert_eq!(out.rows(), 2, "[0, 10 s) fired for a and b");
+        stop.flag().store(true, std::sync::atomic::Ordering::SeqCst);
+        op.finish(&mut out).unwrap();
+        assert_eq!(out.rows(), 2, "the open window [10 s, 20 s) was not fired");
+        assert_eq!(NodeMetrics::get(&op.metrics.nodes[0].discarded), 1);
+
+        // With --drain, the same stop fires it.
+        let stop = StopRequest::new(true);
+        let mut op = operator(plan(WindowKind::Tumbling { size: 10_000 }, 0, false), stop.clone());
+        let mut out = Collected::default();
+        op.process(df!("k" => ["a"], "t" => [15_000i64], "v" => [3i64]).unwrap(), &mut out).unwrap();
+        stop.flag().store(true, std::sync::atomic::Ordering::SeqCst);
+        op.finish(&mut out).unwrap();
+        assert_eq!(out.rows(), 1);
+    }
+
+    #[test]
+    fn processing_time_windows_fire_by_the_wall_clock() {
+        let mut op = operator(plan(WindowKind::Tumbling { size: 100 }, 0, true), StopRequest::default());
+        let mut out = Collected::default();
+        let before = wall_clock_ms();
+        // No time column is read: rows are stamped when they arrive.
+        op.process(df!("k" => ["a", "a", "b"], "v" => [1i64, 2, 3]).unwrap(), &mut out).unwrap();
+        // Event time from upstream does not fire processing-time windows.
+        op.on_watermark(i64::MAX - 1, &mut out).unwrap();
+        assert_eq!(out.rows(), 0);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        op.on_tick(&mut out).unwrap();
+        assert_eq!(out.rows(), 2, "{:?}", out.batches);
+        let df = &out.batches[0];
+        let start = df.column(WINDOW_START).unwrap().i64().unwrap().get(0).unwrap();
+        assert!(start >= before - 100 && start <= wall_clock_ms(), "window starts at {start}, the run at {before}");
+        let total: i64 = out.batches.iter().map(|d| d.column("n").unwrap().cast(&DataType::Int64).unwrap().i64().unwrap().sum().unwrap()).sum();
+        assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn rows_without_event_time_are_rejected() {
+        let mut op = operator(plan(WindowKind::Tumbling { size: 10_000 }, 0, false), StopRequest::default());
+        let mut out = Collected::default();
+        op.process(df!("k" => ["a", "b"], "t" => [Some(1_000i64), None], "v" => [1i64, 2]).unwrap(), &mut out).unwrap();
+        op.finish(&mut out).unwrap();
+        assert_eq!(out.rows(), 1);
+        assert_eq!(out.sides[0].column("kind").unwrap().str().unwrap().get(0), Some("null_time"));
+        assert_eq!(NodeMetrics::get(&op.metrics.nodes[0].rejected), 1);
+        assert_eq!(NodeMetrics::get(&op.metrics.nodes[0].dropped), 0);
+
+        let mut strict = WindowOperator::new("w".into(), 0, plan(WindowKind::Tumbling { size: 10_000 }, 0, false), 10, Arc::new(Metrics::new(1)), StopRequest::default(), OnError::Fail);
+        let err = strict.process(df!("k" => ["b"], "t" => [None::<i64>], "v" => [2i64]).unwrap(), &mut out).unwrap_err().to_string();
+        assert!(err.contains("'w'") && err.contains("null_time") && err.contains("\"k\":\"b\""), "{err}");
     }
 }

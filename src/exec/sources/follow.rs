@@ -73,6 +73,27 @@ struct Followed {
     present: bool,
     /// When it last gave bytes.
     last_data: Instant,
+    /// Known from a restored position only: the first file found with its fingerprint is read
+    /// on from `offset`, whatever its inode (a restart may come after a copy or a move).
+    restored: bool,
+}
+
+/// Where a follower is in one file, for a checkpoint: the file's fingerprint (its id among the
+/// followed files) and the bytes and lines of it consumed. Bytes of an unfinished last line are
+/// not consumed: after a restore they are read again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FilePosition {
+    /// The id the follower knows the file by: the hash of its first line (combined with its
+    /// inode when another file shares that line).
+    pub fingerprint: u64,
+    /// Its path when the position was taken (for people reading a checkpoint).
+    pub path: PathBuf,
+    /// (device, inode) when the position was taken.
+    pub inode: (u64, u64),
+    /// Bytes consumed.
+    pub offset: u64,
+    /// Complete lines consumed.
+    pub lines: u64,
 }
 
 /// Where a follower starts reading files that exist when it starts.
@@ -243,6 +264,39 @@ impl Follower {
         events
     }
 
+    /// The position in every file known (open or finished), for a checkpoint.
+    pub fn positions(&self) -> Vec<FilePosition> {
+        let mut out: Vec<FilePosition> = self
+            .files
+            .iter()
+            .map(|(id, f)| FilePosition { fingerprint: *id, path: f.path.clone(), inode: f.inode, offset: f.offset, lines: f.lines })
+            .collect();
+        out.sort_by_key(|p| p.fingerprint);
+        out
+    }
+
+    /// Resumes from `positions` (taken by [`Follower::positions`]) before the first poll: each
+    /// known file is read on from where it was left, files that are not known are read from
+    /// their start (whatever `start_at` says: they came after the checkpoint).
+    pub fn restore(&mut self, positions: &[FilePosition]) {
+        self.started = true;
+        for p in positions {
+            let f = Followed {
+                path: p.path.clone(),
+                file: None,
+                inode: p.inode,
+                offset: p.offset,
+                partial: Vec::new(),
+                lines: p.lines,
+                skipping: false,
+                present: false,
+                last_data: Instant::now(),
+                restored: true,
+            };
+            self.files.insert(p.fingerprint, f);
+        }
+    }
+
     /// Number of files open now.
     pub fn followed(&self) -> usize {
         self.files.values().filter(|f| f.file.is_some()).count()
@@ -293,6 +347,18 @@ impl Follower {
                         self.files.insert(own, new);
                     }
                 }
+                Some(f) if f.restored => {
+                    // Known from a checkpoint: read on where it was left, when it still holds that
+                    // much; otherwise this is other content now, read from its start.
+                    f.restored = false;
+                    if meta.len() >= f.offset {
+                        let _ = file.seek(SeekFrom::Start(f.offset));
+                        (f.file, f.inode, f.path, f.present, f.last_data) = (Some(file), inode, path, true, Instant::now());
+                    } else {
+                        let new = self.follow(path, file, &meta, inode, first);
+                        self.files.insert(own, new);
+                    }
+                }
                 Some(f) if f.inode == inode => {
                     // Known and closed, and back (renamed into the pattern again, or grown).
                     if meta.len() > f.offset {
@@ -322,7 +388,7 @@ impl Follower {
         };
         let lines = if offset > 0 { count_lines(&path, offset) } else { 0 };
         let _ = file.seek(SeekFrom::Start(offset));
-        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data: Instant::now() }
+        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data: Instant::now(), restored: false }
     }
 }
 
@@ -537,6 +603,9 @@ mod tests {
         DeleteOld,
         /// Nothing happens; the follower polls.
         Pause,
+        /// The follower's positions are taken, and a new follower restored from them goes on
+        /// (a restart from a checkpoint).
+        Restart,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -546,6 +615,7 @@ mod tests {
             1 => Just(Op::CopyTruncate),
             1 => Just(Op::DeleteOld),
             2 => Just(Op::Pause),
+            1 => Just(Op::Restart),
         ]
     }
 
@@ -607,6 +677,11 @@ mod tests {
                     }
                 }
                 Op::Pause => {}
+                Op::Restart => {
+                    let positions = f.positions();
+                    f = Follower::new(dir.path(), "app.log*", StartAt::Beginning, 1 << 16, 0, 1).scanning_always();
+                    f.restore(&positions);
+                }
             }
             read.extend(lines_of(&f.poll().unwrap()));
         }
@@ -623,7 +698,7 @@ mod tests {
         /// Every line written is read exactly once and in order, through rename + create,
         /// copytruncate (the copy is followed from where the live file was left; nothing is
         /// written between the copy and the truncation here, which logrotate cannot promise),
-        /// deletion of rotated files and pauses.
+        /// deletion of rotated files, pauses, and restarts from the follower's positions.
         #[test]
         fn every_line_is_read_once_through_rotation(ops in prop::collection::vec(op(), 1..25)) {
             let (written, read, _) = simulate(&ops);

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use polars::prelude::DataFrame;
 
 use super::discover::Split;
-use super::follow::{Event, Follower};
+use super::follow::{Event, FilePosition, Follower};
 use super::records::LineCounter;
 use super::{ChunkParser, Parsed, SourceConfig, csv, jsonl, lines, text};
 use crate::error::{Error, Result};
@@ -20,6 +20,7 @@ use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operators::stateless::SEQ_COLUMN;
 use crate::exec::source::{Poll, Source, SourceContext};
+use crate::exec::state::{StateReader, StateWriter};
 use crate::pipeline::SourceFormat;
 
 /// The name rejections of standard input carry as their file.
@@ -230,7 +231,29 @@ impl Source for FollowSource {
         }
         Ok(self.out.next().unwrap_or(if self.finished { Poll::Finished } else { Poll::Idle }))
     }
+
+    /// The position in every file: complete lines read are all in batches handed out or
+    /// queued (held lines are parsed into the queue first), so it is just after them.
+    fn snapshot(&mut self) -> Result<Option<Vec<u8>>> {
+        let batcher = self.batcher.as_mut().expect("opened");
+        if let Some(parsed) = batcher.flush()? {
+            self.out.take(parsed)?;
+        }
+        let positions = self.follower.as_ref().expect("opened").positions();
+        let mut w = StateWriter::new(FOLLOW_STATE);
+        w.value("files", &positions)?;
+        Ok(Some(w.finish()))
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let positions: Vec<FilePosition> = StateReader::open(position, FOLLOW_STATE)?.value("files")?;
+        self.follower.as_mut().expect("opened").restore(&positions);
+        Ok(())
+    }
 }
+
+/// The kind of a followed source's snapshot.
+const FOLLOW_STATE: &str = "followed files";
 
 /// A stream source: standard input, or TCP connections. Subtask 0 reads it on threads of its
 /// own, in whole lines, through a bounded queue: when the pipeline is slow, the threads stop
@@ -410,6 +433,55 @@ fn read_lines(mut input: impl Read, max_line: usize, mut send: impl FnMut(Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A followed `lines` source over `dir/*.log`, opened.
+    fn follow_source(dir: &Path) -> FollowSource {
+        let schema = text::text_schema(SourceFormat::Lines, None).unwrap();
+        let mut config = SourceConfig::plain(SourceFormat::Lines, Vec::new(), schema, crate::pipeline::OnError::Fail);
+        let input = super::super::FollowInput::Files { base_dir: dir.to_path_buf(), pattern: "*.log".into() };
+        config.follow = Some(super::super::FollowConfig { input, start_at: super::super::follow::StartAt::Beginning, linger: std::time::Duration::from_secs(60) });
+        let mut source = FollowSource::new(Arc::new(config), 0, Arc::new(Metrics::new(1)));
+        let flag = || Arc::new(std::sync::atomic::AtomicBool::new(false));
+        source.open(&SourceContext { subtask: 0, parallelism: 1, batch_rows: 1000, cancel: flag(), stop: flag() }).unwrap();
+        source
+    }
+
+    /// Lines handed out by polls for a while (lines wait for their batch: linger is 60 s).
+    fn drain(source: &mut FollowSource) -> Vec<String> {
+        let mut lines = Vec::new();
+        for _ in 0..30 {
+            match source.poll().unwrap() {
+                Poll::Batch(df) => lines.extend(df.column("line").unwrap().str().unwrap().iter().flatten().map(str::to_string)),
+                Poll::Idle => std::thread::sleep(std::time::Duration::from_millis(10)),
+                other => panic!("{other:?}"),
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn a_restored_source_goes_on_after_the_last_line_it_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("app.log");
+        std::fs::write(&log, "one\ntwo\nthree\npart").unwrap();
+        let mut first = follow_source(dir.path());
+        // The lines wait for their batch (linger 60 s) until the snapshot moves them out.
+        assert!(drain(&mut first).is_empty());
+        let position = first.snapshot().unwrap().unwrap();
+        assert_eq!(drain(&mut first), ["one", "two", "three"]);
+        // After the snapshot: the rest of the partial line, a rotation and a new file.
+        std::fs::write(&log, "one\ntwo\nthree\npartial\nfive\n").unwrap();
+        std::fs::rename(&log, dir.path().join("app.1.log")).unwrap();
+        std::fs::write(&log, "new file\n").unwrap();
+        let mut second = follow_source(dir.path());
+        second.restore(&position).unwrap();
+        let mut lines = drain(&mut second);
+        let _ = second.snapshot().unwrap();
+        lines.extend(drain(&mut second));
+        lines.sort();
+        assert_eq!(lines, ["five", "new file", "partial"]);
+        assert!(second.restore(b"garbage").is_err());
+    }
 
     #[test]
     fn stdin_is_cut_into_whole_lines() {

@@ -39,6 +39,9 @@ pub fn text_schema(format: SourceFormat, regex: Option<&str>) -> std::result::Re
 pub struct TextChunkParser {
     config: Arc<SourceConfig>,
     regex: Option<Regex>,
+    /// The columns read (the projection, else all), each with its regex group's index and its
+    /// declared type (checked per value, so a bad value rejects its line).
+    columns: Vec<(String, usize, Option<DataType>)>,
 }
 
 impl TextChunkParser {
@@ -48,15 +51,32 @@ impl TextChunkParser {
             Some(r) => Some(Regex::new(r).map_err(|e| Error::execution("source", &config.name, format!("invalid regex: {e}")))?),
             None => None,
         };
-        Ok(TextChunkParser { config, regex })
+        let wanted = config.file_projection();
+        let mut columns = Vec::new();
+        for name in config.raw_schema.iter_names().map(|n| n.as_str()) {
+            // Every typed group is checked, read or not: a line with a bad value is rejected
+            // whatever the projection, as when all columns are read.
+            let dtype = config.schema.get(name).filter(|t| **t != DataType::String).cloned();
+            let read = wanted.as_ref().is_none_or(|w| w.iter().any(|c| c == name));
+            if !read && dtype.is_none() {
+                continue;
+            }
+            let group = match &regex {
+                Some(re) => re.capture_names().position(|n| n == Some(name)).unwrap_or(0),
+                None => 0,
+            };
+            columns.push((name.to_string(), group, dtype));
+        }
+        Ok(TextChunkParser { config, regex, columns })
     }
 }
 
 impl ChunkParser for TextChunkParser {
     fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
         let c = &self.config;
-        let names: Vec<&str> = c.raw_schema.iter_names().map(|n| n.as_str()).collect();
-        let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::new(); names.len()];
+        let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(chunk.len() / 64); self.columns.len()];
+        // Capture slots reused for every line (no allocation per line).
+        let mut slots = self.regex.as_ref().map(Regex::capture_locations);
         let mut rejected = Vec::new();
         // Line numbers are only needed for rejections: count them lazily.
         let long = has_long_line(&chunk, c.max_line_bytes);
@@ -88,31 +108,31 @@ impl ChunkParser for TextChunkParser {
                     continue;
                 }
             };
-            let Some(re) = &self.regex else {
+            let (Some(re), Some(slots)) = (&self.regex, slots.as_mut()) else {
                 columns[0].push(Some(text));
                 continue;
             };
-            let Some(caps) = re.captures(text) else {
+            if re.captures_read(slots, text).is_none() {
                 reject(1, ErrorKind::NoMatch, format!("the line does not match the regex: {}", truncate(text, 120)));
                 continue;
-            };
+            }
+            let group = |g: usize| slots.get(g).map(|(from, to)| (from, &text[from..to]));
             // A value that does not parse as its declared type rejects the line.
-            let bad = names.iter().find_map(|name| {
-                let m = caps.name(name)?;
-                let dtype = c.schema.get(name)?;
-                type_problem(m.as_str(), dtype).map(|p| (m.start() + 1, format!("group '{name}': {p} (the type declared in `schema`)")))
+            let bad = self.columns.iter().find_map(|(name, g, dtype)| {
+                let (at, value) = group(*g)?;
+                type_problem(value, dtype.as_ref()?).map(|p| (at + 1, format!("group '{name}': {p} (the type declared in `schema`)")))
             });
             if let Some((column, message)) = bad {
                 reject(column, ErrorKind::Type, message);
                 continue;
             }
-            for (k, name) in names.iter().enumerate() {
-                columns[k].push(caps.name(name).map(|m| m.as_str()));
+            for (k, (_, g, _)) in self.columns.iter().enumerate() {
+                columns[k].push(group(*g).map(|(_, v)| v));
             }
         }
-        let height = columns[0].len();
-        let cols: Vec<Column> = names.iter().zip(columns).map(|(n, v)| Column::new((*n).into(), v)).collect();
+        let height = columns.first().map_or(0, Vec::len);
         let fail = |e: PolarsError| Error::execution("source", &c.name, clean(&e));
+        let cols: Vec<Column> = self.columns.iter().zip(columns).map(|((n, _, _), v)| Column::new(n.as_str().into(), v)).collect();
         let mut df = DataFrame::new(height, cols).map_err(fail)?;
         if let Some(p) = c.file_projection() {
             df = df.select(p.iter().map(String::as_str)).map_err(fail)?;

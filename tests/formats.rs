@@ -66,3 +66,73 @@ fn file_sinks_roll_over_by_size() {
         assert!(csv_diff(&all, &csv).is_none(), "every row once");
     }
 }
+
+/// A filter right after a Parquet source skips the row groups whose min/max statistics show
+/// that no row passes: with data sorted by `ts` in 10 row groups, only those that overlap the
+/// range are read, and the answer is the same as reading everything.
+#[test]
+fn parquet_row_groups_are_skipped_by_their_statistics() {
+    use polars::prelude::*;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+    let mut df = df!(
+        "ts" => (0..1000i64).collect::<Vec<_>>(),
+        "day" => (0..1000).map(|i| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(i / 10)).collect::<Vec<_>>(),
+        "v" => (0..1000i64).map(|i| (i * 7919) % 1000).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let file = std::fs::File::create(tmp.path().join("in/t.parquet")).unwrap();
+    ParquetWriter::new(file).with_row_group_size(Some(100)).with_statistics(StatisticsOptions::full()).finish(&mut df).unwrap();
+    // (filter, row groups skipped, rows that pass, their sum of v)
+    let sum = |r: std::ops::Range<i64>| r.map(|i| (i * 7919) % 1000).sum::<i64>();
+    let cases: [(&str, usize, i64, i64); 5] = [
+        ("ts >= 250 AND ts < 420", 7, 170, sum(250..420)),
+        ("ts = 555", 9, 1, sum(555..556)),
+        ("500 < ts", 5, 499, sum(501..1000)),
+        ("day >= DATE '2026-03-12' AND v >= 0", 7, 300, sum(700..1000)),
+        // v is scattered: a row group is skipped only when its smallest v is 10 or more.
+        ("v < 10", (0..10).filter(|g| (g * 100..g * 100 + 100).all(|i| (i * 7919) % 1000 >= 10)).count(), 10, (0..10).sum()),
+    ];
+    for (filter, skipped, rows, total) in cases {
+        std::fs::write(
+            tmp.path().join("p.toml"),
+            format!(
+                r#"
+name = "pruned"
+[[source]]
+name = "t"
+format = "parquet"
+path = "in/*.parquet"
+
+[[op]]
+name = "kept"
+input = "t"
+filter = "{filter}"
+
+[[op]]
+name = "totals"
+input = "kept"
+aggregate = {{ n = "count(*)", total = "sum(v)" }}
+
+[[sink]]
+input = "totals"
+format = "csv"
+single_file = true
+path = "out.csv"
+"#
+            ),
+        )
+        .unwrap();
+        let explain = run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]);
+        assert!(stdout(&explain).contains("predicate pushed to reader"), "{filter}: {}", stdout(&explain));
+        for p in ["1", "4"] {
+            let out = run_in(tmp.path(), &["run", "p.toml", "--json", "-p", p]);
+            assert!(out.status.success(), "{filter}: {}", stderr(&out));
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let source = json["operators"].as_array().unwrap().iter().find(|o| o["name"] == "t").unwrap().clone();
+            assert_eq!(source["row_groups_skipped"], skipped, "{filter} at -p {p}");
+            let written = std::fs::read_to_string(tmp.path().join("out.csv")).unwrap();
+            assert_eq!(written, format!("n,total\n{rows},{total}\n"), "{filter} at -p {p}");
+        }
+    }
+}

@@ -22,6 +22,8 @@ pub struct Row {
     discarded: u64,
     seconds: f64,
     bytes: u64,
+    /// Parquet row groups skipped by their statistics.
+    pruned: u64,
 }
 
 pub struct Summary {
@@ -60,6 +62,7 @@ impl Summary {
                 discarded: NodeMetrics::get(&m.discarded),
                 seconds: NodeMetrics::get(&m.nanos) as f64 / 1e9,
                 bytes: NodeMetrics::get(&m.bytes),
+                pruned: NodeMetrics::get(&m.pruned),
             })
             .collect();
         Summary { pipeline: stream.name.clone(), elapsed: report.elapsed.as_secs_f64(), rows, peak_rss: peak_rss() }
@@ -87,6 +90,9 @@ impl Summary {
             if r.bytes > 0 {
                 let _ = write!(s, "  ({:.1} MB read)", r.bytes as f64 / 1e6);
             }
+            if r.pruned > 0 {
+                let _ = write!(s, "  ({} row groups skipped by statistics)", r.pruned);
+            }
             s.push('\n');
         }
         for r in self.rows.iter().filter(|r| r.discarded > 0) {
@@ -104,7 +110,7 @@ impl Summary {
                     "name": r.name, "inputs": r.inputs, "operation": r.operation, "parallelism": r.parallelism,
                     "rows_in": r.rows_in, "rows_out": r.rows_out, "filtered": r.filtered, "rejected": r.rejected, "dropped": r.dropped,
                     "open_windows_discarded": r.discarded,
-                    "seconds": r.seconds, "bytes_read": r.bytes,
+                    "seconds": r.seconds, "bytes_read": r.bytes, "row_groups_skipped": r.pruned,
                 })
             })
             .collect();

@@ -26,6 +26,8 @@ pub struct NodeMetrics {
     pub bytes: AtomicU64,
     /// Sources: splits (files or parts of files) finished.
     pub splits: AtomicU64,
+    /// Parquet sources: row groups not read, their statistics showing no row passes the filter.
+    pub pruned: AtomicU64,
 }
 
 impl Default for NodeMetrics {
@@ -41,6 +43,7 @@ impl Default for NodeMetrics {
             nanos: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             splits: AtomicU64::new(0),
+            pruned: AtomicU64::new(0),
         }
     }
 }

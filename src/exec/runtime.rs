@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::exchange::{ExchangeOutput, Target};
 use super::guard::panic_message;
 use super::message::Envelope;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, NodeMetrics};
 use super::operator::Operator;
 use super::operators::join::JoinOperator;
 use super::operators::reduce::{Phase, ReduceOperator};
@@ -97,8 +97,10 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     let splits: Vec<Option<SourceShare>> = stream
         .nodes
         .iter()
-        .map(|n| match &n.kind {
-            NodeKind::Source(config) => config.splits().map(|s| {
+        .enumerate()
+        .map(|(id, n)| match &n.kind {
+            NodeKind::Source(config) => config.splits_and_pruned().map(|(s, pruned)| {
+                NodeMetrics::add(&metrics.nodes[id].pruned, pruned);
                 let log = Arc::new(SplitLog::new(s.len()));
                 Some((Arc::new(config.clone()), Arc::new(s), log))
             }),

@@ -438,6 +438,7 @@ impl Builder<'_> {
                 start_at: if s.from_beginning { StartAt::Beginning } else { StartAt::End },
                 linger: std::time::Duration::from_millis(s.linger_ms),
             }),
+            row_group_filter: Vec::new(),
         };
         let detail = match &config.follow {
             Some(f) if matches!(f.input, FollowInput::Stdin) => "standard input".to_string(),

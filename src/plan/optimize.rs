@@ -17,6 +17,7 @@ use crate::pipeline::Chain;
 pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     let mut g = two_phase_aggregation(graph)?;
     prune_partitions(&mut g)?;
+    push_row_group_filter(&mut g);
     push_projection(&mut g)?;
     Ok(g)
 }
@@ -81,6 +82,57 @@ fn prune_partitions(g: &mut LogicalGraph) -> PolarsResult<()> {
         g.nodes[id].notes.push(note);
     }
     Ok(())
+}
+
+/// The comparisons of a file column with a constant among the AND-ed parts of `predicate`,
+/// as bounds a row group's min/max statistics can refute (`x = c` becomes `x >= c`, `x <= c`).
+pub fn statistics_bounds(predicate: &Expr, columns: &Schema) -> Vec<Expr> {
+    let mut out = Vec::new();
+    for part in conjuncts(predicate) {
+        let Expr::BinaryExpr { left, op, right } = &part else { continue };
+        let column_and_constant = |a: &Expr, b: &Expr| matches!(a, Expr::Column(name) if columns.contains(name)) && columns_of(b).is_empty();
+        if !(column_and_constant(left, right) || column_and_constant(right, left)) {
+            continue;
+        }
+        match op {
+            Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => out.push(part.clone()),
+            Operator::Eq => {
+                let (l, r) = ((**left).clone(), (**right).clone());
+                out.push(l.clone().gt_eq(r.clone()));
+                out.push(l.lt_eq(r));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Pushes a filter right after a Parquet source into its reader: the row groups whose min/max
+/// statistics show that no row can pass are not read (the filter still runs on the rest).
+fn push_row_group_filter(g: &mut LogicalGraph) {
+    for id in 0..g.nodes.len() {
+        let outs: Vec<usize> = g.outputs(id).filter(|e| !g.is_side_edge(e)).map(|e| e.to).collect();
+        let [consumer] = outs.as_slice() else {
+            continue;
+        };
+        let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else {
+            continue;
+        };
+        let predicate = predicate.clone();
+        let NodeKind::Source(config) = &mut g.nodes[id].kind else {
+            continue;
+        };
+        if config.format != crate::pipeline::SourceFormat::Parquet || config.follow.is_some() {
+            continue;
+        }
+        let bounds = statistics_bounds(&predicate, &config.schema);
+        if bounds.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = bounds.iter().map(|p| format!("{p:?}")).collect();
+        config.row_group_filter = bounds;
+        g.nodes[id].notes.push(format!("predicate pushed to reader: row groups skipped by min/max statistics where not {}", shown.join(" AND ")));
+    }
 }
 
 /// Splits every reduction (aggregate, sort, distinct) into a partial phase (same parallelism

@@ -8,9 +8,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A command running the rivulet binary built for these tests.
+/// A command running the rivulet binary built for these tests, or the one `RIVULET_BIN` names
+/// (to take a test's figures, such as the TCP test's peak memory, on a release build).
 pub fn rivulet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rivulet"))
+    Command::new(std::env::var_os("RIVULET_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_rivulet").into()))
 }
 
 /// Runs rivulet with `args`; returns the output.

@@ -77,6 +77,9 @@ pub struct SourceConfig {
     pub regex: Option<String>,
     /// Tail mode or stdin: how the source follows its input (None: bounded files).
     pub follow: Option<FollowConfig>,
+    /// Parquet: comparisons of a column with a constant, from a filter right after the source;
+    /// a row group whose min/max statistics show that no row can pass one of them is not read.
+    pub row_group_filter: Vec<Expr>,
 }
 
 /// How a source follows unbounded input.
@@ -184,6 +187,7 @@ impl SourceConfig {
             infer_rows: 100,
             regex: None,
             follow: None,
+            row_group_filter: Vec::new(),
         }
     }
 
@@ -209,11 +213,16 @@ impl SourceConfig {
 
     /// Cuts the input into splits, in source order (none for followed input).
     pub fn splits(&self) -> Result<Vec<Split>> {
+        self.splits_and_pruned().map(|(splits, _)| splits)
+    }
+
+    /// The splits, and the number of Parquet row groups left out by their statistics.
+    pub fn splits_and_pruned(&self) -> Result<(Vec<Split>, u64)> {
         if self.follow.is_some() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
-        match self.format {
-            SourceFormat::Parquet => parquet::row_group_splits(self),
+        let splits = match self.format {
+            SourceFormat::Parquet => return parquet::row_group_splits(self),
             SourceFormat::Ipc => ipc::file_splits(self),
             _ => discover::byte_splits(&self.files, self.split_bytes, |path, e| {
                 let problem = Rejection::of_file(path, ErrorKind::Unreadable, format!("cannot read the file: {e}"));
@@ -222,7 +231,8 @@ impl SourceConfig {
                     _ => Ok(problem),
                 }
             }),
-        }
+        }?;
+        Ok((splits, 0))
     }
 }
 

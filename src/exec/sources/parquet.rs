@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use polars::prelude::*;
+use polars::io::parquet::read::FileMetadata;
+use polars_arrow::datatypes::ArrowSchema;
 
 use super::discover::Split;
 use super::{Parsed, SourceConfig, SplitReader};
@@ -37,8 +39,9 @@ pub fn file_schema(path: &Path) -> std::result::Result<Schema, String> {
 /// One split per row group of every file. A file that cannot be read, or whose schema differs
 /// from the source's, is an error, or (when the source skips bad input) one split that carries
 /// the rejection.
-pub fn row_group_splits(config: &SourceConfig) -> Result<Vec<Split>> {
+pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
     let mut splits = Vec::new();
+    let mut pruned = 0;
     for (file_index, path) in config.files.iter().enumerate() {
         let reject = |splits: &mut Vec<Split>, kind: ErrorKind, message: String| -> Result<()> {
             let problem = Rejection::of_file(path, kind, message);
@@ -70,16 +73,61 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<Vec<Split>> {
                 continue;
             }
         };
+        let fields = if config.row_group_filter.is_empty() { None } else { open(path).ok().and_then(|mut r| r.schema().ok()) };
         let mut start = 0u64;
-        for rg in &meta.row_groups {
+        for (i, rg) in meta.row_groups.iter().enumerate() {
             let rows = rg.num_rows() as u64;
-            if rows > 0 {
+            let refuted = fields.as_ref().is_some_and(|f| statistics_refute(config, f, &meta, i));
+            if refuted {
+                pruned += 1;
+            } else if rows > 0 {
                 splits.push(Split { file_index, path: path.clone(), start, end: start + rows, ordinal: splits.len(), problem: None });
             }
             start += rows;
         }
     }
-    Ok(splits)
+    Ok((splits, pruned))
+}
+
+/// True when the min/max statistics of row group `rg` show that no row of it passes one of the
+/// source's `row_group_filter` bounds. Missing or unreadable statistics refute nothing.
+fn statistics_refute(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMetadata, row_group: usize) -> bool {
+    let wanted: std::collections::BTreeSet<String> = config.row_group_filter.iter().flat_map(crate::plan::expr::columns_of).collect();
+    let footer = &meta.footer_buf;
+    let mut leaves = meta.row_groups[row_group].parquet_columns().iter();
+    let mut columns = Vec::new();
+    // Leaf columns follow the fields in order (a nested field has several): read them all in
+    // turn to stay aligned, keeping the wanted ones' min and max as a two-row column.
+    for field in fields.iter_values() {
+        let stats = polars::io::parquet::metadata::deserialize(field, &mut leaves, footer);
+        if !wanted.contains(field.name.as_str()) {
+            continue;
+        }
+        let Some(dtype) = config.schema.get(field.name.as_str()) else { continue };
+        let Ok(Some(polars::io::parquet::metadata::ParquetStatistics::Column(stats))) = stats else { continue };
+        let Ok(stats) = stats.into_arrow() else { continue };
+        let (Some(min), Some(max)) = (stats.min_value, stats.max_value) else { continue };
+        let bounds = Series::from_arrow(field.name.clone(), min).and_then(|mut s| {
+            s.append(&Series::from_arrow(field.name.clone(), max)?)?;
+            s.cast(dtype)
+        });
+        if let Ok(bounds) = bounds {
+            columns.push(bounds.into_column());
+        }
+    }
+    if columns.is_empty() {
+        return false;
+    }
+    let Ok(frame) = DataFrame::new(2, columns) else { return false };
+    config.row_group_filter.iter().any(|bound| {
+        // Only bounds whose columns all have statistics can refute.
+        if !crate::plan::expr::columns_of(bound).iter().all(|c| frame.schema().contains(c)) {
+            return false;
+        }
+        let passes = frame.clone().lazy().select([bound.clone().alias("pass")]).collect();
+        // Neither the min nor the max passes (a monotone comparison): no value between does.
+        passes.ok().and_then(|df| df.column("pass").ok()?.bool().ok().map(|b| !b.any() && b.null_count() == 0)).unwrap_or(false)
+    })
 }
 
 /// Checks the page headers of one column chunk (bytes `range` of the file): every size and value

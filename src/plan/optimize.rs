@@ -206,6 +206,13 @@ fn needed_from_input(node: &Node, input_schema: &Schema, wanted: &BTreeSet<Strin
         NodeKind::Stateless(Step::Unnest(cols)) => wanted.iter().chain(cols).cloned().collect(),
         NodeKind::Stateless(Step::Parse { column, .. }) => wanted.iter().chain([column]).cloned().collect(),
         NodeKind::Stateless(Step::Cast(pairs)) => wanted.iter().cloned().chain(pairs.iter().map(|(c, _)| c.clone())).collect(),
+        // Each side gives the join its keys and the wanted columns it has (a right column whose
+        // name clashes is wanted under its suffixed name). Names on both sides may be read from
+        // both: a little more than needed, never less.
+        NodeKind::Join(plan) => {
+            let unsuffixed = wanted.iter().filter_map(|w| w.strip_suffix(plan.suffix.as_str()).map(str::to_string));
+            plan.left_on.iter().chain(&plan.right_on).cloned().chain(wanted.iter().cloned()).chain(unsuffixed).collect()
+        }
         NodeKind::PartialReduce(Reduce::Aggregate(plan)) | NodeKind::Reduce(Reduce::Aggregate(plan)) => {
             plan.keys.iter().cloned().chain(plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of)).collect()
         }
@@ -259,6 +266,10 @@ fn push_projection(g: &mut LogicalGraph) -> PolarsResult<()> {
 fn recompute_schemas(g: &mut LogicalGraph) -> PolarsResult<()> {
     for id in 0..g.nodes.len() {
         let inputs: Vec<SchemaRef> = g.inputs(id).map(|e| g.nodes[e.from].schema.clone()).collect();
+        // A join's column layout follows its inputs' columns.
+        if let (NodeKind::Join(plan), [left, right]) = (&mut g.nodes[id].kind, inputs.as_slice()) {
+            plan.layout = plan.layout_for(left, right)?;
+        }
         let schema = match &g.nodes[id].kind {
             NodeKind::Source(config) => config.output_schema(),
             NodeKind::SideOutput(tag) if tag == LATE => late_schema(g, id),

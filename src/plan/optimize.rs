@@ -86,19 +86,33 @@ fn prune_partitions(g: &mut LogicalGraph) -> PolarsResult<()> {
 
 /// The comparisons of a file column with a constant among the AND-ed parts of `predicate`,
 /// as bounds a row group's min/max statistics can refute (`x = c` becomes `x >= c`, `x <= c`).
+/// `columns` are the columns whose statistics can be trusted for this: stored with the type the
+/// filter sees (a declared cast can change the order: `"9" > "10"` as strings, not as numbers).
+/// For floats only upper bounds count: some writers leave NaN out of min/max, and NaN passes
+/// `x > c` in polars' total order.
 pub fn statistics_bounds(predicate: &Expr, columns: &Schema) -> Vec<Expr> {
     let mut out = Vec::new();
     for part in conjuncts(predicate) {
         let Expr::BinaryExpr { left, op, right } = &part else { continue };
-        let column_and_constant = |a: &Expr, b: &Expr| matches!(a, Expr::Column(name) if columns.contains(name)) && columns_of(b).is_empty();
-        if !(column_and_constant(left, right) || column_and_constant(right, left)) {
-            continue;
-        }
+        let column = |a: &Expr, b: &Expr| match a {
+            Expr::Column(name) if columns_of(b).is_empty() => columns.get(name).cloned(),
+            _ => None,
+        };
+        let (dtype, column_left) = match (column(left, right), column(right, left)) {
+            (Some(t), _) => (t, true),
+            (None, Some(t)) => (t, false),
+            (None, None) => continue,
+        };
+        // Does the bound say "column below the constant"?
+        let upper = |op: &Operator| matches!((op, column_left), (Operator::Lt | Operator::LtEq, true) | (Operator::Gt | Operator::GtEq, false));
+        let float = dtype.is_float();
         match op {
-            Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => out.push(part.clone()),
+            Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq if !float || upper(op) => out.push(part.clone()),
             Operator::Eq => {
-                let (l, r) = ((**left).clone(), (**right).clone());
-                out.push(l.clone().gt_eq(r.clone()));
+                let (l, r) = if column_left { ((**left).clone(), (**right).clone()) } else { ((**right).clone(), (**left).clone()) };
+                if !float {
+                    out.push(l.clone().gt_eq(r.clone()));
+                }
                 out.push(l.lt_eq(r));
             }
             _ => {}
@@ -118,6 +132,10 @@ fn push_row_group_filter(g: &mut LogicalGraph) {
         let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else {
             continue;
         };
+        // A filter that rejects rows (on_error) must see every row to count them.
+        if g.nodes[*consumer].on_error != crate::pipeline::OnError::Fail {
+            continue;
+        }
         let predicate = predicate.clone();
         let NodeKind::Source(config) = &mut g.nodes[id].kind else {
             continue;
@@ -125,7 +143,8 @@ fn push_row_group_filter(g: &mut LogicalGraph) {
         if config.format != crate::pipeline::SourceFormat::Parquet || config.follow.is_some() {
             continue;
         }
-        let bounds = statistics_bounds(&predicate, &config.schema);
+        let stored: Schema = config.schema.iter().filter(|(n, t)| config.raw_schema.get(n) == Some(*t)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
+        let bounds = statistics_bounds(&predicate, &stored);
         if bounds.is_empty() {
             continue;
         }
@@ -294,4 +313,38 @@ pub fn late_schema(g: &LogicalGraph, side: usize) -> Schema {
 /// A polars error during optimisation as a message naming the pipeline.
 pub fn describe(e: &PolarsError) -> String {
     format!("planning failed: {}", clean(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds(filter: &str, columns: &[(&str, DataType)]) -> Vec<String> {
+        let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
+        let predicate = polars::sql::sql_expr(filter).unwrap();
+        statistics_bounds(&predicate, &schema).iter().map(|e| format!("{e:?}")).collect()
+    }
+
+    #[test]
+    fn comparisons_with_constants_become_bounds() {
+        let int = [("x", DataType::Int64), ("y", DataType::Int64)];
+        assert_eq!(bounds("x >= 5 AND y < 3 AND x + y > 1 AND x <> 2", &int).len(), 2);
+        assert_eq!(bounds("x = 5", &int).len(), 2);
+        assert_eq!(bounds("5 < x", &int).len(), 1);
+        // Columns whose statistics cannot be trusted (absent from `columns`) give none.
+        assert!(bounds("z > 1", &int).is_empty());
+    }
+
+    #[test]
+    fn float_columns_only_get_upper_bounds() {
+        // Some writers leave NaN out of min/max, and NaN passes `x > c`.
+        let float = [("x", DataType::Float64)];
+        assert!(bounds("x > 5", &float).is_empty());
+        assert!(bounds("5 <= x", &float).is_empty());
+        assert_eq!(bounds("x < 5", &float).len(), 1);
+        assert_eq!(bounds("5 > x", &float).len(), 1);
+        let eq = bounds("x = 5", &float);
+        assert_eq!(eq.len(), 1);
+        assert!(eq[0].contains("<="), "{eq:?}");
+    }
 }

@@ -167,7 +167,8 @@ impl JoinOperator {
 
     /// Left rows to gather before a join: about the right side's size.
     fn gather_rows(&self) -> usize {
-        self.built.as_ref().map_or(0, DataFrame::height).clamp(self.batch_rows, MAX_GATHER_ROWS)
+        let right = self.built.as_ref().map_or(0, DataFrame::height);
+        right.min(MAX_GATHER_ROWS).max(self.batch_rows)
     }
 
     fn fail(&self, e: PolarsError) -> Error {

@@ -163,6 +163,8 @@ pub struct WindowOperator {
     stop: StopRequest,
     /// What happens to a row without an event time.
     on_error: OnError,
+    /// Processing time: the event-time watermark from upstream, passed on as it advances.
+    upstream: i64,
 }
 
 impl WindowOperator {
@@ -170,7 +172,7 @@ impl WindowOperator {
     pub fn new(name: String, node: usize, plan: WindowPlan, batch_rows: usize, metrics: Arc<Metrics>, stop: StopRequest, on_error: OnError) -> Self {
         let emitted = std::collections::BTreeMap::new();
         let fired = BTreeSet::new();
-        WindowOperator { name, node, plan, state: None, fired, rows: None, emitted, watermark: i64::MIN, batch_rows, metrics, stop, on_error }
+        WindowOperator { name, node, plan, state: None, fired, rows: None, emitted, watermark: i64::MIN, batch_rows, metrics, stop, on_error, upstream: i64::MIN }
     }
 
     /// The job stops without `--drain`: the windows that have not fired are dropped and
@@ -341,6 +343,25 @@ impl Operator for WindowOperator {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
+        // Processing-time windows follow the wall clock: event time from upstream only passes
+        // through (it is tracked apart from the clock), but its end (+inf, the end of the
+        // input) fires what is left.
+        if self.plan.processing_time {
+            if watermark <= self.upstream {
+                return Ok(());
+            }
+            self.upstream = watermark;
+            if watermark == i64::MAX {
+                if self.stop.discards_open_windows() {
+                    // Windows the clock has closed by now are complete: they fire.
+                    self.clock_to(wall_clock_ms(), out)?;
+                    self.discard_open()?;
+                } else {
+                    self.fire_until(i64::MAX, out)?;
+                }
+            }
+            return out.watermark(watermark);
+        }
         if watermark <= self.watermark {
             return Ok(());
         }
@@ -349,11 +370,6 @@ impl Operator for WindowOperator {
         if watermark == i64::MAX && self.stop.discards_open_windows() {
             self.discard_open()?;
             self.watermark = watermark;
-            return out.watermark(watermark);
-        }
-        // Processing-time windows follow the wall clock; event time from upstream only passes
-        // through, but its end (+inf, the end of the input) fires what is left.
-        if self.plan.processing_time && watermark < i64::MAX {
             return out.watermark(watermark);
         }
         self.fire_until(watermark, out)?;
@@ -377,7 +393,7 @@ impl Operator for WindowOperator {
     fn snapshot(&self) -> Result<Vec<u8>> {
         let mut w = StateWriter::new(WINDOW_STATE);
         let emitted: Vec<(i64, Vec<&String>)> = self.emitted.iter().map(|(end, s)| (*end, s.iter().collect())).collect();
-        w.value("watermark", &self.watermark)?.value("fired", &self.fired)?.value("emitted", &emitted)?;
+        w.value("watermark", &self.watermark)?.value("upstream", &self.upstream)?.value("fired", &self.fired)?.value("emitted", &emitted)?;
         w.frame("state", self.state.as_ref())?.frame("rows", self.rows.as_ref())?;
         Ok(w.finish())
     }
@@ -385,6 +401,7 @@ impl Operator for WindowOperator {
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let r = StateReader::open(state, WINDOW_STATE)?;
         self.watermark = r.value("watermark")?;
+        self.upstream = r.value("upstream")?;
         self.fired = r.value("fired")?;
         let emitted: Vec<(i64, Vec<String>)> = r.value("emitted")?;
         self.emitted = emitted.into_iter().map(|(end, s)| (end, s.into_iter().collect())).collect();
@@ -541,9 +558,11 @@ mod tests {
         let before = wall_clock_ms();
         // No time column is read: rows are stamped when they arrive.
         op.process(df!("k" => ["a", "a", "b"], "v" => [1i64, 2, 3]).unwrap(), &mut out).unwrap();
-        // Event time from upstream does not fire processing-time windows.
-        op.on_watermark(i64::MAX - 1, &mut out).unwrap();
-        assert_eq!(out.rows(), 0);
+        // Event time from upstream does not fire processing-time windows, but it passes on.
+        let mut watermarks = WatermarksSeen::default();
+        op.on_watermark(5_000, &mut watermarks).unwrap();
+        op.on_watermark(i64::MAX - 1, &mut watermarks).unwrap();
+        assert_eq!((watermarks.0.as_slice(), watermarks.1), ([5_000, i64::MAX - 1].as_slice(), 0));
         std::thread::sleep(std::time::Duration::from_millis(250));
         op.on_tick(&mut out).unwrap();
         assert_eq!(out.rows(), 2, "{:?}", out.batches);
@@ -552,6 +571,24 @@ mod tests {
         assert!(start >= before - 100 && start <= wall_clock_ms(), "window starts at {start}, the run at {before}");
         let total: i64 = out.batches.iter().map(|d| d.column("n").unwrap().cast(&DataType::Int64).unwrap().i64().unwrap().sum().unwrap()).sum();
         assert_eq!(total, 3);
+    }
+
+    /// Watermarks passed on, and rows emitted.
+    #[derive(Default)]
+    struct WatermarksSeen(Vec<i64>, usize);
+
+    impl Collector for WatermarksSeen {
+        fn collect(&mut self, batch: DataFrame) -> Result<()> {
+            self.1 += batch.height();
+            Ok(())
+        }
+        fn watermark(&mut self, watermark: i64) -> Result<()> {
+            self.0.push(watermark);
+            Ok(())
+        }
+        fn side_output(&mut self, _: usize, _: &str, _: DataFrame) -> Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

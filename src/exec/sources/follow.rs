@@ -12,7 +12,6 @@
 //! rejection and the rest of the line is skipped.
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{Hash, Hasher};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -73,9 +72,19 @@ struct Followed {
     present: bool,
     /// When it last gave bytes.
     last_data: Instant,
-    /// Known from a restored position only: the first file found with its fingerprint is read
-    /// on from `offset`, whatever its inode (a restart may come after a copy or a move).
-    restored: bool,
+    /// The hash of its first line (its id, unless another file shares that line).
+    first_line: u64,
+    /// Known from a restored position only, until a file is found that is this one: the same
+    /// first line, and the same inode or (after a copy or a move) the same bytes just before
+    /// `offset`.
+    restored: Option<RestoreCheck>,
+}
+
+/// How a file found after a restore is recognised as the one a position was taken in.
+#[derive(Clone, Copy, Debug)]
+struct RestoreCheck {
+    /// Hash of the (up to 64) bytes before the offset, when the file was open.
+    before: Option<u64>,
 }
 
 /// Where a follower is in one file, for a checkpoint: the file's fingerprint (its id among the
@@ -94,6 +103,12 @@ pub struct FilePosition {
     pub offset: u64,
     /// Complete lines consumed.
     pub lines: u64,
+    /// Inside a line too long, whose rest is being skipped.
+    pub skipping: bool,
+    /// The hash of the file's first line.
+    pub first_line: u64,
+    /// Hash of the (up to 64) bytes before `offset`, to recognise the file after a copy.
+    pub before: Option<u64>,
 }
 
 /// Where a follower starts reading files that exist when it starts.
@@ -269,7 +284,16 @@ impl Follower {
         let mut out: Vec<FilePosition> = self
             .files
             .iter()
-            .map(|(id, f)| FilePosition { fingerprint: *id, path: f.path.clone(), inode: f.inode, offset: f.offset, lines: f.lines })
+            .map(|(id, f)| FilePosition {
+                fingerprint: *id,
+                path: f.path.clone(),
+                inode: f.inode,
+                offset: f.offset,
+                lines: f.lines,
+                skipping: f.skipping,
+                first_line: f.first_line,
+                before: f.file.as_ref().and_then(|h| bytes_before(h, f.offset)),
+            })
             .collect();
         out.sort_by_key(|p| p.fingerprint);
         out
@@ -288,10 +312,11 @@ impl Follower {
                 offset: p.offset,
                 partial: Vec::new(),
                 lines: p.lines,
-                skipping: false,
+                skipping: p.skipping,
                 present: false,
                 last_data: Instant::now(),
-                restored: true,
+                first_line: p.first_line,
+                restored: Some(RestoreCheck { before: p.before }),
             };
             self.files.insert(p.fingerprint, f);
         }
@@ -317,6 +342,9 @@ impl Follower {
                 continue;
             }
             let inode = inode_of(&meta);
+            if self.resume_restored(first_line, inode, &mut file, &meta, &path) {
+                continue;
+            }
             // Files that start with the same line (a CSV header, a log banner) but are other
             // files get the fingerprint combined with their inode.
             let own = mix(first_line, inode);
@@ -343,21 +371,15 @@ impl Follower {
                         let _ = file.seek(SeekFrom::Start(read_to));
                         (f.file, f.inode, f.path, f.present) = (Some(file), inode, path, true);
                     } else if !same_prefix(f.file.as_mut(), &mut file, read_to.min(meta.len())) {
-                        let new = self.follow(path, file, &meta, inode, first);
+                        let new = self.follow(path, file, &meta, inode, first, first_line);
                         self.files.insert(own, new);
                     }
                 }
-                Some(f) if f.restored => {
-                    // Known from a checkpoint: read on where it was left, when it still holds that
-                    // much; otherwise this is other content now, read from its start.
-                    f.restored = false;
-                    if meta.len() >= f.offset {
-                        let _ = file.seek(SeekFrom::Start(f.offset));
-                        (f.file, f.inode, f.path, f.present, f.last_data) = (Some(file), inode, path, true, Instant::now());
-                    } else {
-                        let new = self.follow(path, file, &meta, inode, first);
-                        self.files.insert(own, new);
-                    }
+                Some(f) if f.restored.is_some() => {
+                    // Known from a checkpoint, but this is not that file (it was checked above):
+                    // another file with the same first line.
+                    let new = self.follow(path, file, &meta, inode, first, first_line);
+                    self.files.insert(own, new);
                 }
                 Some(f) if f.inode == inode => {
                     // Known and closed, and back (renamed into the pattern again, or grown).
@@ -369,34 +391,83 @@ impl Follower {
                 }
                 Some(_) => {
                     // Known and closed, but this is another file with the same first line.
-                    let new = self.follow(path, file, &meta, inode, first);
+                    let new = self.follow(path, file, &meta, inode, first, first_line);
                     self.files.insert(own, new);
                 }
                 None => {
-                    let new = self.follow(path, file, &meta, inode, first);
+                    let new = self.follow(path, file, &meta, inode, first, first_line);
                     self.files.insert(id, new);
                 }
             }
         }
     }
 
+    /// After a restore: when `file` is the file of a restored position (same first line, and
+    /// the same inode or the same bytes before the offset), reads on from that position.
+    fn resume_restored(&mut self, first_line: u64, inode: (u64, u64), file: &mut File, meta: &std::fs::Metadata, path: &Path) -> bool {
+        let candidates = |by_inode: bool| {
+            self.files
+                .iter()
+                .filter(|(_, f)| f.first_line == first_line && meta.len() >= f.offset)
+                .filter(|(_, f)| match f.restored {
+                    Some(_) if by_inode => f.inode == inode,
+                    Some(RestoreCheck { before: Some(h) }) => bytes_before(file, f.offset) == Some(h),
+                    _ => false,
+                })
+                .map(|(k, _)| *k)
+                .next()
+        };
+        let Some(key) = candidates(true).or_else(|| candidates(false)) else { return false };
+        let Ok(handle) = file.try_clone() else { return false };
+        let f = self.files.get_mut(&key).expect("found");
+        let _ = file.seek(SeekFrom::Start(f.offset));
+        f.restored = None;
+        (f.file, f.inode, f.path, f.present, f.last_data) = (Some(handle), inode, path.to_path_buf(), true, Instant::now());
+        true
+    }
+
     /// A newly found file, positioned where reading starts.
-    fn follow(&self, path: PathBuf, mut file: File, meta: &std::fs::Metadata, inode: (u64, u64), first: bool) -> Followed {
+    fn follow(&self, path: PathBuf, mut file: File, meta: &std::fs::Metadata, inode: (u64, u64), first: bool, first_line: u64) -> Followed {
         let offset = match (first, self.start_at) {
             (true, StartAt::End) => meta.len(),
             _ => 0,
         };
         let lines = if offset > 0 { count_lines(&path, offset) } else { 0 };
         let _ = file.seek(SeekFrom::Start(offset));
-        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data: Instant::now(), restored: false }
+        let last_data = Instant::now();
+        Followed { path, file: Some(file), inode, offset, partial: Vec::new(), lines, skipping: false, present: true, last_data, first_line, restored: None }
     }
 }
 
 /// A fingerprint and an inode combined: the id of a file whose first line another file shares.
 fn mix(fingerprint: u64, inode: (u64, u64)) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (fingerprint, inode).hash(&mut h);
-    h.finish()
+    stable_hash(&[&fingerprint.to_le_bytes(), &inode.0.to_le_bytes(), &inode.1.to_le_bytes()])
+}
+
+/// FNV-1a: a hash whose values stay the same across builds and Rust releases (positions in a
+/// checkpoint are compared with files found after a restart, maybe by another build).
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in parts.iter().flat_map(|p| p.iter()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Hash of the (up to 64) bytes of `file` just before `offset`; None when they cannot be read.
+#[cfg(unix)]
+fn bytes_before(file: &File, offset: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let from = offset.saturating_sub(64);
+    let mut buf = vec![0u8; (offset - from) as usize];
+    file.read_exact_at(&mut buf, from).ok()?;
+    Some(stable_hash(&[&buf]))
+}
+
+#[cfg(not(unix))]
+fn bytes_before(_: &File, _: u64) -> Option<u64> {
+    None
 }
 
 /// True when the first `n` bytes (at most 64 KiB compared) of two files are equal.
@@ -438,9 +509,7 @@ fn fingerprint(file: &mut File) -> Option<u64> {
         None if got == FINGERPRINT_BYTES => head,
         None => return None,
     };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    Some(h.finish())
+    Some(stable_hash(&[key]))
 }
 
 /// Reads what was appended to `f` (fingerprint `id`) and adds its complete lines. False when the
@@ -588,6 +657,33 @@ mod tests {
         append(&log, "new\n");
         let events = f.poll().unwrap();
         assert!(matches!(&events[..], [Event::Line { line: 3, offset: 12, .. }]), "{events:?}");
+    }
+
+    #[test]
+    fn a_restore_after_rotation_finds_each_file_that_shares_a_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("data.csv");
+        append(&live, "id,name\n1,a\n2,b\n");
+        let mut f = Follower::new(dir.path(), "data.csv*", StartAt::Beginning, 100, 0, 1).scanning_always();
+        assert_eq!(lines_of(&f.poll().unwrap()), ["id,name", "1,a", "2,b"]);
+        let positions = f.positions();
+        // After the checkpoint: one more row, then logrotate's rename + create; the new file has
+        // the same header and is already longer than the old one was.
+        append(&live, "3,c\n");
+        std::fs::rename(&live, dir.path().join("data.csv.1")).unwrap();
+        append(&live, "id,name\n4,dddddddddd\n5,eeeeeeeeee\n");
+        let mut restored = Follower::new(dir.path(), "data.csv*", StartAt::Beginning, 100, 0, 1).scanning_always();
+        restored.restore(&positions);
+        let mut lines = lines_of(&restored.poll().unwrap());
+        lines.sort();
+        assert_eq!(lines, ["3,c", "4,dddddddddd", "5,eeeeeeeeee", "id,name"]);
+
+        // A copy (another inode) of the file is recognised by the bytes before the offset.
+        let copied = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join("data.csv.1"), copied.path().join("data.csv")).unwrap();
+        let mut moved = Follower::new(copied.path(), "data.csv", StartAt::Beginning, 100, 0, 1).scanning_always();
+        moved.restore(&positions);
+        assert_eq!(lines_of(&moved.poll().unwrap()), ["3,c"]);
     }
 
     /// What a test does to the files, one step at a time.

@@ -77,7 +77,8 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
         let mut start = 0u64;
         for (i, rg) in meta.row_groups.iter().enumerate() {
             let rows = rg.num_rows() as u64;
-            let refuted = fields.as_ref().is_some_and(|f| statistics_refute(config, f, &meta, i));
+            // Statistics polars cannot decode (it may panic on some) refute nothing.
+            let refuted = fields.as_ref().is_some_and(|f| catch_panic(|| statistics_refute(config, f, &meta, i)).unwrap_or(false));
             if refuted {
                 pruned += 1;
             } else if rows > 0 {
@@ -99,12 +100,15 @@ fn statistics_refute(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMet
     // Leaf columns follow the fields in order (a nested field has several): read them all in
     // turn to stay aligned, keeping the wanted ones' min and max as a two-row column.
     for field in fields.iter_values() {
-        let stats = polars::io::parquet::metadata::deserialize(field, &mut leaves, footer);
+        let Ok(stats) = polars::io::parquet::metadata::deserialize(field, &mut leaves, footer) else {
+            // The leaves may be out of step with the fields now: trust nothing.
+            return false;
+        };
         if !wanted.contains(field.name.as_str()) {
             continue;
         }
         let Some(dtype) = config.schema.get(field.name.as_str()) else { continue };
-        let Ok(Some(polars::io::parquet::metadata::ParquetStatistics::Column(stats))) = stats else { continue };
+        let Some(polars::io::parquet::metadata::ParquetStatistics::Column(stats)) = stats else { continue };
         let Ok(stats) = stats.into_arrow() else { continue };
         let (Some(min), Some(max)) = (stats.min_value, stats.max_value) else { continue };
         let bounds = Series::from_arrow(field.name.clone(), min).and_then(|mut s| {

@@ -241,12 +241,14 @@ impl Source for FollowSource {
         }
         let positions = self.follower.as_ref().expect("opened").positions();
         let mut w = StateWriter::new(FOLLOW_STATE);
-        w.value("files", &positions)?;
+        w.value("files", &positions)?.value("seq", &self.out.seq)?;
         Ok(Some(w.finish()))
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let positions: Vec<FilePosition> = StateReader::open(position, FOLLOW_STATE)?.value("files")?;
+        let state = StateReader::open(position, FOLLOW_STATE)?;
+        let positions: Vec<FilePosition> = state.value("files")?;
+        self.out.seq = state.value("seq")?;
         self.follower.as_mut().expect("opened").restore(&positions);
         Ok(())
     }

@@ -41,10 +41,9 @@ pub struct TextChunkParser {
     regex: Option<Regex>,
     /// The same regex in ASCII mode, for lines that are all ASCII (most log lines): on ASCII
     /// text it matches exactly as the Unicode one does (`\S`, `\d`, `\w`, `.` and classes agree on
-    /// ASCII characters), and its automata are far smaller (`\S` is one byte class instead of a
-    /// UTF-8 automaton), so matching is several times faster. None when the pattern needs
-    /// Unicode (`\p{Greek}`, say).
-    ascii: Option<regex::bytes::Regex>,
+    /// ASCII characters), and its automata are smaller (`\S` is one byte class instead of a
+    /// UTF-8 automaton). None when the pattern needs Unicode (`\p{Greek}`, say).
+    ascii: Option<AsciiRegex>,
     /// The columns read (the projection, else all), each with its regex group's index and its
     /// declared type (checked per value, so a bad value rejects its line).
     columns: Vec<(String, usize, Option<DataType>)>,
@@ -73,7 +72,7 @@ impl TextChunkParser {
             };
             columns.push((name.to_string(), group, dtype));
         }
-        let ascii = config.regex.as_ref().and_then(|r| regex::bytes::RegexBuilder::new(r).unicode(false).build().ok());
+        let ascii = config.regex.as_deref().and_then(AsciiRegex::new);
         Ok(TextChunkParser { config, regex, ascii, columns })
     }
 }
@@ -84,7 +83,7 @@ impl ChunkParser for TextChunkParser {
         let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(chunk.len() / 64); self.columns.len()];
         // Capture slots reused for every line (no allocation per line).
         let mut slots = self.regex.as_ref().map(Regex::capture_locations);
-        let mut ascii_slots = self.ascii.as_ref().map(regex::bytes::Regex::capture_locations);
+        let mut ascii_slots = self.ascii.as_ref().map(|a| a.regex.create_captures());
         let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
         let mut rejected = Vec::new();
         // Line numbers are only needed for rejections: count them lazily.
@@ -110,7 +109,9 @@ impl ChunkParser for TextChunkParser {
                 );
                 continue;
             }
-            let text = match std::str::from_utf8(body) {
+            // ASCII is UTF-8; checking it is cheaper, and the ASCII regex needs it anyway.
+            let ascii_line = body.is_ascii();
+            let text = match if ascii_line { Ok(unsafe_ascii(body)) } else { std::str::from_utf8(body) } {
                 Ok(t) => t,
                 Err(e) => {
                     reject(e.valid_up_to() + 1, ErrorKind::Utf8, format!("invalid UTF-8: {}", truncate(&String::from_utf8_lossy(body), 120)));
@@ -123,10 +124,10 @@ impl ChunkParser for TextChunkParser {
             };
             spans.clear();
             let matched = match (&self.ascii, ascii_slots.as_mut()) {
-                (Some(ascii), Some(locs)) if body.is_ascii() => {
-                    let found = ascii.captures_read(locs, body).is_some();
-                    spans.extend((0..locs.len()).map(|g| locs.get(g)));
-                    found
+                (Some(ascii), Some(caps)) if ascii_line => {
+                    ascii.regex.search_captures(&regex_automata::Input::new(body), caps);
+                    spans.extend((0..caps.group_len()).map(|g| caps.get_group(g).map(|s| (s.start, s.end))));
+                    caps.is_match()
                 }
                 _ => {
                     let found = re.captures_read(slots, text).is_some();
@@ -164,6 +165,33 @@ impl ChunkParser for TextChunkParser {
     }
 }
 
+/// A line known to be ASCII as text.
+fn unsafe_ascii(bytes: &[u8]) -> &str {
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: the caller checked that every byte is ASCII, and ASCII is valid UTF-8.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// The ASCII-mode engine of a regex source.
+struct AsciiRegex {
+    regex: regex_automata::meta::Regex,
+}
+
+impl AsciiRegex {
+    /// The pattern compiled without Unicode; None when it needs Unicode. A pattern anchored at
+    /// its start (`^...`, log formats usually are) skips the DFA that otherwise finds where a
+    /// match is before the capture engine runs: that search only repeats the capture engine's
+    /// work when the match can only start at the line's start.
+    fn new(pattern: &str) -> Option<AsciiRegex> {
+        use regex_automata::meta::{Config, Regex};
+        use regex_automata::util::syntax;
+        let syntax = syntax::Config::new().unicode(false).utf8(false);
+        let anchored = regex_automata::nfa::thompson::Compiler::new().syntax(syntax).build(pattern).ok()?.is_always_start_anchored();
+        let regex = Regex::builder().configure(Config::new().hybrid(!anchored).utf8_empty(false)).syntax(syntax).build(pattern).ok()?;
+        Some(AsciiRegex { regex })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,7 +210,8 @@ mod tests {
         let alphabet = b"aKk09 \t_-=;\"[]/.:xyzZ\x0b\x0c";
         for p in patterns {
             let unicode = Regex::new(p).unwrap();
-            let ascii = regex::bytes::RegexBuilder::new(p).unicode(false).build().unwrap();
+            let ascii = AsciiRegex::new(p).unwrap().regex;
+            let mut caps = ascii.create_captures();
             for _ in 0..3000 {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
@@ -190,7 +219,8 @@ mod tests {
                 let len = (seed % 40) as usize;
                 let line: String = (0..len).map(|i| alphabet[((seed >> (i % 50)) as usize + i * 7) % alphabet.len()] as char).collect();
                 let u = unicode.captures(&line).map(|c| c.iter().map(|m| m.map(|m| m.range())).collect::<Vec<_>>());
-                let a = ascii.captures(line.as_bytes()).map(|c| c.iter().map(|m| m.map(|m| m.range())).collect::<Vec<_>>());
+                ascii.search_captures(&regex_automata::Input::new(line.as_bytes()), &mut caps);
+                let a = caps.is_match().then(|| (0..caps.group_len()).map(|g| caps.get_group(g).map(|s| s.range())).collect::<Vec<_>>());
                 assert_eq!(u, a, "{p} on {line:?}");
             }
         }

@@ -87,6 +87,11 @@ impl Collector for ExchangeOutput {
         (0..self.targets.len()).try_for_each(|i| self.send(i, Message::Idle))
     }
 
+    /// Every downstream subtask gets the barrier, after what was sent before it.
+    fn barrier(&mut self, checkpoint: u64) -> Result<()> {
+        (0..self.targets.len()).try_for_each(|i| self.send(i, Message::Barrier(checkpoint)))
+    }
+
     fn side_output(&mut self, _: usize, tag: &str, _: DataFrame) -> Result<()> {
         Err(Error::execution("operator", &self.node, format!("side output '{tag}' sent into an exchange")))
     }

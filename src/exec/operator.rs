@@ -18,6 +18,12 @@ pub trait Collector {
     fn idle(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Passes checkpoint barrier `checkpoint` on: everything emitted before it belongs to the
+    /// checkpoint, everything after to the next.
+    fn barrier(&mut self, _checkpoint: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Sends `df` downstream in slices of at most `batch_rows` rows (a reduction's or a join's
@@ -157,6 +163,12 @@ impl Collector for Chain<'_> {
             None => self.output.idle(),
             Some((head, rest)) => head.on_idle(&mut Chain { ops: rest, output: &mut *self.output }),
         }
+    }
+
+    /// Barriers pass the chain's operators (which the checkpoint will snapshot there) straight
+    /// to the task's output.
+    fn barrier(&mut self, checkpoint: u64) -> Result<()> {
+        self.output.barrier(checkpoint)
     }
 }
 

@@ -103,6 +103,15 @@ impl Collector for TaskOutput {
         }
     }
 
+    fn barrier(&mut self, checkpoint: u64) -> Result<()> {
+        self.sides.iter_mut().try_for_each(|s| s.exchange.barrier(checkpoint))?;
+        match &mut self.main {
+            MainOutput::Exchanges(exchanges) => exchanges.iter_mut().try_for_each(|x| x.barrier(checkpoint)),
+            // A sink ends the stream: it will pre-commit here (the checkpoint issue).
+            MainOutput::Sink { .. } => Ok(()),
+        }
+    }
+
     fn side_output(&mut self, node: usize, tag: &str, batch: DataFrame) -> Result<()> {
         let Some(side) = self.sides.iter_mut().find(|s| s.node == node && s.tag == tag) else {
             return Err(Error::execution("operator", &format!("#{node}"), format!("side output '{tag}' has no consumer")));
@@ -129,6 +138,62 @@ fn advance(current: &mut i64, watermarks: &[i64], ended: &[bool], idle: &[bool],
         chain.watermark(min)?;
     }
     Ok(())
+}
+
+/// Checkpoint barrier alignment (Flink's aligned checkpoints): once a channel has delivered the
+/// barrier of checkpoint N, what it sends next belongs to N+1, so it is held back until every
+/// other open channel has delivered that barrier too; then the barrier goes on downstream and
+/// the held messages are taken, in order, before new ones.
+struct Alignment {
+    /// The checkpoint being aligned and which channels delivered its barrier.
+    current: Option<(u64, Vec<bool>)>,
+    /// Messages of channels past the barrier, in arrival order.
+    held: std::collections::VecDeque<Envelope>,
+    /// Channels into the subtask.
+    channels: usize,
+}
+
+impl Alignment {
+    fn new(channels: usize) -> Self {
+        Alignment { current: None, held: std::collections::VecDeque::new(), channels }
+    }
+
+    /// A held message to take now (none while aligning).
+    fn release(&mut self) -> Option<Envelope> {
+        if self.current.is_some() { None } else { self.held.pop_front() }
+    }
+
+    /// Holds `envelope` back when its channel is past the barrier being aligned.
+    fn hold(&mut self, envelope: Envelope) -> Option<Envelope> {
+        match &self.current {
+            Some((_, done)) if done[envelope.channel] => {
+                self.held.push_back(envelope);
+                None
+            }
+            _ => Some(envelope),
+        }
+    }
+
+    /// Channel `channel` delivered the barrier of `checkpoint`; the checkpoint when every open
+    /// channel has now.
+    fn arrived(&mut self, channel: usize, checkpoint: u64, ended: &[bool]) -> Option<u64> {
+        let (_, done) = self.current.get_or_insert_with(|| (checkpoint, vec![false; self.channels]));
+        done[channel] = true;
+        self.complete(ended)
+    }
+
+    /// Channel `channel` ended while aligning: it will deliver no barrier. The checkpoint when
+    /// that completes the alignment.
+    fn ended(&mut self, channel: usize, ended: &[bool]) -> Option<u64> {
+        let (_, done) = self.current.as_mut()?;
+        done[channel] = true;
+        self.complete(ended)
+    }
+
+    fn complete(&mut self, ended: &[bool]) -> Option<u64> {
+        let (_, done) = self.current.as_ref()?;
+        if done.iter().zip(ended).all(|(d, e)| *d || *e) { self.current.take().map(|(c, _)| c) } else { None }
+    }
 }
 
 /// Everything one subtask runs.
@@ -184,8 +249,20 @@ impl Subtask {
                 let mut watermarks = vec![i64::MIN; channels];
                 let mut idle = vec![false; channels];
                 let mut current = i64::MIN;
+                let mut alignment = Alignment::new(channels);
                 while open > 0 {
-                    match receiver.recv_timeout(Duration::from_millis(50)) {
+                    let next = match alignment.release() {
+                        Some(held) => Ok(held),
+                        None => receiver.recv_timeout(Duration::from_millis(50)),
+                    };
+                    let next = match next {
+                        Ok(envelope) => match alignment.hold(envelope) {
+                            Some(envelope) => Ok(envelope),
+                            None => continue,
+                        },
+                        other => other,
+                    };
+                    match next {
                         Ok(Envelope { channel, message }) => match message {
                             Message::Batch(df) => {
                                 idle[channel] = false;
@@ -200,8 +277,15 @@ impl Subtask {
                                 idle[channel] = true;
                                 advance(&mut current, &watermarks, &ended, &idle, &mut chain)?;
                             }
-                            Message::Barrier(_) => {}
+                            Message::Barrier(checkpoint) => {
+                                if let Some(aligned) = alignment.arrived(channel, checkpoint, &ended) {
+                                    chain.barrier(aligned)?;
+                                }
+                            }
                             Message::End => {
+                                if let Some(aligned) = alignment.ended(channel, &ended) {
+                                    chain.barrier(aligned)?;
+                                }
                                 if !std::mem::replace(&mut ended[channel], true) {
                                     open -= 1;
                                     let port = ports[channel];
@@ -233,5 +317,51 @@ impl Subtask {
             }
             MainOutput::Sink { sink, .. } => sink.finish(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use crossbeam_channel::unbounded;
+    use polars::df;
+
+    use super::*;
+    use crate::exec::exchange::Target;
+    use crate::plan::logical::Partitioning;
+
+    #[test]
+    fn a_barrier_goes_on_once_every_channel_delivered_it_and_what_follows_it_waits() {
+        let (input, receiver) = unbounded();
+        let (downstream, output) = unbounded();
+        let metrics = Arc::new(Metrics::new(1));
+        let exchange = ExchangeOutput::new(Partitioning::Forward, vec![Target { sender: downstream, channel: 0 }], 0, "x".into());
+        let flag = || Arc::new(AtomicBool::new(false));
+        let subtask = Subtask {
+            name: "t[0]".into(),
+            input: TaskInput::Channels { receiver, ports: vec![0, 0] },
+            operators: Vec::new(),
+            output: TaskOutput { main: MainOutput::Exchanges(vec![exchange]), sides: Vec::new(), metrics },
+            context: SourceContext { subtask: 0, parallelism: 1, batch_rows: 10, cancel: flag(), stop: flag() },
+            first_node: 0,
+        };
+        let batch = |v: i32| Message::Batch(df!("v" => [v]).unwrap());
+        for (channel, message) in [(0, batch(1)), (0, Message::Barrier(7)), (0, batch(2)), (1, batch(3)), (1, Message::Barrier(7)), (0, Message::End), (1, Message::End)] {
+            input.send(Envelope { channel, message }).unwrap();
+        }
+        subtask.run().unwrap();
+        let seen: Vec<String> = output
+            .try_iter()
+            .filter(|e| !matches!(e.message, Message::Watermark(_)))
+            .map(|e| match e.message {
+                Message::Batch(df) => df.column("v").unwrap().i32().unwrap().get(0).unwrap().to_string(),
+                Message::Barrier(c) => format!("barrier {c}"),
+                Message::End => "end".into(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        // Batch 2 came after channel 0's barrier: it belongs to the next checkpoint.
+        assert_eq!(seen, ["1", "3", "barrier 7", "2", "end"]);
     }
 }

@@ -1,6 +1,6 @@
-//! Windows in tail mode, end to end: a stop without `--drain` discards the open windows (and
-//! says so in the summary), and processing-time windows fire by the wall clock while the run
-//! goes on.
+//! Windows in tail mode, end to end: windows fire while the run goes on, with idle subtasks
+//! left out; a stop without `--drain` discards the open windows (and says so in the summary),
+//! with it they fire; and processing-time windows fire by the wall clock.
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,28 @@ input = "per_second"
 format = "stdout"
 style = "csv"
 "#;
+
+#[test]
+fn windows_fire_while_tailing_when_an_idle_subtask_is_left_out() {
+    // At -p 4, three of the four source subtasks follow no file: they are idle, and the window
+    // fires because the watermark operator's idle_timeout leaves them out.
+    for parallelism in ["1", "4"] {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+        std::fs::write(tmp.path().join("p.toml"), EVENT_TIME).unwrap();
+        let mut child = spawn_in(tmp.path(), &["tail", "p.toml", "-p", parallelism, "-q", "--drain"]);
+        let rx = watch_stdout(&mut child);
+        std::thread::sleep(Duration::from_millis(300));
+        append(&tmp.path().join("logs/a.csv"), b"100,a\n200,a\n1500,b\n2500,a\n");
+        // The first two seconds fire while the run goes on.
+        let mut seen = String::new();
+        wait_for(&rx, &mut seen, |s| s.contains("a,0,1000,2") && s.contains("b,1000,2000,1"));
+        assert!(seen.contains("a,0,1000,2") && seen.contains("b,1000,2000,1"), "p={parallelism}: windows did not fire while running: {seen:?}");
+        assert!(!seen.contains("a,2000,3000"), "p={parallelism}: the window the watermark has not passed fired: {seen:?}");
+        let _ = stop(child, &rx, &mut seen);
+        assert!(seen.contains("a,2000,3000,1"), "p={parallelism}: the last window fires when the run stops with --drain: {seen:?}");
+    }
+}
 
 #[test]
 fn a_stop_without_drain_leaves_open_windows_unfired_and_counts_them() {

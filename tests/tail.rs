@@ -162,8 +162,6 @@ style = "csv"
     assert_eq!(lines, [format!("a,{},25000", sum(0)), format!("b,{},25000", sum(1)), "k,total,n".to_string()]);
 }
 
-/// In tail mode at parallelism 2, the subtask that follows no file would hold the watermark
-/// back forever; with `idle_timeout` it is declared idle, so windows fire while the run goes on.
 /// The same pipeline file gives the same windows bounded (`run` on the finished file) and
 /// unbounded (`tail --drain` while the lines are appended in random-size pieces, then Ctrl-C), over
 /// generated inputs whose disorder stays within `max_delay` (so no row is late in either run).

@@ -1,5 +1,6 @@
 //! The runtime: subtasks on a dedicated thread pool, connected by bounded channels that carry
 //! data and control messages; operators, sources and sinks. Owns no pipeline-file parsing.
+pub mod alignment;
 pub mod dead_letter;
 pub mod exchange;
 pub mod guard;

@@ -111,7 +111,8 @@ impl ChunkParser for TextChunkParser {
             }
             // ASCII is UTF-8; checking it is cheaper, and the ASCII regex needs it anyway.
             let ascii_line = body.is_ascii();
-            let text = match if ascii_line { Ok(unsafe_ascii(body)) } else { std::str::from_utf8(body) } {
+            // SAFETY: `ascii_line` says every byte is ASCII.
+            let text = match if ascii_line { Ok(unsafe { ascii_text(body) }) } else { std::str::from_utf8(body) } {
                 Ok(t) => t,
                 Err(e) => {
                     reject(e.valid_up_to() + 1, ErrorKind::Utf8, format!("invalid UTF-8: {}", truncate(&String::from_utf8_lossy(body), 120)));
@@ -166,9 +167,12 @@ impl ChunkParser for TextChunkParser {
 }
 
 /// A line known to be ASCII as text.
-fn unsafe_ascii(bytes: &[u8]) -> &str {
+///
+/// # Safety
+/// Every byte of `bytes` must be ASCII.
+unsafe fn ascii_text(bytes: &[u8]) -> &str {
     debug_assert!(bytes.is_ascii());
-    // SAFETY: the caller checked that every byte is ASCII, and ASCII is valid UTF-8.
+    // SAFETY: ASCII is valid UTF-8, and the caller promises ASCII.
     unsafe { std::str::from_utf8_unchecked(bytes) }
 }
 

@@ -148,9 +148,61 @@ impl AggregatePlan {
         }
     }
 
-    /// Raw rows -> partial state.
+    /// Raw rows -> partial state. Row-wise parts that several arguments share are computed
+    /// once first (see [`AggregatePlan::shared_parts`]).
     pub fn partial(&self, lf: LazyFrame) -> LazyFrame {
-        self.reduce(lf, self.partial_exprs())
+        let (shared, args) = self.shared_parts();
+        if shared.is_empty() {
+            return self.reduce(lf, self.partial_exprs());
+        }
+        let lf = shared.into_iter().fold(lf, |lf, (name, e)| lf.with_column(e.alias(name.as_str())));
+        let aggs = self.aggs.iter().zip(args).map(|(a, arg)| AggSpec { arg, ..a.clone() }).collect();
+        let plan = AggregatePlan { aggs, ..self.clone() };
+        plan.reduce(lf, plan.partial_exprs())
+    }
+
+    /// Row-wise subexpressions that the arguments share, such as `price * (1 - discount)` in
+    /// `sum(price * (1 - discount))` and `sum(price * (1 - discount) * (1 + tax))`: hidden
+    /// columns to compute first (in order; later ones may read earlier ones), and the arguments
+    /// rewritten to read them. polars' own common-subexpression elimination is off (its feature
+    /// costs a rebuild, and it broke repeated global aggregates), and on decimals these products
+    /// are the costly part of an aggregate.
+    fn shared_parts(&self) -> (Vec<(String, Expr)>, Vec<Option<Expr>>) {
+        // Only arithmetic, casts and conditionals over columns and constants: safe to compute
+        // per row before grouping.
+        let row_wise = |e: &Expr| {
+            e.into_iter().all(|n| matches!(n, Expr::BinaryExpr { .. } | Expr::Cast { .. } | Expr::Ternary { .. } | Expr::Column(_) | Expr::Literal(_)))
+        };
+        let computed = |e: &Expr| matches!(e, Expr::BinaryExpr { .. } | Expr::Cast { .. } | Expr::Ternary { .. }) && row_wise(e);
+        let mut counts: Vec<(Expr, usize)> = Vec::new();
+        for arg in self.aggs.iter().filter_map(|a| a.arg.as_ref()) {
+            for sub in arg.into_iter().filter(|e| computed(e)) {
+                match counts.iter_mut().find(|(e, _)| e == sub) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((sub.clone(), 1)),
+                }
+            }
+        }
+        let size = |e: &Expr| e.into_iter().count();
+        // Shared, and not only ever inside a larger shared part (which covers it).
+        let shared: Vec<&(Expr, usize)> = counts.iter().filter(|(_, n)| *n >= 2).collect();
+        let mut parts: Vec<Expr> = shared
+            .iter()
+            .filter(|(e, n)| !shared.iter().any(|(t, m)| m == n && t != e && t.into_iter().any(|x| x == e)))
+            .map(|(e, _)| e.clone())
+            .collect();
+        parts.sort_by_key(|e| size(e));
+        let mut table: Vec<(Expr, String)> = Vec::new();
+        let replace = |e: Expr, table: &[(Expr, String)]| e.map_expr(|n| table.iter().find(|(t, _)| *t == n).map_or(n, |(_, name)| col(name.as_str())));
+        let mut columns = Vec::new();
+        for (k, part) in parts.into_iter().enumerate() {
+            let rewritten = replace(part, &table);
+            let name = format!("__shared{k}");
+            columns.push((name.clone(), rewritten.clone()));
+            table.push((rewritten, name));
+        }
+        let args = self.aggs.iter().map(|a| a.arg.clone().map(|arg| replace(arg, &table))).collect();
+        (columns, args)
     }
 
     /// Partial states -> one merged state per key.
@@ -189,6 +241,39 @@ mod tests {
                 agg("d", CountDistinct, Some(col("x"))),
             ],
         }
+    }
+
+    #[test]
+    fn shared_row_wise_parts_are_computed_once_and_give_the_same_answer() {
+        let price = || col("p");
+        let disc = || price() * (lit(1) - col("d"));
+        let agg = |name: &str, func, arg: Option<Expr>| AggSpec { name: name.into(), func, arg, q: None };
+        let plan = AggregatePlan {
+            ordered: false,
+            keys: vec!["k".into()],
+            aggs: vec![
+                agg("a", Sum, Some(disc())),
+                agg("b", Sum, Some(disc() * (lit(1) + col("t")))),
+                agg("c", Mean, Some(disc())),
+                agg("n", Count, None),
+                agg("q", Sum, Some(col("p"))),
+            ],
+        };
+        let (shared, args) = plan.shared_parts();
+        assert_eq!(shared.len(), 1, "price * (1 - d) only, not its inner (1 - d): {:?}", shared.iter().map(|s| format!("{:?}", s.1)).collect::<Vec<_>>());
+        assert_eq!(args[0], Some(col("__shared0")));
+        assert_eq!(args[1], Some(col("__shared0") * (lit(1) + col("t"))));
+        assert_eq!(args[4], Some(col("p")));
+        let df = df!("k" => ["x", "y", "x"], "p" => [10.0, 20.0, 30.0], "d" => [0.1, 0.2, 0.0], "t" => [0.5, 0.0, 1.0]).unwrap();
+        let got = plan.single_phase(df.clone().lazy()).sort(["k"], SortMultipleOptions::default()).collect().unwrap();
+        let want = df
+            .lazy()
+            .group_by([col("k")])
+            .agg([disc().sum().alias("a"), (disc() * (lit(1) + col("t"))).sum().alias("b"), disc().mean().alias("c"), len().cast(DataType::Int64).alias("n"), col("p").sum().alias("q")])
+            .sort(["k"], SortMultipleOptions::default())
+            .collect()
+            .unwrap();
+        assert_eq!(got, want);
     }
 
     fn data() -> DataFrame {

@@ -157,8 +157,7 @@ impl ReduceOperator {
         if self.state.len() <= 1 {
             return Ok(());
         }
-        let frames: Vec<LazyFrame> = self.state.drain(..).map(DataFrame::lazy).collect();
-        let all = concat(frames, UnionArgs::default()).map_err(|e| self.fail(e))?;
+        let Some(all) = self.take_state()? else { return Ok(()) };
         let merged = collect_sized(self.reduce.merge(all, &self.state_schema), self.state_rows).map_err(|e| self.fail(e))?;
         self.state_rows = merged.height();
         // Grow the threshold with the state, so a state that does not shrink costs amortised
@@ -166,6 +165,15 @@ impl ReduceOperator {
         self.compact_at = self.compact_at.max(2 * self.state_rows);
         self.state.push(merged);
         Ok(())
+    }
+
+    /// Every state frame, taken out as one lazy frame (None when there is none).
+    fn take_state(&mut self) -> Result<Option<LazyFrame>> {
+        if self.state.is_empty() {
+            return Ok(None);
+        }
+        let frames: Vec<LazyFrame> = self.state.drain(..).map(DataFrame::lazy).collect();
+        concat(frames, UnionArgs::default()).map(Some).map_err(|e| self.fail(e))
     }
 }
 
@@ -203,28 +211,28 @@ impl Operator for ReduceOperator {
 
     fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
         let start = Instant::now();
-        if self.phase == Phase::Partial {
-            self.compact()?;
-        }
-        let rows = self.state_rows;
-        let merged = match self.state.len() {
-            0 => None,
-            _ => Some(concat(self.state.drain(..).map(DataFrame::lazy).collect::<Vec<_>>(), UnionArgs::default()).map_err(|e| self.fail(e))?),
-        };
-        let result = match (self.phase, merged) {
-            (Phase::Partial, None) => return Ok(()),
-            (Phase::Partial, Some(all)) => all.collect().map_err(|e| self.fail(e))?,
-            (Phase::Final, Some(all)) => {
-                // One merge of every state frame, and the final values, in one pass.
-                let merged = self.reduce.merge(all, &self.state_schema);
-                collect_sized(self.reduce.finalize(merged), rows).map_err(|e| self.fail(e))?
+        let result = match self.phase {
+            // Compacted: one frame of partial state, or none.
+            Phase::Partial => {
+                self.compact()?;
+                match self.state.pop() {
+                    Some(df) => df,
+                    None => return Ok(()),
+                }
             }
-            // A global aggregate over no rows still answers one row (count 0, others null).
-            (Phase::Final, None) if self.reduce.answers_empty_input() => {
-                let empty = DataFrame::empty_with_schema(&self.state_schema).lazy();
-                self.reduce.finalize(self.reduce.merge(empty, &self.state_schema)).collect().map_err(|e| self.fail(e))?
+            Phase::Final => {
+                let rows = self.state_rows;
+                match self.take_state()? {
+                    // One merge of every state frame, and the final values, in one pass.
+                    Some(all) => collect_sized(self.reduce.finalize(self.reduce.merge(all, &self.state_schema)), rows).map_err(|e| self.fail(e))?,
+                    // A global aggregate over no rows still answers one row (count 0, others null).
+                    None if self.reduce.answers_empty_input() => {
+                        let empty = DataFrame::empty_with_schema(&self.state_schema).lazy();
+                        self.reduce.finalize(self.reduce.merge(empty, &self.state_schema)).collect().map_err(|e| self.fail(e))?
+                    }
+                    None => return Ok(()),
+                }
             }
-            (Phase::Final, None) => return Ok(()),
         };
         let m = &self.metrics.nodes[self.node];
         m.add_time(start.elapsed());

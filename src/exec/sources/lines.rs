@@ -20,6 +20,12 @@ impl CsvShape {
     /// delimiters and newlines do not count; polars would pad short rows with nulls and, with a
     /// projection, not look at long ones, so this check is what makes a ragged row an error.
     pub fn all_records_complete(&self, bytes: &[u8]) -> bool {
+        self.complete_records(bytes).is_some()
+    }
+
+    /// The number of records (non-empty lines outside quotes) of `bytes` when every one has
+    /// `width` fields, else None.
+    pub fn complete_records(&self, bytes: &[u8]) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has the features the function is compiled for.
@@ -30,7 +36,7 @@ impl CsvShape {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1")]
-    unsafe fn complete_avx2(&self, bytes: &[u8]) -> bool {
+    unsafe fn complete_avx2(&self, bytes: &[u8]) -> Option<usize> {
         self.complete_blocks(bytes)
     }
 
@@ -38,9 +44,10 @@ impl CsvShape {
     /// marks the bytes inside quotes, so delimiters and newlines there drop out, and the fields
     /// of each line are counted with popcount between newline bits.
     #[inline(always)]
-    fn complete_blocks(&self, bytes: &[u8]) -> bool {
+    fn complete_blocks(&self, bytes: &[u8]) -> Option<usize> {
         let width = self.width as u32;
         let (mut fields, mut line_bytes) = (1u32, 0u32);
+        let mut records = 0usize;
         let mut quoted = 0u64; // all ones when a block starts inside quotes
         let mut blocks = bytes.chunks_exact(64);
         for block in &mut blocks {
@@ -60,8 +67,11 @@ impl CsvShape {
                 let below = (1u64 << nl) - 1;
                 fields += (delims & below & !done).count_ones();
                 let empty = line_bytes + nl - last == 0 || (nl == last + 1 && block[last as usize] == b'\r' && line_bytes == 0);
-                if !empty && fields != width {
-                    return false;
+                if !empty {
+                    if fields != width {
+                        return None;
+                    }
+                    records += 1;
                 }
                 (fields, line_bytes, last) = (1, 0, nl + 1);
                 done = below | (1u64 << nl);
@@ -77,15 +87,24 @@ impl CsvShape {
             } else if !inside && b == self.delimiter {
                 fields += 1;
             } else if !inside && b == b'\n' {
-                if line_bytes != 0 && fields != width {
-                    return false;
+                if line_bytes != 0 {
+                    if fields != width {
+                        return None;
+                    }
+                    records += 1;
                 }
                 (fields, line_bytes) = (1, 0);
                 continue;
             }
             line_bytes += 1;
         }
-        line_bytes == 0 || fields == width || (line_bytes == 1 && bytes.last() == Some(&b'\r'))
+        if line_bytes == 0 || (line_bytes == 1 && bytes.last() == Some(&b'\r')) {
+            Some(records)
+        } else if fields == width {
+            Some(records + 1)
+        } else {
+            None
+        }
     }
 
     /// Whether records can start at the beginning of `bytes`: the next two records (or all
@@ -471,15 +490,18 @@ mod tests {
     }
 
     /// The straightforward byte-by-byte definition, to check the block version against.
-    fn complete_by_bytes(bytes: &[u8], width: usize) -> bool {
-        let (mut quoted, mut fields, mut len) = (false, 1, 0);
+    fn complete_by_bytes(bytes: &[u8], width: usize) -> Option<usize> {
+        let (mut quoted, mut fields, mut len, mut records) = (false, 1, 0, 0);
         for &b in bytes {
             match b {
                 b'"' => quoted = !quoted,
                 b',' if !quoted => fields += 1,
                 b'\n' if !quoted => {
-                    if len != 0 && fields != width {
-                        return false;
+                    if len != 0 {
+                        if fields != width {
+                            return None;
+                        }
+                        records += 1;
                     }
                     (fields, len) = (1, 0);
                     continue;
@@ -488,7 +510,11 @@ mod tests {
             }
             len += 1;
         }
-        len == 0 || fields == width
+        match (len, fields == width) {
+            (0, _) => Some(records),
+            (_, true) => Some(records + 1),
+            _ => None,
+        }
     }
 
     #[test]
@@ -520,13 +546,14 @@ mod tests {
             }
             let shape = CsvShape { width: 2, delimiter: b',', quote: b'"' };
             assert_eq!(shape.complete_blocks(&text), complete_by_bytes(&text, 2), "{:?}", String::from_utf8_lossy(&text));
-            assert_eq!(shape.all_records_complete(&text), complete_by_bytes(&text, 2));
+            assert_eq!(shape.complete_records(&text), complete_by_bytes(&text, 2));
         }
     }
 
     #[test]
     fn ragged_records_are_detected() {
-        assert!(SHAPE.all_records_complete(b"1,2\n\"a,b\",c\n\n3,\"x\ny\"\n"));
+        assert_eq!(SHAPE.complete_records(b"1,2\n\"a,b\",c\n\n3,\"x\ny\"\n"), Some(3));
+        assert_eq!(SHAPE.complete_records(b"1,2\n3,4"), Some(2));
         assert!(!SHAPE.all_records_complete(b"1,2\n3\n"));
         assert!(!SHAPE.all_records_complete(b"1,2\n3,4,5"));
     }

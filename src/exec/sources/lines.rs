@@ -37,27 +37,52 @@ impl CsvShape {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1")]
     unsafe fn complete_avx2(&self, bytes: &[u8]) -> Option<usize> {
-        self.complete_blocks(bytes)
+        use std::arch::x86_64::*;
+        // The compiler does not turn the portable loop into compares and movemasks by itself:
+        // it ran at about 3 GB/s, a tenth of TPC-H Q1 on CSV.
+        let (q, d, n) = (_mm256_set1_epi8(self.quote as i8), _mm256_set1_epi8(self.delimiter as i8), _mm256_set1_epi8(b'\n' as i8));
+        self.complete_with(bytes, |block| {
+            // SAFETY: `block` has 64 bytes (two unaligned 32-byte loads), and this closure only
+            // runs inside this avx2 function.
+            unsafe {
+                let lo = _mm256_loadu_si256(block.as_ptr().cast());
+                let hi = _mm256_loadu_si256(block.as_ptr().add(32).cast());
+                let mask = |v: __m256i| {
+                    let l = _mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, v)) as u32 as u64;
+                    let h = _mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, v)) as u32 as u64;
+                    l | h << 32
+                };
+                (mask(q), mask(d), mask(n))
+            }
+        })
     }
 
     /// Works on 64-byte blocks with bit masks (simdjson's trick): the quote mask's prefix XOR
     /// marks the bytes inside quotes, so delimiters and newlines there drop out, and the fields
     /// of each line are counted with popcount between newline bits.
-    #[inline(always)]
     fn complete_blocks(&self, bytes: &[u8]) -> Option<usize> {
-        let width = self.width as u32;
-        let (mut fields, mut line_bytes) = (1u32, 0u32);
-        let mut records = 0usize;
-        let mut quoted = 0u64; // all ones when a block starts inside quotes
-        let mut blocks = bytes.chunks_exact(64);
-        for block in &mut blocks {
+        self.complete_with(bytes, |block| {
             let (mut mq, mut md, mut mn) = (0u64, 0u64, 0u64);
             for (i, &b) in block.iter().enumerate() {
                 mq |= u64::from(b == self.quote) << i;
                 md |= u64::from(b == self.delimiter) << i;
                 mn |= u64::from(b == b'\n') << i;
             }
-            let inside = prefix_xor(mq) ^ quoted;
+            (mq, md, mn)
+        })
+    }
+
+    /// The block walk, given how to compute a 64-byte block's (quote, delimiter, newline) masks.
+    #[inline(always)]
+    fn complete_with(&self, bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<usize> {
+        let width = self.width as u32;
+        let (mut fields, mut line_bytes) = (1u32, 0u32);
+        let mut records = 0usize;
+        let mut quoted = 0u64; // all ones when a block starts inside quotes
+        let mut blocks = bytes.chunks_exact(64);
+        for block in &mut blocks {
+            let (mq, md, mn) = masks(block);
+            let inside = if mq == 0 { quoted } else { prefix_xor(mq) ^ quoted };
             quoted = if inside >> 63 == 1 { !0 } else { 0 };
             let delims = md & !inside;
             let mut newlines = mn & !inside;

@@ -117,3 +117,13 @@ fn mermaid_parses_with_the_real_parser() {
     }
     mermaid_check(&files);
 }
+
+#[test]
+fn a_join_reads_its_right_input_first_unless_the_left_inputs_producer_also_feeds_the_right() {
+    let note = "right input read first: the left input waits upstream instead of being buffered";
+    let text = explain("tests/golden/join_inner_hash/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains(note), "{text}");
+    // One source feeds both inputs: holding the left back would stall the right side too.
+    let text = explain("tests/golden/join_self_diamond/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains("joined  join  inner") && !text.contains(note), "{text}");
+}

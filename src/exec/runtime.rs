@@ -51,17 +51,20 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     let stream = &job.stream;
     let metrics = Arc::new(Metrics::new(stream.nodes.len()));
 
-    // One bounded queue per downstream subtask; each upstream channel gets an index there.
-    // Per downstream subtask: its queue, and the input port of each channel into it.
-    type Queue = (Sender<Envelope>, Option<Receiver<Envelope>>, Vec<usize>);
+    // One bounded queue per downstream subtask (two for a join that reads its right input
+    // first: one per input); each upstream channel gets an index there. Per downstream subtask:
+    // its queues, and the input port of each channel into it.
+    let split_ports = |v: &crate::plan::job_graph::JobVertex| matches!(&stream.nodes[v.nodes[0]].kind, NodeKind::Join(plan) if plan.build_first);
+    type Queue = (Vec<(Sender<Envelope>, Option<Receiver<Envelope>>)>, Vec<usize>);
     let mut queues: Vec<Vec<Queue>> = job
         .vertices
         .iter()
         .map(|v| {
+            let n = if split_ports(v) { 2 } else { 1 };
             (0..v.parallelism)
                 .map(|_| {
-                    let (tx, rx) = bounded(stream.channel_capacity);
-                    (tx, Some(rx), Vec::new())
+                    let qs = (0..n).map(|_| bounded(stream.channel_capacity)).map(|(tx, rx)| (tx, Some(rx))).collect();
+                    (qs, Vec::new())
                 })
                 .collect()
         })
@@ -80,8 +83,9 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
             let mut targets = Vec::new();
             for c in exec.edge_channels(e).filter(|c| c.from == from) {
                 let q = &mut queues[edge.to][c.to];
-                targets.push(Target { sender: q.0.clone(), channel: q.2.len() });
-                q.2.push(port);
+                let sender = q.0[port.min(q.0.len() - 1)].0.clone();
+                targets.push(Target { sender, channel: q.1.len() });
+                q.1.push(port);
             }
             let name = stream.nodes[edge.from_node].name.clone();
             let exchange = ExchangeOutput::new(edge.partitioning.clone(), targets, from, name);
@@ -137,7 +141,11 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                     let (config, splits, log) = splits[first].clone().expect("sources have splits");
                     TaskInput::Source(Box::new(FileSource::new(config, splits, log, first, metrics.clone())))
                 }
-                _ => TaskInput::Channels { receiver: queues[t][i].1.take().expect("one receiver per subtask"), ports: std::mem::take(&mut queues[t][i].2) },
+                _ => {
+                    let q = &mut queues[t][i];
+                    let receivers = q.0.iter_mut().map(|(_, rx)| rx.take().expect("one receiver per queue")).collect();
+                    TaskInput::Channels { receivers, ports: std::mem::take(&mut q.1) }
+                }
             };
             let main = match &stream.nodes[last].kind {
                 NodeKind::FileSink(config) => {

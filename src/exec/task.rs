@@ -21,10 +21,11 @@ use crate::pipeline::DEAD_LETTER;
 pub enum TaskInput {
     /// A source it polls.
     Source(Box<dyn Source>),
-    /// A queue fed by upstream channels, each ending with `End`.
+    /// Queues fed by upstream channels, each ending with `End`.
     Channels {
-        /// The subtask's bounded input queue.
-        receiver: Receiver<Envelope>,
+        /// The subtask's bounded input queue; or two, one per input port, for a join that
+        /// reads its right input (port 1) to the end before its left one.
+        receivers: Vec<Receiver<Envelope>>,
         /// The input port of each channel (index = channel): which input of the first operator
         /// it feeds.
         ports: Vec<usize>,
@@ -183,7 +184,7 @@ impl Subtask {
                     }
                 }
             }
-            TaskInput::Channels { receiver, ports } => {
+            TaskInput::Channels { receivers, ports } => {
                 let channels = ports.len();
                 let mut ended = vec![false; channels];
                 let mut open = channels;
@@ -198,7 +199,10 @@ impl Subtask {
                 while open > 0 {
                     let next = match alignment.next_released() {
                         Some(released) => Ok(released),
-                        None => receiver.recv_timeout(Duration::from_millis(50)),
+                        None => {
+                            let queue = if receivers.len() > 1 && open_per_port[1] > 0 { 1 } else { 0 };
+                            receivers[queue].recv_timeout(Duration::from_millis(50))
+                        }
                     };
                     let next = match next {
                         Ok(envelope) => match alignment.hold(envelope) {
@@ -291,7 +295,7 @@ mod tests {
         let flag = || Arc::new(AtomicBool::new(false));
         let subtask = Subtask {
             name: "t[0]".into(),
-            input: TaskInput::Channels { receiver, ports: vec![0; channels] },
+            input: TaskInput::Channels { receivers: vec![receiver], ports: vec![0; channels] },
             operators: Vec::new(),
             output: TaskOutput { main: MainOutput::Exchanges(vec![exchange]), sides: Vec::new(), metrics },
             context: SourceContext { subtask: 0, parallelism: 1, batch_rows: 10, cancel: flag(), stop: flag() },

@@ -320,6 +320,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                 suffix: suffix.clone(),
                 strategy: chosen,
                 layout: Vec::new(),
+                build_first: false,
             };
             match plan.layout_for(&in_schema, &right_schema) {
                 Ok(layout) => plan.layout = layout,

@@ -19,7 +19,45 @@ pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     prune_partitions(&mut g)?;
     push_row_group_filter(&mut g);
     push_projection(&mut g)?;
+    build_side_first(&mut g);
     Ok(g)
+}
+
+/// Lets a bounded join read its right (build) side first when holding the left input back
+/// cannot stall anything the right side needs: every node upstream of the left input feeds
+/// only that input's subgraph or the join. Otherwise (a source feeding both sides, as in
+/// TPC-H Q18), holding the left back could deadlock, and left batches are buffered instead,
+/// as Flink's batch mode turns such exchanges blocking. Tail mode never holds an input back:
+/// the right side may not end, and checkpoint barriers must pass on every input.
+fn build_side_first(g: &mut LogicalGraph) {
+    if g.nodes.iter().any(|n| matches!(&n.kind, NodeKind::Source(c) if c.follow.is_some())) {
+        return;
+    }
+    for id in 0..g.nodes.len() {
+        let NodeKind::Join(plan) = &g.nodes[id].kind else { continue };
+        let Some(left) = g.inputs(id).next().map(|e| e.from) else { continue };
+        if !plan.how.streams_left() || !feeds_only(g, left, id) {
+            continue;
+        }
+        if let NodeKind::Join(plan) = &mut g.nodes[id].kind {
+            plan.build_first = true;
+        }
+        g.nodes[id].notes.push("right input read first: the left input waits upstream instead of being buffered".to_string());
+    }
+}
+
+/// True when `node` and everything upstream of it send rows only to each other or to `sink`.
+fn feeds_only(g: &LogicalGraph, node: usize, sink: usize) -> bool {
+    let mut upstream = BTreeSet::from([node]);
+    let mut todo = vec![node];
+    while let Some(n) = todo.pop() {
+        for e in g.inputs(n) {
+            if upstream.insert(e.from) {
+                todo.push(e.from);
+            }
+        }
+    }
+    upstream.iter().all(|&n| g.outputs(n).all(|e| e.to == sink || upstream.contains(&e.to)))
 }
 
 /// The AND-ed parts of a predicate.

@@ -92,6 +92,10 @@ pub struct JoinPlan {
     pub strategy: Strategy,
     /// Output columns in order (a right join presents its keys like the others do).
     pub layout: Vec<String>,
+    /// The subtask reads its right input to the end before it takes any left batch, so the
+    /// left side waits upstream (backpressure) instead of being buffered here. Set by the
+    /// optimizer where no other consumer depends on the left side's producers.
+    pub build_first: bool,
 }
 
 impl JoinPlan {
@@ -292,6 +296,7 @@ mod tests {
             suffix: "_right".into(),
             strategy: Strategy::Hash,
             layout: vec![],
+            build_first: false,
         };
         let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
         assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);

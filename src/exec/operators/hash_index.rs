@@ -1,0 +1,208 @@
+//! A join's right side as a hash table built once, probed by every left batch.
+//!
+//! polars joins two frames at a time: joining each left batch with the right side rebuilt the
+//! hash table of the right side for every batch (half of TPC-H Q5's time), and batches were
+//! gathered to amortize that. For integer-like keys (one or two columns) the table is built
+//! once here and each batch is probed as it arrives; other keys use polars' join.
+use polars::polars_utils::aliases::PlHashMap;
+use polars::prelude::*;
+
+use super::join::How;
+use super::stateless::SEQ_COLUMN;
+
+/// End of a chain of right rows with equal keys.
+const END: IdxSize = IdxSize::MAX;
+
+/// Key columns as one value per row: `None` for a row with a null key, which matches nothing.
+trait Key: Copy + Eq + std::hash::Hash {
+    fn extract(df: &DataFrame, on: &[String]) -> PolarsResult<Vec<Option<Self>>>;
+}
+
+/// A key column as i64 values (dates and narrower integers widened).
+fn as_i64(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
+    let s = df.column(name)?.as_materialized_series().to_physical_repr();
+    Ok(s.cast(&DataType::Int64)?.i64()?.clone())
+}
+
+impl Key for i64 {
+    fn extract(df: &DataFrame, on: &[String]) -> PolarsResult<Vec<Option<i64>>> {
+        Ok(as_i64(df, &on[0])?.iter().collect())
+    }
+}
+
+impl Key for (i64, i64) {
+    fn extract(df: &DataFrame, on: &[String]) -> PolarsResult<Vec<Option<(i64, i64)>>> {
+        let (a, b) = (as_i64(df, &on[0])?, as_i64(df, &on[1])?);
+        Ok(a.iter().zip(b.iter()).map(|(a, b)| Some((a?, b?))).collect())
+    }
+}
+
+/// True when a key column of this type fits in an i64 without loss.
+fn fits_i64(dtype: &DataType) -> bool {
+    use DataType::*;
+    matches!(dtype, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Date)
+}
+
+/// Rows of the right side by key: the first row of each key, and each row's next one.
+struct Table<K> {
+    heads: PlHashMap<K, IdxSize>,
+    next: Vec<IdxSize>,
+}
+
+impl<K: Key> Table<K> {
+    fn build(right: &DataFrame, on: &[String]) -> PolarsResult<Self> {
+        let keys = K::extract(right, on)?;
+        let mut heads = PlHashMap::with_capacity(keys.len());
+        let mut next = vec![END; keys.len()];
+        // Backwards, so that a chain lists its rows in the right side's order.
+        for (i, key) in keys.iter().enumerate().rev() {
+            if let Some(k) = key {
+                next[i] = heads.insert(*k, i as IdxSize).unwrap_or(END);
+            }
+        }
+        Ok(Table { heads, next })
+    }
+
+    /// Row pairs of the join: left row, and right row (`None`: a left row without a match,
+    /// kept by a left join). Semi and anti joins leave the right rows empty.
+    fn probe(&self, left: &DataFrame, on: &[String], how: How) -> PolarsResult<(Vec<IdxSize>, Vec<Option<IdxSize>>)> {
+        let keys = K::extract(left, on)?;
+        let (mut l, mut r) = (Vec::with_capacity(keys.len()), Vec::new());
+        for (i, key) in keys.iter().enumerate() {
+            let head = key.and_then(|k| self.heads.get(&k).copied());
+            match how {
+                How::Semi if head.is_some() => l.push(i as IdxSize),
+                How::Anti if head.is_none() => l.push(i as IdxSize),
+                How::Semi | How::Anti => {}
+                _ => {
+                    let Some(mut j) = head else {
+                        if how == How::Left {
+                            l.push(i as IdxSize);
+                            r.push(None);
+                        }
+                        continue;
+                    };
+                    while j != END {
+                        l.push(i as IdxSize);
+                        r.push(Some(j));
+                        j = self.next[j as usize];
+                    }
+                }
+            }
+        }
+        Ok((l, r))
+    }
+}
+
+enum Tables {
+    One(Table<i64>),
+    Two(Table<(i64, i64)>),
+}
+
+/// The complete right side of an inner, left, semi or anti join, indexed by its keys.
+pub struct HashIndex {
+    tables: Tables,
+    how: How,
+    left_on: Vec<String>,
+    /// The right side's columns that the output carries (keys are the left's), renamed with
+    /// the suffix where a left column has the same name.
+    payload: DataFrame,
+}
+
+impl HashIndex {
+    /// Indexes `right` for joins with left frames of `left_schema`; `None` when the join type
+    /// or the key types need polars' join.
+    pub fn build(how: How, left_on: &[String], right_on: &[String], suffix: &str, left_schema: &Schema, right: &DataFrame) -> PolarsResult<Option<Self>> {
+        let key_types_fit = left_on.iter().all(|k| left_schema.get(k).is_some_and(fits_i64)) && right_on.iter().all(|k| right.column(k).is_ok_and(|c| fits_i64(c.dtype())));
+        if !matches!(how, How::Inner | How::Left | How::Semi | How::Anti) || !key_types_fit || !(1..=2).contains(&left_on.len()) {
+            return Ok(None);
+        }
+        let tables = if right_on.len() == 1 { Tables::One(Table::build(right, right_on)?) } else { Tables::Two(Table::build(right, right_on)?) };
+        let mut payload = right.drop_many(right_on.iter().map(String::as_str).chain([SEQ_COLUMN]));
+        if matches!(how, How::Semi | How::Anti) {
+            payload = DataFrame::empty();
+        }
+        let clashes: Vec<String> = payload.get_column_names().iter().filter(|n| left_schema.contains(n)).map(|n| n.to_string()).collect();
+        for name in clashes {
+            payload.rename(&name, format!("{name}{suffix}").into())?;
+        }
+        Ok(Some(HashIndex { tables, how, left_on: left_on.to_vec(), payload }))
+    }
+
+    /// Joins one left batch: output rows in the left batch's order, each left row's matches
+    /// in the right side's order.
+    pub fn join(&self, left: &DataFrame) -> PolarsResult<DataFrame> {
+        let (l, r) = match &self.tables {
+            Tables::One(t) => t.probe(left, &self.left_on, self.how)?,
+            Tables::Two(t) => t.probe(left, &self.left_on, self.how)?,
+        };
+        // SAFETY: every index comes from enumerating the left batch or the right side's rows.
+        let mut out = unsafe { left.take_unchecked(&IdxCa::from_vec("".into(), l)) };
+        if self.payload.width() > 0 {
+            let right_rows: IdxCa = r.into_iter().collect();
+            let right = unsafe { self.payload.take_unchecked(&right_rows) };
+            out.hstack_mut(right.columns())?;
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::operators::join::{JoinPlan, Strategy};
+
+    /// The same join through polars (JoinPlan::apply), for comparison.
+    fn polars_join(how: How, left: &DataFrame, right: &DataFrame, left_on: &[&str], right_on: &[&str]) -> DataFrame {
+        let plan = JoinPlan {
+            how,
+            left_on: left_on.iter().map(|s| s.to_string()).collect(),
+            right_on: right_on.iter().map(|s| s.to_string()).collect(),
+            suffix: "_right".into(),
+            strategy: Strategy::Hash,
+            layout: vec![],
+            build_first: true,
+        };
+        plan.apply(left.clone().lazy(), right.clone().lazy()).collect().unwrap()
+    }
+
+    fn sorted(df: DataFrame) -> DataFrame {
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        df.sort(names, SortMultipleOptions::default().with_nulls_last(true)).unwrap()
+    }
+
+    #[test]
+    fn matches_polars_for_every_join_type_with_nulls_duplicates_and_clashing_names() {
+        let left = df!("k" => [Some(1i64), Some(2), None, Some(4), Some(2)], "k2" => [1i32, 1, 1, 2, 2], "v" => ["a", "b", "c", "d", "e"]).unwrap();
+        let right = df!("id" => [Some(2i64), Some(2), Some(4), None, Some(5)], "id2" => [1i32, 1, 3, 1, 1], "v" => ["x", "y", "z", "n", "w"]).unwrap();
+        for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+            for (lo, ro) in [(vec!["k"], vec!["id"]), (vec!["k", "k2"], vec!["id", "id2"])] {
+                let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                let index = HashIndex::build(how, &owned(&lo), &owned(&ro), "_right", &left.schema(), &right).unwrap().expect("integer keys are indexed");
+                let got = index.join(&left).unwrap();
+                let want = polars_join(how, &left, &right, &lo, &ro);
+                assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
+                assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {lo:?}\n{got}\n{want}");
+            }
+        }
+    }
+
+    #[test]
+    fn left_order_is_kept_and_matches_follow_the_right_sides_order() {
+        let left = df!("k" => [3i32, 1, 3]).unwrap();
+        let right = df!("k" => [3i32, 1, 3], "r" => [10, 20, 30]).unwrap();
+        let index = HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", &left.schema(), &right).unwrap().unwrap();
+        let out = index.join(&left).unwrap();
+        assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [10, 30, 20, 10, 30]);
+    }
+
+    #[test]
+    fn string_keys_and_full_joins_are_left_to_polars() {
+        let left = df!("k" => ["a"]).unwrap();
+        let right = df!("k" => ["a"]).unwrap();
+        assert!(HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", &left.schema(), &right).unwrap().is_none());
+        let left = df!("k" => [1i64]).unwrap();
+        let right = df!("k" => [1i64]).unwrap();
+        assert!(HashIndex::build(How::Full, &["k".into()], &["k".into()], "_r", &left.schema(), &right).unwrap().is_none());
+    }
+}

@@ -15,25 +15,36 @@ const END: IdxSize = IdxSize::MAX;
 
 /// Key columns as one value per row: `None` for a row with a null key, which matches nothing.
 trait Key: Copy + Eq + std::hash::Hash {
-    fn extract(df: &DataFrame, on: &[String]) -> PolarsResult<Vec<Option<Self>>>;
+    /// Calls `f` with each row's index and key, in order.
+    fn each(df: &DataFrame, on: &[String], f: impl FnMut(usize, Option<Self>)) -> PolarsResult<()>;
 }
 
-/// A key column as i64 values (dates and narrower integers widened).
+/// A key column as i64 values (dates and narrower integers widened; an i64 column as it is).
 fn as_i64(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
     let s = df.column(name)?.as_materialized_series().to_physical_repr();
-    Ok(s.cast(&DataType::Int64)?.i64()?.clone())
+    Ok(s.cast(&DataType::Int64)?.i64()?.rechunk().into_owned())
 }
 
 impl Key for i64 {
-    fn extract(df: &DataFrame, on: &[String]) -> PolarsResult<Vec<Option<i64>>> {
-        Ok(as_i64(df, &on[0])?.iter().collect())
+    fn each(df: &DataFrame, on: &[String], mut f: impl FnMut(usize, Option<i64>)) -> PolarsResult<()> {
+        let ca = as_i64(df, &on[0])?;
+        match ca.cont_slice() {
+            // Without nulls the values are read straight from the buffer (no Option per row).
+            Ok(values) => values.iter().enumerate().for_each(|(i, &v)| f(i, Some(v))),
+            Err(_) => ca.iter().enumerate().for_each(|(i, v)| f(i, v)),
+        }
+        Ok(())
     }
 }
 
 impl Key for (i64, i64) {
-    fn extract(df: &DataFrame, on: &[String]) -> PolarsResult<Vec<Option<(i64, i64)>>> {
+    fn each(df: &DataFrame, on: &[String], mut f: impl FnMut(usize, Option<(i64, i64)>)) -> PolarsResult<()> {
         let (a, b) = (as_i64(df, &on[0])?, as_i64(df, &on[1])?);
-        Ok(a.iter().zip(b.iter()).map(|(a, b)| Some((a?, b?))).collect())
+        match (a.cont_slice(), b.cont_slice()) {
+            (Ok(a), Ok(b)) => a.iter().zip(b).enumerate().for_each(|(i, (&a, &b))| f(i, Some((a, b)))),
+            _ => a.iter().zip(b.iter()).enumerate().for_each(|(i, (a, b))| f(i, a.zip(b))),
+        }
+        Ok(())
     }
 }
 
@@ -51,7 +62,8 @@ struct Table<K> {
 
 impl<K: Key> Table<K> {
     fn build(right: &DataFrame, on: &[String]) -> PolarsResult<Self> {
-        let keys = K::extract(right, on)?;
+        let mut keys = Vec::with_capacity(right.height());
+        K::each(right, on, |_, k| keys.push(k))?;
         let mut heads = PlHashMap::with_capacity(keys.len());
         let mut next = vec![END; keys.len()];
         // Backwards, so that a chain lists its rows in the right side's order.
@@ -63,12 +75,11 @@ impl<K: Key> Table<K> {
         Ok(Table { heads, next })
     }
 
-    /// Row pairs of the join: left row, and right row (`None`: a left row without a match,
+    /// Row pairs of the join: left row, and right row (`END`: a left row without a match,
     /// kept by a left join). Semi and anti joins leave the right rows empty.
-    fn probe(&self, left: &DataFrame, on: &[String], how: How) -> PolarsResult<(Vec<IdxSize>, Vec<Option<IdxSize>>)> {
-        let keys = K::extract(left, on)?;
-        let (mut l, mut r) = (Vec::with_capacity(keys.len()), Vec::new());
-        for (i, key) in keys.iter().enumerate() {
+    fn probe(&self, left: &DataFrame, on: &[String], how: How) -> PolarsResult<(Vec<IdxSize>, Vec<IdxSize>)> {
+        let (mut l, mut r) = (Vec::new(), Vec::new());
+        K::each(left, on, |i, key| {
             let head = key.and_then(|k| self.heads.get(&k).copied());
             match how {
                 How::Semi if head.is_some() => l.push(i as IdxSize),
@@ -78,18 +89,18 @@ impl<K: Key> Table<K> {
                     let Some(mut j) = head else {
                         if how == How::Left {
                             l.push(i as IdxSize);
-                            r.push(None);
+                            r.push(END);
                         }
-                        continue;
+                        return;
                     };
                     while j != END {
                         l.push(i as IdxSize);
-                        r.push(Some(j));
+                        r.push(j);
                         j = self.next[j as usize];
                     }
                 }
             }
-        }
+        })?;
         Ok((l, r))
     }
 }
@@ -139,7 +150,10 @@ impl HashIndex {
         // SAFETY: every index comes from enumerating the left batch or the right side's rows.
         let mut out = unsafe { left.take_unchecked(&IdxCa::from_vec("".into(), l)) };
         if self.payload.width() > 0 {
-            let right_rows: IdxCa = r.into_iter().collect();
+            let right_rows: IdxCa = match self.how {
+                How::Left if r.contains(&END) => r.into_iter().map(|j| (j != END).then_some(j)).collect(),
+                _ => IdxCa::from_vec("".into(), r),
+            };
             let right = unsafe { self.payload.take_unchecked(&right_rows) };
             out.hstack_mut(right.columns())?;
         }

@@ -102,3 +102,35 @@ fn tpch_queries_match_duckdb_at_sf_0_01() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// On Parquet, prices are decimals: Q1's sums of products then equal DuckDB's digit for digit
+/// (sum_disc_price has scale 4, sum_charge 6; polars alone rounds each product to scale 2).
+#[test]
+fn tpch_q1_decimal_sums_on_parquet_equal_duckdbs_digit_for_digit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    copy_dir(&root().join("pipelines/tpch"), dir);
+    let out = Command::new(tpchgen()).args(["parquet", "-s", "0.01", "--tables=lineitem", "--parts=2", "--output-dir"]).arg(dir.join("data")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = duckdb_csv_in(
+        dir,
+        "select l_returnflag, l_linestatus, sum(l_quantity), sum(l_extendedprice), sum(l_extendedprice*(1-l_discount)),
+           sum(l_extendedprice*(1-l_discount)*(1+l_tax)) from read_parquet('data/lineitem/*.parquet')
+         where l_shipdate <= date '1998-09-02' group by all",
+    );
+    assert!(expected.contains(".") && exact_sums(&expected).len() == 4, "{expected}");
+    for p in ["1", "4"] {
+        let args = ["run", "q1.toml", "-q", "-p", p, "--set", "source.lineitem.format=parquet", "--set", "source.lineitem.path=data/lineitem/*.parquet"];
+        let out = run_in(dir, &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(exact_sums(&stdout(&out)), exact_sums(&expected), "-p {p}");
+    }
+}
+
+/// Q1's group keys and decimal sums as text, sorted: decimal arithmetic is exact, so they equal
+/// DuckDB's digit for digit (sum_disc_price has scale 4, sum_charge 6).
+fn exact_sums(csv: &str) -> Vec<String> {
+    let mut rows: Vec<String> = csv.lines().skip(1).map(|l| l.split(',').take(6).collect::<Vec<_>>().join(",")).collect();
+    rows.sort();
+    rows
+}

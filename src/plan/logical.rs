@@ -473,7 +473,7 @@ impl Builder<'_> {
                 return None;
             }
         };
-        if self.columns_exist(&columns_of(&e), text, schema, who) { Some(e) } else { None }
+        if self.columns_exist(&columns_of(&e), text, schema, who) { Some(super::expr::exact_decimals(e, schema)) } else { None }
     }
 
     pub(super) fn columns_exist(&mut self, cols: &[String], at: &Located<String>, schema: &Schema, who: &str) -> bool {

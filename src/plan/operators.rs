@@ -136,7 +136,8 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                     Ok(c) => {
                         let cols = c.arg.as_ref().map(columns_of).unwrap_or_default();
                         ok &= b.columns_exist(&cols, call, &in_schema, who);
-                        aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg: c.arg, q: c.q });
+                        let arg = c.arg.map(|a| super::expr::exact_decimals(a, &in_schema));
+                        aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg, q: c.q });
                     }
                     Err((origin, msg)) => {
                         b.err(&origin, who_s.clone(), msg);

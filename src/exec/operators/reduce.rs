@@ -124,6 +124,10 @@ pub struct ReduceOperator {
     state: Vec<DataFrame>,
     state_rows: usize,
     compact_at: usize,
+    /// The partial phase of an aggregate whose merges hardly shrank its state (most keys
+    /// distinct): it sends each batch's partial state on at once instead of merging it again
+    /// and again (DuckDB and Flink skip such pre-aggregation too). The final phase merges.
+    pass_on: bool,
     batch_rows: usize,
     input_schema: SchemaRef,
     state_schema: SchemaRef,
@@ -145,7 +149,7 @@ impl ReduceOperator {
         metrics: Arc<Metrics>,
     ) -> Self {
         let compact_at = 4 * batch_rows;
-        ReduceOperator { name, node, reduce, phase, state: Vec::new(), state_rows: 0, compact_at, batch_rows, input_schema, state_schema, metrics }
+        ReduceOperator { name, node, reduce, phase, state: Vec::new(), state_rows: 0, compact_at, pass_on: false, batch_rows, input_schema, state_schema, metrics }
     }
 
     fn fail(&self, e: PolarsError) -> Error {
@@ -159,6 +163,9 @@ impl ReduceOperator {
         }
         let Some(all) = self.take_state()? else { return Ok(()) };
         let merged = collect_sized(self.reduce.merge(all, &self.state_schema), self.state_rows).map_err(|e| self.fail(e))?;
+        if self.phase == Phase::Partial && matches!(self.reduce, Reduce::Aggregate(_)) && 2 * merged.height() > self.state_rows {
+            self.pass_on = true;
+        }
         self.state_rows = merged.height();
         // Grow the threshold with the state, so a state that does not shrink costs amortised
         // linear time (n log n for a sort).
@@ -178,7 +185,7 @@ impl ReduceOperator {
 }
 
 impl Operator for ReduceOperator {
-    fn process(&mut self, batch: DataFrame, _out: &mut dyn Collector) -> Result<()> {
+    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
         let start = Instant::now();
         NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
         let partial = match self.phase {
@@ -187,10 +194,18 @@ impl Operator for ReduceOperator {
         };
         self.state_rows += partial.height();
         self.state.push(partial);
-        if self.state_rows >= self.compact_at {
+        if self.state_rows >= self.compact_at && !self.pass_on {
             self.compact()?;
         }
         self.metrics.nodes[self.node].add_time(start.elapsed());
+        if self.pass_on {
+            let m = &self.metrics.nodes[self.node];
+            for df in std::mem::take(&mut self.state) {
+                NodeMetrics::add(&m.rows_out, df.height() as u64);
+                emit_in_batches(&df, self.batch_rows, out)?;
+            }
+            self.state_rows = 0;
+        }
         Ok(())
     }
 
@@ -198,6 +213,7 @@ impl Operator for ReduceOperator {
         let mut w = StateWriter::new(REDUCE_STATE);
         w.frame("state", stack(&self.state).map_err(|e| self.fail(e))?.as_ref())?;
         w.value("compact_at", &self.compact_at)?;
+        w.value("pass_on", &self.pass_on)?;
         Ok(w.finish())
     }
 
@@ -206,6 +222,7 @@ impl Operator for ReduceOperator {
         self.state = r.frame("state")?.into_iter().collect();
         self.state_rows = self.state.iter().map(DataFrame::height).sum();
         self.compact_at = r.value("compact_at")?;
+        self.pass_on = r.value("pass_on")?;
         Ok(())
     }
 

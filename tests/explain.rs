@@ -126,4 +126,7 @@ fn a_join_reads_its_right_input_first_unless_the_left_inputs_producer_also_feeds
     // One source feeds both inputs: holding the left back would stall the right side too.
     let text = explain("tests/golden/join_self_diamond/pipeline.toml", &["--graph", "job", "-p", "2"]);
     assert!(text.contains("joined  join  inner") && !text.contains(note), "{text}");
+    // A join of an input with itself takes it over both edges.
+    let text = explain("tests/golden/join_same_input_twice/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains("pairs  join  inner") && !text.contains(note), "{text}");
 }

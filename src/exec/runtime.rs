@@ -74,7 +74,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     for (e, edge) in job.edges.iter().enumerate() {
         let up = job.vertices[edge.from].parallelism;
         // Which input of the downstream operator this edge feeds (a join's left or right).
-        let port = stream.inputs(edge.to_node).position(|s| s.from == edge.from_node).unwrap_or(0);
+        let port = edge.port;
         let side_tag = match &stream.nodes[edge.to_node].kind {
             NodeKind::SideOutput(tag) => Some(tag.clone()),
             _ => None,

@@ -28,6 +28,9 @@ pub struct JobEdge {
     pub from_node: usize,
     /// Downstream node (first of its chain).
     pub to_node: usize,
+    /// Which input of the downstream node this edge feeds (a join's left 0 or right 1, a
+    /// union's n-th input): by position, as a node may take the same input twice.
+    pub port: usize,
     /// Distribution of records.
     pub partitioning: Partitioning,
     /// Why the two operators are not chained.
@@ -108,9 +111,9 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
                     slot_sharing_group: node.slot_sharing_group.clone(),
                 });
                 let v = vertices.len() - 1;
-                for e in &inputs {
+                for (port, e) in inputs.iter().enumerate() {
                     let reason = chain_break(&stream, e.from, id, &e.partitioning).unwrap_or_default();
-                    edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, partitioning: e.partitioning.clone(), reason });
+                    edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
                 }
                 v
             }

@@ -46,7 +46,8 @@ fn build_side_first(g: &mut LogicalGraph) {
     }
 }
 
-/// True when `node` and everything upstream of it send rows only to each other or to `sink`.
+/// True when `node` and everything upstream of it send rows only to each other, and to `sink`
+/// over one edge alone (a join of an input with itself takes it over two).
 fn feeds_only(g: &LogicalGraph, node: usize, sink: usize) -> bool {
     let mut upstream = BTreeSet::from([node]);
     let mut todo = vec![node];
@@ -57,7 +58,8 @@ fn feeds_only(g: &LogicalGraph, node: usize, sink: usize) -> bool {
             }
         }
     }
-    upstream.iter().all(|&n| g.outputs(n).all(|e| e.to == sink || upstream.contains(&e.to)))
+    let into_sink = upstream.iter().flat_map(|&n| g.outputs(n)).filter(|e| e.to == sink).count();
+    into_sink == 1 && upstream.iter().all(|&n| g.outputs(n).all(|e| e.to == sink || upstream.contains(&e.to)))
 }
 
 /// The AND-ed parts of a predicate.

@@ -192,7 +192,7 @@ mod tests {
         for how in [How::Inner, How::Left, How::Semi, How::Anti] {
             for (lo, ro) in [(vec!["k"], vec!["id"]), (vec!["k", "k2"], vec!["id", "id2"])] {
                 let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-                let index = HashIndex::build(how, &owned(&lo), &owned(&ro), "_right", &left.schema(), &right).unwrap().expect("integer keys are indexed");
+                let index = HashIndex::build(how, &owned(&lo), &owned(&ro), "_right", left.schema(), &right).unwrap().expect("integer keys are indexed");
                 let got = index.join(&left).unwrap();
                 let want = polars_join(how, &left, &right, &lo, &ro);
                 assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
@@ -205,7 +205,7 @@ mod tests {
     fn left_order_is_kept_and_matches_follow_the_right_sides_order() {
         let left = df!("k" => [3i32, 1, 3]).unwrap();
         let right = df!("k" => [3i32, 1, 3], "r" => [10, 20, 30]).unwrap();
-        let index = HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", &left.schema(), &right).unwrap().unwrap();
+        let index = HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().unwrap();
         let out = index.join(&left).unwrap();
         assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [10, 30, 20, 10, 30]);
     }
@@ -214,9 +214,9 @@ mod tests {
     fn string_keys_and_full_joins_are_left_to_polars() {
         let left = df!("k" => ["a"]).unwrap();
         let right = df!("k" => ["a"]).unwrap();
-        assert!(HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", &left.schema(), &right).unwrap().is_none());
+        assert!(HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().is_none());
         let left = df!("k" => [1i64]).unwrap();
         let right = df!("k" => [1i64]).unwrap();
-        assert!(HashIndex::build(How::Full, &["k".into()], &["k".into()], "_r", &left.schema(), &right).unwrap().is_none());
+        assert!(HashIndex::build(How::Full, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().is_none());
     }
 }

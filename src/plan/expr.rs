@@ -93,26 +93,53 @@ pub struct AggCall {
     pub q: Option<f64>,
 }
 
-/// Makes every product of two decimals exact, as in SQL: polars gives `a * b` the larger of the
-/// two scales and rounds (12.25 * 0.05 = 0.61), where DuckDB keeps the sum of the scales (0.6125).
-/// The left factor is cast to that scale first (precision 38), so polars' product has it too.
+/// Makes decimal arithmetic exact, as in SQL:
+/// - polars gives `a * b` the larger of the two scales and rounds (12.25 * 0.05 = 0.61), where
+///   DuckDB keeps the sum of the scales (0.6125): the left factor is cast to that scale first
+///   (precision 38), so polars' product has it too;
+/// - a decimal compared with a number literal that the decimal's scale holds exactly
+///   (`discount >= 0.05` on a `decimal(15,2)`) compares with a decimal literal, not through
+///   floats, which lose digits beyond 2^53 and converted every row (8% of TPC-H Q6).
 pub fn exact_decimals(e: Expr, schema: &Schema) -> Expr {
+    let scale = |x: &Expr| match x.to_field(schema).map(|f| f.dtype) {
+        Ok(DataType::Decimal(_, s)) => Some(s),
+        _ => None,
+    };
     e.map_expr(|e| match e {
-        Expr::BinaryExpr { left, op: Operator::Multiply, right } => {
-            let scale = |x: &Expr| match x.to_field(schema).map(|f| f.dtype) {
-                Ok(DataType::Decimal(_, s)) => Some(s),
-                _ => None,
-            };
-            match (scale(&left), scale(&right)) {
-                (Some(l), Some(r)) if r > 0 => {
-                    let widened = Arc::unwrap_or_clone(left).cast(DataType::Decimal(38, (l + r).min(38)));
-                    Expr::BinaryExpr { left: Arc::new(widened), op: Operator::Multiply, right }
-                }
-                _ => Expr::BinaryExpr { left, op: Operator::Multiply, right },
+        Expr::BinaryExpr { left, op: Operator::Multiply, right } => match (scale(&left), scale(&right)) {
+            (Some(l), Some(r)) if r > 0 => {
+                let widened = Arc::unwrap_or_clone(left).cast(DataType::Decimal(38, (l + r).min(38)));
+                Expr::BinaryExpr { left: Arc::new(widened), op: Operator::Multiply, right }
             }
+            _ => Expr::BinaryExpr { left, op: Operator::Multiply, right },
+        },
+        Expr::BinaryExpr { mut left, op, mut right } if matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) => {
+            if let Some(l) = scale(&left).and_then(|s| decimal_literal(&right, s)) {
+                right = Arc::new(l);
+            } else if let Some(r) = scale(&right).and_then(|s| decimal_literal(&left, s)) {
+                left = Arc::new(r);
+            }
+            Expr::BinaryExpr { left, op, right }
         }
         other => other,
     })
+}
+
+/// A float literal as a decimal literal of `scale`, when that scale holds it exactly and it
+/// fits in 38 digits.
+fn decimal_literal(e: &Expr, scale: usize) -> Option<Expr> {
+    // polars does not export the dynamic literal's type; its debug text names it. (Asking a
+    // dynamic list literal for its value would panic, so only floats get that far.)
+    let Expr::Literal(value @ LiteralValue::Dyn(_)) = e else { return None };
+    if !format!("{value:?}").starts_with("dyn float") {
+        return None;
+    }
+    let Some(AnyValue::Float64(f)) = value.to_any_value() else { return None };
+    let f = &f;
+    let text = format!("{f:.scale$}");
+    // Exact when the digits at this scale read back as the same float.
+    let exact = f.is_finite() && f.abs() < 10f64.powi(37 - scale as i32) && text.parse::<f64>().ok() == Some(*f);
+    exact.then(|| lit(text).cast(DataType::Decimal(38, scale)))
 }
 
 /// Parses `func(arg)`; the argument is any SQL expression (`sum(price * qty)`).
@@ -203,6 +230,14 @@ mod tests {
         assert_eq!(product("p * (1 - d) * (1 + d)"), ["12.219375", "0.029853"]);
         // An integer factor keeps the decimal's scale.
         assert_eq!(product("p * i"), ["24.50", "0.09"]);
+        // Comparisons with float literals the scale holds become decimal comparisons; others
+        // (0.125 at scale 2) stay float comparisons. Both give the same answer.
+        for (text, want) in [("p >= 0.03", ["true", "true"]), ("d BETWEEN 0.05 AND 0.06", ["true", "false"]), ("d < 0.065", ["true", "false"]), ("p = 12.25", ["true", "false"])] {
+            let e = compile(&Located::new(text.to_string(), Origin::at(1, 1))).unwrap();
+            let rewritten = format!("{:?}", exact_decimals(e, &schema));
+            assert_eq!(rewritten.contains("dyn float"), text.contains("0.065"), "{text}: {rewritten}");
+            assert_eq!(product(text), want, "{text}");
+        }
     }
 
     fn loc(s: &str) -> Located<String> {

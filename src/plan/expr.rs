@@ -135,10 +135,9 @@ fn decimal_literal(e: &Expr, scale: usize) -> Option<Expr> {
         return None;
     }
     let Some(AnyValue::Float64(f)) = value.to_any_value() else { return None };
-    let f = &f;
     let text = format!("{f:.scale$}");
     // Exact when the digits at this scale read back as the same float.
-    let exact = f.is_finite() && f.abs() < 10f64.powi(37 - scale as i32) && text.parse::<f64>().ok() == Some(*f);
+    let exact = f.is_finite() && f.abs() < 10f64.powi(37 - scale as i32) && text.parse::<f64>().ok() == Some(f);
     exact.then(|| lit(text).cast(DataType::Decimal(38, scale)))
 }
 

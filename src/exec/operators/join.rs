@@ -212,10 +212,7 @@ impl Operator for JoinOperator {
         NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
         match (port, &self.built) {
             // Probing the index costs the same for any batch size: no gathering.
-            (0, Some(right)) if self.index.is_some() && self.pending_left.is_empty() => {
-                let right = right.clone();
-                self.emit(batch, &right, out)
-            }
+            (0, Some(right)) if self.index.is_some() && self.pending_left.is_empty() => self.emit(batch, right, out),
             (0, Some(_)) if self.plan.how.streams_left() => {
                 self.pending_since.get_or_insert_with(Instant::now);
                 self.pending_rows += batch.height();

@@ -17,7 +17,8 @@ use super::message::Envelope;
 use super::metrics::{Metrics, NodeMetrics};
 use super::operator::Operator;
 use super::operators::join::JoinOperator;
-use super::operators::reduce::{Phase, ReduceOperator};
+use super::operators::hash_aggregate::HashAggregateOperator;
+use super::operators::reduce::{Phase, Reduce, ReduceOperator};
 use super::operators::running::RunningAggregate;
 use super::operators::stateless::{FusedStep, StatelessOperator};
 use super::operators::watermark::WatermarkOperator;
@@ -267,6 +268,13 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop
                 let input = input_schema.expect("reductions have an input");
                 // The state has the partial phase's schema: its output, or the final's input.
                 let state = if phase == Phase::Partial { node.schema.clone() } else { input.clone() };
+                // Integer keys and foldable aggregates go into a hash table of accumulators.
+                if let Reduce::Aggregate(plan) = reduce
+                    && let Some(op) = HashAggregateOperator::new(node.name.clone(), group[0], plan, phase, stream.batch_rows, &input, &state, metrics.clone())
+                {
+                    ops.push(Box::new(op));
+                    continue;
+                }
                 let op = ReduceOperator::new(node.name.clone(), group[0], reduce.clone(), phase, stream.batch_rows, input, state, metrics.clone());
                 ops.push(Box::new(op));
             }

@@ -167,7 +167,7 @@ impl AggregatePlan {
     /// rewritten to read them. polars' own common-subexpression elimination is off (its feature
     /// costs a rebuild, and it broke repeated global aggregates), and on decimals these products
     /// are the costly part of an aggregate.
-    fn shared_parts(&self) -> (Vec<(String, Expr)>, Vec<Option<Expr>>) {
+    pub(super) fn shared_parts(&self) -> (Vec<(String, Expr)>, Vec<Option<Expr>>) {
         // Only arithmetic, casts and conditionals over columns and constants: safe to compute
         // per row before grouping.
         let row_wise = |e: &Expr| {

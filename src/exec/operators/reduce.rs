@@ -113,7 +113,7 @@ fn collect_sized(lf: LazyFrame, rows: usize) -> PolarsResult<DataFrame> {
 }
 
 /// The kind of a reduction's snapshot.
-const REDUCE_STATE: &str = "reduce";
+pub(super) const REDUCE_STATE: &str = "reduce";
 
 /// One subtask of a reduction: frames of state, compacted as they grow.
 pub struct ReduceOperator {

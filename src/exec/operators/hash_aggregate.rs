@@ -1,0 +1,702 @@
+//! Keyed aggregation into a hash table of accumulators, for integer-like keys (one to three
+//! columns) and the aggregates that fold into one number per key (`count`, `sum`, `mean`,
+//! `min`, `max`).
+//!
+//! The frame-based reduction (see [`super::reduce`]) re-groups its state with polars as it
+//! grows: with a million keys each compaction hashes every state row again, and the state is
+//! held several times over while it is merged. Here each row is hashed once, into a table
+//! whose accumulators are updated in place, and a run of rows with the same key (input sorted
+//! or clustered by key, like TPC-H's lineitem by order) costs one comparison per row. The
+//! table emits the same partial-state columns as the frame-based reduction, so either can feed
+//! the other's final phase, and snapshots are interchangeable.
+use std::sync::Arc;
+use std::time::Instant;
+
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::Entry;
+use polars::polars_utils::aliases::PlRandomState;
+use polars::prelude::*;
+use polars_arrow::array::PrimitiveArray;
+use polars_arrow::bitmap::Bitmap;
+use polars_arrow::types::NativeType;
+
+use super::aggregate::AggregatePlan;
+use super::hash_index::{as_i64, fits_i64};
+use super::reduce::{Phase, REDUCE_STATE};
+use crate::error::{Error, Result};
+use crate::exec::metrics::{Metrics, NodeMetrics};
+use crate::exec::operator::{Collector, Operator, emit_in_batches};
+use crate::exec::state::{StateReader, StateWriter};
+use crate::plan::expr::{AggFunc, clean};
+
+/// How a slot folds its input into a group's accumulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// Counts rows (`count(*)`; no input).
+    Rows,
+    /// Counts non-null values.
+    Valid,
+    /// Adds non-null values (integers wrap, as polars' sums do).
+    Sum,
+    /// Keeps the least non-null value.
+    Min,
+    /// Keeps the greatest non-null value.
+    Max,
+}
+
+/// The accumulators of one slot, one per group, in the physical type of its state column.
+#[derive(Debug)]
+enum Acc {
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+    I128(Vec<i128>),
+}
+
+/// A number an accumulator holds.
+trait Num: NativeType + PartialOrd + Default {
+    fn plus(self, other: Self) -> Self;
+}
+impl Num for i64 {
+    fn plus(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+}
+impl Num for i128 {
+    fn plus(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+}
+impl Num for f64 {
+    fn plus(self, other: Self) -> Self {
+        self + other
+    }
+}
+
+/// One column of partial state (`__a{i}_v` or `__a{i}_n`) and how to compute it.
+#[derive(Debug)]
+struct Slot {
+    /// The state column this slot fills.
+    name: PlSmallStr,
+    /// Its type in the state.
+    dtype: DataType,
+    /// On raw rows: the operation and the index of its input column (None for `Rows`).
+    raw: (Op, Option<usize>),
+    /// On partial states: the operation over this very column.
+    merge: Op,
+    acc: Acc,
+    /// Min / max: whether the group has seen a value yet (otherwise its state is null).
+    seen: Vec<bool>,
+}
+
+/// Row values of the key columns, read as i64, with their validity.
+struct KeyColumns {
+    values: Vec<Int64Chunked>,
+}
+
+/// Group keys: up to three i64 values and a bit per null key column.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key<const N: usize> {
+    values: [i64; N],
+    nulls: u8,
+}
+
+impl<const N: usize> Default for Key<N> {
+    fn default() -> Self {
+        Key { values: [0; N], nulls: 0 }
+    }
+}
+
+/// Assigns group numbers to keys, in order of first appearance.
+trait Groups: Send {
+    /// The group of each row of `keys`, new keys getting the next numbers, written to `ids`.
+    fn assign(&mut self, keys: &KeyColumns, ids: &mut Vec<u32>);
+    fn len(&self) -> usize;
+    /// The key columns of the groups, in group order: values (null keys as 0) and validity.
+    fn columns(&self) -> Vec<(Vec<i64>, Vec<bool>)>;
+    fn clear(&mut self);
+}
+
+/// Group numbers in a hash table, and the keys by group number beside it: the table holds
+/// 4 bytes per entry, so it grows (and is first touched) cheaply.
+struct GroupMap<const N: usize> {
+    table: hashbrown::HashTable<u32>,
+    keys: Vec<Key<N>>,
+    hasher: PlRandomState,
+}
+
+impl<const N: usize> GroupMap<N> {
+    fn new() -> Self {
+        GroupMap { table: hashbrown::HashTable::new(), keys: Vec::new(), hasher: PlRandomState::default() }
+    }
+
+    fn group(&mut self, key: Key<N>) -> u32 {
+        let GroupMap { table, keys, hasher } = self;
+        let hash = hasher.hash_one(key);
+        match table.entry(hash, |&id| keys[id as usize] == key, |&id| hasher.hash_one(keys[id as usize])) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let id = keys.len() as u32;
+                keys.push(key);
+                e.insert(id);
+                id
+            }
+        }
+    }
+}
+
+impl<const N: usize> Groups for GroupMap<N> {
+    fn assign(&mut self, keys: &KeyColumns, ids: &mut Vec<u32>) {
+        let rows = keys.values.first().map_or(0, |c| c.len());
+        ids.clear();
+        if rows == 0 {
+            return;
+        }
+        ids.reserve(rows);
+        // One chunk per column (rechunked by the caller), so rows index the arrays directly.
+        let arrays: Vec<&PrimitiveArray<i64>> = keys.values.iter().map(|c| c.downcast_as_array()).collect();
+        let values: Vec<&[i64]> = arrays.iter().map(|a| a.values().as_slice()).collect();
+        let validity: Vec<Option<&Bitmap>> = arrays.iter().map(|a| a.validity().filter(|b| b.unset_bits() > 0)).collect();
+        let mut last: Option<(Key<N>, u32)> = None;
+        for i in 0..rows {
+            let mut key = Key::<N>::default();
+            for c in 0..N {
+                // SAFETY: every column has `rows` values and validity bits.
+                if validity[c].is_some_and(|b| !unsafe { b.get_bit_unchecked(i) }) {
+                    key.nulls |= 1 << c;
+                } else {
+                    key.values[c] = unsafe { *values[c].get_unchecked(i) };
+                }
+            }
+            // A run of equal keys (input sorted or clustered by key) costs a comparison.
+            let id = match last {
+                Some((k, id)) if k == key => id,
+                _ => {
+                    let id = self.group(key);
+                    last = Some((key, id));
+                    id
+                }
+            };
+            ids.push(id);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn columns(&self) -> Vec<(Vec<i64>, Vec<bool>)> {
+        (0..N).map(|c| self.keys.iter().map(|k| (k.values[c], k.nulls & (1 << c) == 0)).unzip()).collect()
+    }
+
+    fn clear(&mut self) {
+        // Keeps the capacity: a partial phase fills the table again.
+        self.table.clear();
+        self.keys.clear();
+    }
+}
+
+/// The most key columns the table takes (the key's null bits fit in a byte).
+const MAX_KEYS: usize = 3;
+
+/// The accumulator type for a state column of `dtype` folded with `op`, if the table can hold
+/// it. Float extremes are left to polars (its NaN rules).
+fn acc_for(dtype: &DataType, op: Op) -> Option<Acc> {
+    match (dtype, op) {
+        (DataType::Float64, Op::Sum) => Some(Acc::F64(Vec::new())),
+        (DataType::Decimal(..), _) => Some(Acc::I128(Vec::new())),
+        (DataType::Int64, _) => Some(Acc::I64(Vec::new())),
+        // Extremes keep the input's type: any whose values are integers that fit in 64 bits
+        // (dates, times, narrower integers).
+        (d, Op::Min | Op::Max) if fits_i64(&d.to_physical()) || matches!(d.to_physical(), DataType::Int64) => Some(Acc::I64(Vec::new())),
+        _ => None,
+    }
+}
+
+/// How a batch's raw inputs (the aggregate arguments) are obtained.
+enum Inputs {
+    /// Plain columns, read straight from the batch (cast to f64 for a mean).
+    Plain(Vec<(PlSmallStr, bool)>),
+    /// Expressions: hidden shared parts first (see `AggregatePlan::shared_parts`), then one
+    /// expression per input.
+    Computed { shared: Vec<Expr>, inputs: Vec<Expr> },
+}
+
+/// The aggregation table: groups, and one accumulator per state column and group.
+pub struct AggregateTable {
+    keys: Vec<String>,
+    key_types: Vec<DataType>,
+    groups: Box<dyn Groups>,
+    slots: Vec<Slot>,
+    inputs: Inputs,
+    ids: Vec<u32>,
+}
+
+impl AggregateTable {
+    /// A table for `plan` over input rows of `input_schema`, filling the columns of
+    /// `state_schema` (the partial phase's output); `None` when the keys or aggregates need
+    /// the frame-based reduction.
+    pub fn new(plan: &AggregatePlan, input_schema: &Schema, state_schema: &Schema) -> Option<Self> {
+        if plan.keys.is_empty() || plan.keys.len() > MAX_KEYS || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(fits_i64)) {
+            return None;
+        }
+        let (shared, args) = plan.shared_parts();
+        let shared: Vec<Expr> = shared.into_iter().map(|(name, e)| e.alias(name.as_str())).collect();
+        let mut inputs: Vec<Expr> = Vec::new();
+        let mut slots = Vec::new();
+        let empty = DataFrame::empty_with_schema(input_schema).lazy();
+        let computed = shared.iter().fold(empty, |lf, e| lf.with_column(e.clone()));
+        for (i, (a, arg)) in plan.aggs.iter().zip(args).enumerate() {
+            let input = arg.map(|arg| {
+                let arg = if a.func == AggFunc::Mean { arg.cast(DataType::Float64) } else { arg };
+                inputs.push(arg.alias(format!("__in{}", inputs.len())));
+                inputs.len() - 1
+            });
+            let arg_type = match input {
+                Some(j) => Some(computed.clone().select([inputs[j].clone()]).collect_schema().ok()?.get_at_index(0)?.1.clone()),
+                None => None,
+            };
+            let v = format!("__a{i}_v");
+            let n = format!("__a{i}_n");
+            let mut slot = |name: &str, raw: Op, input: Option<usize>, merge: Op| -> Option<()> {
+                let dtype = state_schema.get(name)?.clone();
+                let acc = acc_for(&dtype, merge)?;
+                slots.push(Slot { name: name.into(), dtype, raw: (raw, input), merge, acc, seen: Vec::new() });
+                Some(())
+            };
+            // The raw input must have the state's type, or widen to it without loss.
+            let fits = |state: &str| -> bool {
+                let (Some(arg), Some(state)) = (arg_type.as_ref(), state_schema.get(state)) else { return false };
+                match state {
+                    DataType::Int64 => fits_i64(arg) && arg.is_integer(),
+                    DataType::Float64 => matches!(arg, DataType::Float64),
+                    DataType::Decimal(_, s) => matches!(arg, DataType::Decimal(_, t) if t == s),
+                    other => other == arg,
+                }
+            };
+            match a.func {
+                AggFunc::Count if input.is_none() => slot(&v, Op::Rows, None, Op::Sum)?,
+                AggFunc::Count => slot(&v, Op::Valid, input, Op::Sum)?,
+                AggFunc::Sum | AggFunc::Mean if fits(&v) => {
+                    slot(&v, Op::Sum, input, Op::Sum)?;
+                    slot(&n, Op::Valid, input, Op::Sum)?;
+                }
+                AggFunc::Min if fits(&v) => slot(&v, Op::Min, input, Op::Min)?,
+                AggFunc::Max if fits(&v) => slot(&v, Op::Max, input, Op::Max)?,
+                _ => return None,
+            }
+        }
+        // Every state column besides the keys must be a slot, in the state's order.
+        let state_columns: Vec<&str> = state_schema.iter_names().map(|n| n.as_str()).filter(|n| !plan.keys.iter().any(|k| k == n)).collect();
+        if state_columns != slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>() {
+            return None;
+        }
+        let plain = |e: &Expr| -> Option<(PlSmallStr, bool)> {
+            let Expr::Alias(inner, _) = e else { return None };
+            match &**inner {
+                Expr::Column(name) => Some((name.clone(), false)),
+                Expr::Cast { expr, .. } => match &**expr {
+                    Expr::Column(name) => Some((name.clone(), true)),
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
+        let inputs = match inputs.iter().map(plain).collect::<Option<Vec<_>>>() {
+            Some(columns) if shared.is_empty() => Inputs::Plain(columns),
+            _ => Inputs::Computed { shared, inputs },
+        };
+        let key_types = plan.keys.iter().map(|k| state_schema.get(k).cloned()).collect::<Option<Vec<_>>>()?;
+        let groups: Box<dyn Groups> = match plan.keys.len() {
+            1 => Box::new(GroupMap::<1>::new()),
+            2 => Box::new(GroupMap::<2>::new()),
+            _ => Box::new(GroupMap::<3>::new()),
+        };
+        Some(AggregateTable { keys: plan.keys.clone(), key_types, groups, slots, inputs, ids: Vec::new() })
+    }
+
+    /// Number of groups held.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// True when the table holds no group.
+    pub fn is_empty(&self) -> bool {
+        self.groups.len() == 0
+    }
+
+    fn key_columns(&self, df: &DataFrame) -> PolarsResult<KeyColumns> {
+        let values = self.keys.iter().map(|k| as_i64(df, k)).collect::<PolarsResult<Vec<_>>>()?;
+        Ok(KeyColumns { values })
+    }
+
+    /// The raw inputs of a batch of input rows, by input index.
+    fn evaluate(&self, batch: &DataFrame) -> PolarsResult<Vec<Column>> {
+        match &self.inputs {
+            Inputs::Plain(columns) => columns
+                .iter()
+                .map(|(name, to_f64)| {
+                    let c = batch.column(name)?;
+                    if *to_f64 { c.cast(&DataType::Float64) } else { Ok(c.clone()) }
+                })
+                .collect(),
+            Inputs::Computed { shared, inputs } => {
+                let lf = shared.iter().fold(batch.clone().lazy(), |lf, e| lf.with_column(e.clone()));
+                Ok(lf.select(inputs.clone()).collect()?.into_columns())
+            }
+        }
+    }
+
+    /// Folds a batch of raw input rows into the table.
+    pub fn update_raw(&mut self, batch: &DataFrame) -> PolarsResult<()> {
+        let keys = self.key_columns(batch)?;
+        let inputs = self.evaluate(batch)?;
+        self.groups.assign(&keys, &mut self.ids);
+        let groups = self.groups.len();
+        for slot in &mut self.slots {
+            let (op, input) = slot.raw;
+            fold(slot, op, input.map(|i| &inputs[i]), &self.ids, groups)?;
+        }
+        Ok(())
+    }
+
+    /// Folds a batch of partial states (the state columns) into the table.
+    pub fn update_state(&mut self, batch: &DataFrame) -> PolarsResult<()> {
+        let keys = self.key_columns(batch)?;
+        self.groups.assign(&keys, &mut self.ids);
+        let groups = self.groups.len();
+        for slot in &mut self.slots {
+            let column = batch.column(slot.name.as_str())?.clone();
+            fold(slot, slot.merge, Some(&column), &self.ids, groups)?;
+        }
+        Ok(())
+    }
+
+    /// The table as partial-state rows: the keys, then the state columns.
+    pub fn state(&self) -> PolarsResult<DataFrame> {
+        let groups = self.groups.len();
+        let mut columns = Vec::with_capacity(self.keys.len() + self.slots.len());
+        for ((name, dtype), (values, valid)) in self.keys.iter().zip(&self.key_types).zip(self.groups.columns()) {
+            let ca = Int64Chunked::from_vec_validity(name.as_str().into(), values, Some(Bitmap::from_iter(valid)));
+            columns.push(to_logical(ca.into_series(), dtype)?);
+        }
+        for slot in &self.slots {
+            let validity = matches!(slot.merge, Op::Min | Op::Max).then(|| Bitmap::from_iter(slot.seen.iter().copied()));
+            let series = match &slot.acc {
+                Acc::I64(v) => Int64Chunked::from_vec_validity(slot.name.clone(), v.clone(), validity).into_series(),
+                Acc::F64(v) => Float64Chunked::from_vec_validity(slot.name.clone(), v.clone(), validity).into_series(),
+                Acc::I128(v) => Int128Chunked::from_vec_validity(slot.name.clone(), v.clone(), validity).into_series(),
+            };
+            columns.push(to_logical(series, &slot.dtype)?);
+        }
+        DataFrame::new(groups, columns)
+    }
+
+    /// Empties the table.
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        for slot in &mut self.slots {
+            slot.seen.clear();
+            match &mut slot.acc {
+                Acc::I64(v) => v.clear(),
+                Acc::F64(v) => v.clear(),
+                Acc::I128(v) => v.clear(),
+            }
+        }
+    }
+}
+
+/// A physical series (i64, f64 or i128 values) as a column of logical type `dtype`.
+fn to_logical(series: Series, dtype: &DataType) -> PolarsResult<Column> {
+    let physical = series.cast(&dtype.to_physical())?;
+    // SAFETY: the values came from a column of this type (or are counts and sums of it).
+    Ok(unsafe { physical.from_physical_unchecked(dtype)? }.into_column())
+}
+
+/// Folds one input column (None for a row count) into a slot's accumulators, by group id.
+fn fold(slot: &mut Slot, op: Op, input: Option<&Column>, ids: &[u32], groups: usize) -> PolarsResult<()> {
+    if matches!(op, Op::Min | Op::Max) {
+        slot.seen.resize(groups, false);
+    }
+    match (&mut slot.acc, op) {
+        (Acc::I64(acc), Op::Rows) => {
+            acc.resize(groups, 0);
+            ids.iter().for_each(|&g| acc[g as usize] += 1);
+        }
+        (Acc::I64(acc), Op::Valid) => {
+            acc.resize(groups, 0);
+            let mut offset = 0;
+            for chunk in input.expect("a count of values has an input").as_materialized_series().chunks() {
+                let ids = &ids[offset..offset + chunk.len()];
+                offset += chunk.len();
+                match chunk.validity().filter(|b| b.unset_bits() > 0) {
+                    None => ids.iter().for_each(|&g| acc[g as usize] += 1),
+                    Some(b) => ids.iter().zip(b.iter()).for_each(|(&g, ok)| acc[g as usize] += ok as i64),
+                }
+            }
+        }
+        (Acc::I64(acc), op) => fold_values::<Int64Type>(acc, &mut slot.seen, op, input, ids, groups, DataType::Int64)?,
+        (Acc::F64(acc), op) => fold_values::<Float64Type>(acc, &mut slot.seen, op, input, ids, groups, DataType::Float64)?,
+        (Acc::I128(acc), op) => fold_values::<Int128Type>(acc, &mut slot.seen, op, input, ids, groups, DataType::Int128)?,
+    }
+    Ok(())
+}
+
+/// Sums, minima or maxima of an input column's values into accumulators of type `T`.
+fn fold_values<T>(acc: &mut Vec<T::Native>, seen: &mut [bool], op: Op, input: Option<&Column>, ids: &[u32], groups: usize, physical: DataType) -> PolarsResult<()>
+where
+    T: PolarsNumericType,
+    T::Native: Num,
+{
+    acc.resize(groups, T::Native::default());
+    let column = input.expect("sums and extremes have an input");
+    let series = column.as_materialized_series().to_physical_repr().cast(&physical)?;
+    let ca: &ChunkedArray<T> = series.as_ref().as_ref();
+    let mut offset = 0;
+    for arr in ca.downcast_iter() {
+        let values = arr.values().as_slice();
+        let ids = &ids[offset..offset + values.len()];
+        offset += values.len();
+        let valid = arr.validity().filter(|b| b.unset_bits() > 0);
+        let rows = ids.iter().zip(values).enumerate().filter(|(i, _)| valid.is_none_or(|b| unsafe { b.get_bit_unchecked(*i) }));
+        match op {
+            Op::Sum => rows.for_each(|(_, (&g, &v))| {
+                let a = &mut acc[g as usize];
+                *a = a.plus(v);
+            }),
+            Op::Min | Op::Max => rows.for_each(|(_, (&g, &v))| {
+                let g = g as usize;
+                let better = if op == Op::Min { v < acc[g] } else { v > acc[g] };
+                if !seen[g] || better {
+                    acc[g] = v;
+                    seen[g] = true;
+                }
+            }),
+            Op::Rows | Op::Valid => unreachable!("counts are folded by fold"),
+        }
+    }
+    Ok(())
+}
+
+/// Partial states of at most this many groups times the batch size are held by the partial
+/// phase before it sends them on: the partial phase only shrinks what crosses the exchange,
+/// and a bounded table stays in cache and in memory.
+const PARTIAL_BATCHES: usize = 4;
+
+/// One subtask of a keyed aggregate over a [`AggregateTable`].
+pub struct HashAggregateOperator {
+    name: String,
+    node: usize,
+    plan: AggregatePlan,
+    phase: Phase,
+    table: AggregateTable,
+    /// The partial phase sends its table on when it holds this many groups.
+    flush_at: usize,
+    batch_rows: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl HashAggregateOperator {
+    /// An operator for node `node`, or `None` when the plan needs the frame-based reduction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(name: String, node: usize, plan: &AggregatePlan, phase: Phase, batch_rows: usize, input_schema: &Schema, state_schema: &Schema, metrics: Arc<Metrics>) -> Option<Self> {
+        let table = AggregateTable::new(plan, input_schema, state_schema)?;
+        let flush_at = PARTIAL_BATCHES * batch_rows;
+        Some(HashAggregateOperator { name, node, plan: plan.clone(), phase, table, flush_at, batch_rows, metrics })
+    }
+
+    fn fail(&self, e: PolarsError) -> Error {
+        Error::execution("operator", &self.name, clean(&e))
+    }
+
+    /// Sends the table on (partial phase) or its final values (final phase), and empties it.
+    fn emit(&mut self, out: &mut dyn Collector) -> Result<()> {
+        if self.table.is_empty() {
+            return Ok(());
+        }
+        let state = self.table.state().map_err(|e| self.fail(e))?;
+        self.table.clear();
+        let rows = match self.phase {
+            Phase::Partial => state,
+            Phase::Final => self.plan.finalize(state.lazy()).collect().map_err(|e| self.fail(e))?,
+        };
+        NodeMetrics::add(&self.metrics.nodes[self.node].rows_out, rows.height() as u64);
+        emit_in_batches(&rows, self.batch_rows, out)
+    }
+}
+
+impl Operator for HashAggregateOperator {
+    fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
+        let folded = match self.phase {
+            Phase::Partial => self.table.update_raw(&batch),
+            Phase::Final => self.table.update_state(&batch),
+        };
+        folded.map_err(|e| self.fail(e))?;
+        self.metrics.nodes[self.node].add_time(start.elapsed());
+        if self.phase == Phase::Partial && self.table.len() >= self.flush_at {
+            self.emit(out)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>> {
+        // The frame-based reduction's format: either operator restores the other's snapshot.
+        let state = self.table.state().map_err(|e| self.fail(e))?;
+        let mut w = StateWriter::new(REDUCE_STATE);
+        w.frame("state", (state.height() > 0).then_some(&state))?;
+        w.value("compact_at", &self.flush_at)?;
+        w.value("pass_on", &false)?;
+        Ok(w.finish())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let r = StateReader::open(state, REDUCE_STATE)?;
+        if let Some(frame) = r.frame("state")? {
+            self.table.update_state(&frame).map_err(|e| self.fail(e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        let start = Instant::now();
+        self.emit(out)?;
+        self.metrics.nodes[self.node].add_time(start.elapsed());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::operators::aggregate::AggSpec;
+    use crate::plan::expr::AggFunc::*;
+
+    fn spec(name: &str, func: AggFunc, arg: Option<Expr>) -> AggSpec {
+        AggSpec { name: name.into(), func, arg, q: None }
+    }
+
+    fn plan(keys: &[&str], aggs: Vec<AggSpec>) -> AggregatePlan {
+        AggregatePlan { keys: keys.iter().map(|k| k.to_string()).collect(), aggs, ordered: false }
+    }
+
+    fn state_schema(plan: &AggregatePlan, input: &DataFrame) -> SchemaRef {
+        plan.partial(input.clear().lazy()).collect_schema().unwrap()
+    }
+
+    fn sorted(df: DataFrame, keys: &[&str]) -> DataFrame {
+        df.sort(keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(), SortMultipleOptions::default().with_nulls_last(true)).unwrap()
+    }
+
+    /// Rows split over two partial tables (as two subtasks), merged by a final one, finalised:
+    /// the answer must equal polars' one-phase aggregate.
+    fn check(plan: &AggregatePlan, input: &DataFrame) {
+        let state = state_schema(plan, input);
+        let keys: Vec<&str> = plan.keys.iter().map(String::as_str).collect();
+        let half = input.height() as i64 / 2;
+        let mut final_table = AggregateTable::new(plan, input.schema(), &state).expect("the table takes this plan");
+        for part in [input.slice(0, half as usize), input.slice(half, input.height())] {
+            let mut partial = AggregateTable::new(plan, input.schema(), &state).unwrap();
+            // In batches of 3 rows, so groups grow between batches.
+            for offset in (0..part.height()).step_by(3) {
+                partial.update_raw(&part.slice(offset as i64, 3)).unwrap();
+            }
+            let partial_state = partial.state().unwrap();
+            assert_eq!(partial_state.schema(), &state, "the partial state has the frame reduction's schema");
+            final_table.update_state(&partial_state).unwrap();
+        }
+        let got = sorted(plan.finalize(final_table.state().unwrap().lazy()).collect().unwrap(), &keys);
+        let want = sorted(plan.single_phase(input.clone().lazy()).collect().unwrap(), &keys);
+        for (g, w) in got.columns().iter().zip(want.columns()) {
+            // Float sums may round differently in another order of additions.
+            let close = g.dtype() == &DataType::Float64
+                && g.f64().unwrap().iter().zip(w.f64().unwrap().iter()).all(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+                    (a, b) => a == b,
+                });
+            assert!(close || g.equals_missing(w), "{keys:?}: column {}\ngot  {:?}\nwant {:?}", g.name(), g.as_materialized_series(), w.as_materialized_series());
+        }
+        assert_eq!(got.get_column_names(), want.get_column_names());
+    }
+
+    fn data() -> DataFrame {
+        let dates = Int32Chunked::new("d".into(), [Some(19000), Some(19001), None, Some(19000), Some(19000), Some(19001), Some(18000), None]).into_date();
+        let price = Int128Chunked::new("price".into(), [Some(1050i128), Some(99), None, Some(-5), Some(1), Some(2), Some(3), Some(4)]).into_decimal(15, 2).unwrap();
+        df!(
+            "k" => [Some(1i64), Some(2), Some(1), None, Some(1), None, Some(2), Some(3)],
+            "k32" => [5i32, 5, 6, 6, 5, 5, 6, 6],
+            "ku" => [Some(1u32), Some(1), Some(1), Some(1), None, None, Some(2), Some(2)],
+            "x" => [Some(10i64), None, Some(-3), Some(7), Some(1), None, Some(2), None],
+            "small" => [Some(1i16), Some(2), None, Some(4), Some(5), Some(6), Some(7), Some(8)],
+            "f" => [Some(0.5), Some(1.5), None, Some(2.25), Some(-1.0), Some(3.0), None, Some(4.0)],
+            "d" => dates.into_series(),
+            "price" => price.into_series(),
+        )
+        .unwrap()
+    }
+
+    fn every_aggregate() -> Vec<AggSpec> {
+        vec![
+            spec("rows", Count, None),
+            spec("xs", Count, Some(col("x"))),
+            spec("sum_x", Sum, Some(col("x"))),
+            spec("sum_small", Sum, Some(col("small"))),
+            spec("sum_f", Sum, Some(col("f"))),
+            spec("sum_price", Sum, Some(col("price"))),
+            spec("sum_expr", Sum, Some(col("x") * lit(2) + col("small").cast(DataType::Int64))),
+            spec("mean_x", Mean, Some(col("x"))),
+            spec("mean_price", Mean, Some(col("price"))),
+            spec("min_x", Min, Some(col("x"))),
+            spec("max_x", Max, Some(col("x"))),
+            spec("first_day", Min, Some(col("d"))),
+            spec("last_day", Max, Some(col("d"))),
+            spec("min_price", Min, Some(col("price"))),
+            spec("max_small", Max, Some(col("small"))),
+        ]
+    }
+
+    #[test]
+    fn equals_polars_on_one_two_and_three_integer_like_keys_with_nulls() {
+        let input = data();
+        for keys in [&["k"][..], &["k32", "ku"], &["d"], &["k", "k32", "d"]] {
+            check(&plan(keys, every_aggregate()), &input);
+        }
+    }
+
+    #[test]
+    fn shared_subexpressions_and_means_of_expressions_are_computed_from_the_batch() {
+        let twice = || col("x") * lit(2);
+        let aggs = vec![spec("a", Sum, Some(twice())), spec("b", Sum, Some(twice() + lit(1))), spec("m", Mean, Some(twice()))];
+        check(&plan(&["k"], aggs), &data());
+    }
+
+    #[test]
+    fn a_key_that_returns_after_a_run_of_others_keeps_its_group() {
+        let input = df!("k" => [1i64, 1, 2, 2, 1, 3, 1], "x" => [1i64, 2, 3, 4, 5, 6, 7]).unwrap();
+        let p = plan(&["k"], vec![spec("s", Sum, Some(col("x")))]);
+        let mut table = AggregateTable::new(&p, input.schema(), &state_schema(&p, &input)).unwrap();
+        table.update_raw(&input).unwrap();
+        assert_eq!(table.len(), 3);
+        let out = sorted(p.finalize(table.state().unwrap().lazy()).collect().unwrap(), &["k"]);
+        assert_eq!(out.column("s").unwrap().i64().unwrap().into_no_null_iter().collect::<Vec<_>>(), [15, 7, 6]);
+        table.clear();
+        assert_eq!(table.len(), 0);
+        assert_eq!(table.state().unwrap().height(), 0);
+    }
+
+    #[test]
+    fn keys_and_aggregates_it_cannot_fold_are_left_to_the_frame_reduction() {
+        let input = df!("s" => ["a"], "k" => [1i64], "f" => [1.0f64], "i" => [1i32]).unwrap();
+        let refuses = |keys: &[&str], agg: AggSpec| {
+            let p = plan(keys, vec![agg]);
+            AggregateTable::new(&p, input.schema(), &state_schema(&p, &input)).is_none()
+        };
+        assert!(refuses(&["s"], spec("n", Count, None)), "string keys");
+        assert!(refuses(&[], spec("n", Count, None)), "one global group");
+        assert!(refuses(&["k"], spec("m", Min, Some(col("f")))), "float extremes (NaN rules)");
+        assert!(refuses(&["k"], spec("m", Median, Some(col("f")))), "lists of values");
+        assert!(refuses(&["k"], spec("s", Sum, Some(col("i")))), "an Int32 sum stays Int32 and wraps there");
+        assert!(!refuses(&["k"], spec("s", Sum, Some(col("f")))));
+    }
+}

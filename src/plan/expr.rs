@@ -4,6 +4,7 @@ use polars::prelude::*;
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
+use super::decimal;
 use crate::pipeline::{Located, Origin};
 
 /// A compile error: where in the file, and what is wrong.
@@ -95,8 +96,8 @@ pub struct AggCall {
 
 /// Makes decimal arithmetic exact, as in SQL:
 /// - polars gives `a * b` the larger of the two scales and rounds (12.25 * 0.05 = 0.61), where
-///   DuckDB keeps the sum of the scales (0.6125): the left factor is cast to that scale first
-///   (precision 38), so polars' product has it too;
+///   DuckDB keeps the sum of the scales (0.6125): `+`, `-` and `*` with a decimal operand (the
+///   other a decimal or an integer) become [`decimal::arith`], exact at SQL's scales;
 /// - a decimal compared with a number literal that the decimal's scale holds exactly
 ///   (`discount >= 0.05` on a `decimal(15,2)`) compares with a decimal literal, not through
 ///   floats, which lose digits beyond 2^53 and converted every row (8% of TPC-H Q6).
@@ -106,13 +107,22 @@ pub fn exact_decimals(e: Expr, schema: &Schema) -> Expr {
         _ => None,
     };
     e.map_expr(|e| match e {
-        Expr::BinaryExpr { left, op: Operator::Multiply, right } => match (scale(&left), scale(&right)) {
-            (Some(l), Some(r)) if r > 0 => {
-                let widened = Arc::unwrap_or_clone(left).cast(DataType::Decimal(38, (l + r).min(38)));
-                Expr::BinaryExpr { left: Arc::new(widened), op: Operator::Multiply, right }
+        // Decimal arithmetic with SQL's scales (see `decimal`): at least one decimal operand,
+        // the other a decimal or an integer.
+        Expr::BinaryExpr { left, op: op @ (Operator::Plus | Operator::Minus | Operator::Multiply), right } => {
+            let kind = |x: &Expr| x.to_field(schema).ok().map(|f| (matches!(f.dtype, DataType::Decimal(..)), decimal::operand_scale(&f.dtype).is_some()));
+            match (kind(&left), kind(&right)) {
+                (Some((ld, true)), Some((rd, true))) if ld || rd => {
+                    let arith = match op {
+                        Operator::Plus => decimal::Arith::Add,
+                        Operator::Minus => decimal::Arith::Sub,
+                        _ => decimal::Arith::Mul,
+                    };
+                    decimal::arith(arith, Arc::unwrap_or_clone(left), Arc::unwrap_or_clone(right))
+                }
+                _ => Expr::BinaryExpr { left, op, right },
             }
-            _ => Expr::BinaryExpr { left, op: Operator::Multiply, right },
-        },
+        }
         Expr::BinaryExpr { mut left, op, mut right } if matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) => {
             if let Some(l) = scale(&left).and_then(|s| decimal_literal(&right, s)) {
                 right = Arc::new(l);

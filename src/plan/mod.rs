@@ -2,6 +2,7 @@
 //! execution graph (subtasks and channels), the physical placement (slots), and `explain`.
 pub mod execution;
 pub mod explain;
+pub mod decimal;
 pub mod expr;
 pub mod job_graph;
 pub mod logical;

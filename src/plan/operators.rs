@@ -2,9 +2,9 @@
 //! compiled, every column checked against the input schema, and the operation chosen.
 use polars::prelude::*;
 
-use super::expr::{columns_of, parse_aggregate};
+use super::expr::{AggFunc, columns_of, parse_aggregate};
 use super::logical::{Builder, NodeKind};
-use crate::exec::operators::aggregate::{AggSpec, AggregatePlan};
+use crate::exec::operators::aggregate::{AggSpec, AggregatePlan, mean_argument};
 use crate::exec::operators::join::{How, JoinPlan, Strategy};
 use crate::exec::operators::order::{DistinctPlan, Keep, SortPlan};
 use crate::exec::operators::reduce::Reduce;
@@ -136,7 +136,10 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                     Ok(c) => {
                         let cols = c.arg.as_ref().map(columns_of).unwrap_or_default();
                         ok &= b.columns_exist(&cols, call, &in_schema, who);
-                        let arg = c.arg.map(|a| super::expr::exact_decimals(a, &in_schema));
+                        let mut arg = c.arg.map(|a| super::expr::exact_decimals(a, &in_schema));
+                        if c.func == AggFunc::Mean {
+                            arg = arg.map(|a| mean_argument(a, &in_schema));
+                        }
                         aggs.push(AggSpec { name: name.value.clone(), func: c.func, arg, q: c.q });
                     }
                     Err((origin, msg)) => {

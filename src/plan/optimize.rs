@@ -8,6 +8,7 @@ use polars::prelude::*;
 
 use super::expr::{clean, columns_of};
 use super::logical::{Edge, LogicalGraph, Node, NodeKind, Partitioning, output_schema};
+use crate::exec::operators::hash_aggregate::AggregateTable;
 use crate::exec::operators::reduce::Reduce;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::exec::operators::window::LATE;
@@ -207,6 +208,11 @@ fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
             let upstream = &nodes[new_id[input.from]];
             let kind = NodeKind::PartialReduce(reduce.clone());
             let partial_schema = Arc::new(output_schema(&kind, std::slice::from_ref(&upstream.schema))?);
+            // The runtime makes the same choice (see `runtime::build_operators`).
+            let state = match reduce {
+                Reduce::Aggregate(plan) if AggregateTable::new(plan, &upstream.schema, &partial_schema).is_some() => "state: hash table",
+                _ => "state: polars frames",
+            };
             let partial = Node {
                 name: format!("{}/partial", node.name),
                 label: format!("{} (partial)", node.label),
@@ -217,7 +223,7 @@ fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
                 slot_sharing_group: upstream.slot_sharing_group.clone(),
                 schema: partial_schema,
                 notes: vec![match reduce {
-                    Reduce::Aggregate(_) => "partial aggregation before the exchange".to_string(),
+                    Reduce::Aggregate(_) => format!("partial aggregation before the exchange, {state}"),
                     _ => format!("partial {} before the exchange", node.label),
                 }],
                 ordered: false,
@@ -229,6 +235,9 @@ fn two_phase_aggregation(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
             let mut fin = node.clone();
             fin.label = format!("{} (final)", node.label);
             fin.kind = NodeKind::FinalReduce(reduce.clone());
+            if matches!(reduce, Reduce::Aggregate(_)) {
+                fin.notes.push(state.to_string());
+            }
             nodes.push(fin);
             new_id[id] = nodes.len() - 1;
             edges.push(Edge { from: partial_id, to: new_id[id], partitioning: input.partitioning.clone() });

@@ -4,6 +4,7 @@
 use polars::prelude::*;
 
 use super::stateless::SEQ_COLUMN;
+use crate::plan::decimal;
 use crate::plan::expr::AggFunc;
 
 /// One named aggregate of an aggregate operator.
@@ -28,6 +29,15 @@ pub struct AggregatePlan {
     pub aggs: Vec<AggSpec>,
     /// The input carries the sequence column: `collect_list` keeps input order.
     pub ordered: bool,
+}
+
+/// A mean's argument as the aggregate sums it: a decimal as it is (its sum is exact, and
+/// divided in f64 at the end, as DuckDB does), anything else as f64.
+pub fn mean_argument(arg: Expr, schema: &Schema) -> Expr {
+    match arg.to_field(schema) {
+        Ok(f) if matches!(f.dtype, DataType::Decimal(..)) => arg,
+        _ => arg.cast(DataType::Float64),
+    }
 }
 
 /// Every element of the lists of a group, nulls kept, empty lists contributing nothing.
@@ -67,7 +77,9 @@ impl AggregatePlan {
                 AggFunc::Count if a.arg.is_none() => out.push(len().cast(DataType::Int64).alias(p("v"))),
                 AggFunc::Count => out.push(x().count().cast(DataType::Int64).alias(p("v"))),
                 AggFunc::Sum => out.extend([x().sum().alias(p("v")), x().count().cast(DataType::Int64).alias(p("n"))]),
-                AggFunc::Mean => out.extend([x().cast(DataType::Float64).sum().alias(p("v")), x().count().cast(DataType::Int64).alias(p("n"))]),
+                // Decimals are summed exactly; the planner casts other arguments to f64 (see
+                // `mean_argument`).
+                AggFunc::Mean => out.extend([x().sum().alias(p("v")), x().count().cast(DataType::Int64).alias(p("n"))]),
                 AggFunc::Min => out.push(x().min().alias(p("v"))),
                 AggFunc::Max => out.push(x().max().alias(p("v"))),
                 AggFunc::First => out.extend([x().sort_by([seq()], SortMultipleOptions::default()).first().alias(p("v")), seq().min().alias(p("q"))]),
@@ -117,7 +129,7 @@ impl AggregatePlan {
             let e = match a.func {
                 AggFunc::Count | AggFunc::Min | AggFunc::Max | AggFunc::First | AggFunc::Last => c("v"),
                 AggFunc::Sum => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v")),
-                AggFunc::Mean => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v") / c("n").cast(DataType::Float64)),
+                AggFunc::Mean => when(c("n").eq(lit(0))).then(lit(NULL)).otherwise(c("v").cast(DataType::Float64) / c("n").cast(DataType::Float64)),
                 AggFunc::CountDistinct => c("v").list().len().cast(DataType::Int64),
                 AggFunc::Median => c("v").list().median(),
                 AggFunc::Std => c("v").list().std(1),
@@ -170,10 +182,9 @@ impl AggregatePlan {
     pub(super) fn shared_parts(&self) -> (Vec<(String, Expr)>, Vec<Option<Expr>>) {
         // Only arithmetic, casts and conditionals over columns and constants: safe to compute
         // per row before grouping.
-        let row_wise = |e: &Expr| {
-            e.into_iter().all(|n| matches!(n, Expr::BinaryExpr { .. } | Expr::Cast { .. } | Expr::Ternary { .. } | Expr::Column(_) | Expr::Literal(_)))
-        };
-        let computed = |e: &Expr| matches!(e, Expr::BinaryExpr { .. } | Expr::Cast { .. } | Expr::Ternary { .. }) && row_wise(e);
+        let operation = |n: &Expr| matches!(n, Expr::BinaryExpr { .. } | Expr::Cast { .. } | Expr::Ternary { .. }) || decimal::is_arith(n);
+        let row_wise = |e: &Expr| e.into_iter().all(|n| operation(n) || matches!(n, Expr::Column(_) | Expr::Literal(_)));
+        let computed = |e: &Expr| operation(e) && row_wise(e);
         let mut counts: Vec<(Expr, usize)> = Vec::new();
         for arg in self.aggs.iter().filter_map(|a| a.arg.as_ref()) {
             for sub in arg.into_iter().filter(|e| computed(e)) {

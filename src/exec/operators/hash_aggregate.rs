@@ -1,6 +1,6 @@
-//! Keyed aggregation into a hash table of accumulators, for integer-like keys (one to three
-//! columns) and the aggregates that fold into one number per key (`count`, `sum`, `mean`,
-//! `min`, `max`).
+//! Keyed aggregation into a hash table of accumulators, for keys of one to four integer-like
+//! or string columns (strings get codes from a [`Dictionary`]) and the aggregates that fold
+//! into one number per key (`count`, `sum`, `mean`, `min`, `max`).
 //!
 //! The frame-based reduction (see [`super::reduce`]) re-groups its state with polars as it
 //! grows: with a million keys each compaction hashes every state row again, and the state is
@@ -22,6 +22,7 @@ use polars_arrow::bitmap::Bitmap;
 use polars_arrow::types::NativeType;
 
 use super::aggregate::AggregatePlan;
+use super::dictionary::Dictionary;
 use super::hash_index::{as_i64, fits_i64};
 use super::reduce::{Phase, REDUCE_STATE};
 use crate::error::{Error, Result};
@@ -197,7 +198,7 @@ impl<const N: usize> Groups for GroupMap<N> {
 }
 
 /// The most key columns the table takes (the key's null bits fit in a byte).
-const MAX_KEYS: usize = 3;
+const MAX_KEYS: usize = 4;
 
 /// The accumulator type for a state column of `dtype` folded with `op`, if the table can hold
 /// it. Float extremes are left to polars (its NaN rules).
@@ -226,6 +227,8 @@ enum Inputs {
 pub struct AggregateTable {
     keys: Vec<String>,
     key_types: Vec<DataType>,
+    /// Codes for the strings of string key columns (None for integer-like ones).
+    dictionaries: Vec<Option<Dictionary>>,
     groups: Box<dyn Groups>,
     slots: Vec<Slot>,
     inputs: Inputs,
@@ -237,18 +240,18 @@ impl AggregateTable {
     /// `state_schema` (the partial phase's output); `None` when the keys or aggregates need
     /// the frame-based reduction.
     pub fn new(plan: &AggregatePlan, input_schema: &Schema, state_schema: &Schema) -> Option<Self> {
-        if plan.keys.is_empty() || plan.keys.len() > MAX_KEYS || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(fits_i64)) {
+        if plan.keys.is_empty() || plan.keys.len() > MAX_KEYS || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(|d| fits_i64(d) || d == &DataType::String)) {
             return None;
         }
         let (shared, args) = plan.shared_parts();
         let shared: Vec<Expr> = shared.into_iter().map(|(name, e)| e.alias(name.as_str())).collect();
         let mut inputs: Vec<Expr> = Vec::new();
+        let mut input_types: Vec<DataType> = Vec::new();
         let mut slots = Vec::new();
         let empty = DataFrame::empty_with_schema(input_schema).lazy();
         let computed = shared.iter().fold(empty, |lf, e| lf.with_column(e.clone()));
         for (i, (a, arg)) in plan.aggs.iter().zip(args).enumerate() {
             let input = arg.map(|arg| {
-                let arg = if a.func == AggFunc::Mean { arg.cast(DataType::Float64) } else { arg };
                 inputs.push(arg.alias(format!("__in{}", inputs.len())));
                 inputs.len() - 1
             });
@@ -256,6 +259,7 @@ impl AggregateTable {
                 Some(j) => Some(computed.clone().select([inputs[j].clone()]).collect_schema().ok()?.get_at_index(0)?.1.clone()),
                 None => None,
             };
+            input_types.extend(arg_type.clone());
             let v = format!("__a{i}_v");
             let n = format!("__a{i}_n");
             let mut slot = |name: &str, raw: Op, input: Option<usize>, merge: Op| -> Option<()> {
@@ -291,18 +295,19 @@ impl AggregateTable {
         if state_columns != slots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>() {
             return None;
         }
-        let plain = |e: &Expr| -> Option<(PlSmallStr, bool)> {
+        // A column, or a column cast to f64 (a mean's argument, see `mean_argument`).
+        let plain = |(e, dtype): (&Expr, &DataType)| -> Option<(PlSmallStr, bool)> {
             let Expr::Alias(inner, _) = e else { return None };
             match &**inner {
                 Expr::Column(name) => Some((name.clone(), false)),
-                Expr::Cast { expr, .. } => match &**expr {
+                Expr::Cast { expr, .. } if dtype == &DataType::Float64 => match &**expr {
                     Expr::Column(name) => Some((name.clone(), true)),
                     _ => None,
                 },
                 _ => None,
             }
         };
-        let inputs = match inputs.iter().map(plain).collect::<Option<Vec<_>>>() {
+        let inputs = match inputs.iter().zip(&input_types).map(plain).collect::<Option<Vec<_>>>() {
             Some(columns) if shared.is_empty() => Inputs::Plain(columns),
             _ => Inputs::Computed { shared, inputs },
         };
@@ -310,9 +315,11 @@ impl AggregateTable {
         let groups: Box<dyn Groups> = match plan.keys.len() {
             1 => Box::new(GroupMap::<1>::new()),
             2 => Box::new(GroupMap::<2>::new()),
-            _ => Box::new(GroupMap::<3>::new()),
+            3 => Box::new(GroupMap::<3>::new()),
+            _ => Box::new(GroupMap::<4>::new()),
         };
-        Some(AggregateTable { keys: plan.keys.clone(), key_types, groups, slots, inputs, ids: Vec::new() })
+        let dictionaries = key_types.iter().map(|t| (t == &DataType::String).then(Dictionary::default)).collect();
+        Some(AggregateTable { keys: plan.keys.clone(), key_types, dictionaries, groups, slots, inputs, ids: Vec::new() })
     }
 
     /// Number of groups held.
@@ -325,8 +332,16 @@ impl AggregateTable {
         self.groups.len() == 0
     }
 
-    fn key_columns(&self, df: &DataFrame) -> PolarsResult<KeyColumns> {
-        let values = self.keys.iter().map(|k| as_i64(df, k)).collect::<PolarsResult<Vec<_>>>()?;
+    fn key_columns(&mut self, df: &DataFrame) -> PolarsResult<KeyColumns> {
+        let values = self
+            .keys
+            .iter()
+            .zip(&mut self.dictionaries)
+            .map(|(k, dictionary)| match dictionary {
+                Some(d) => Ok(d.encode(df.column(k)?.str()?).rechunk().into_owned()),
+                None => as_i64(df, k),
+            })
+            .collect::<PolarsResult<Vec<_>>>()?;
         Ok(KeyColumns { values })
     }
 
@@ -376,9 +391,12 @@ impl AggregateTable {
     pub fn state(&self) -> PolarsResult<DataFrame> {
         let groups = self.groups.len();
         let mut columns = Vec::with_capacity(self.keys.len() + self.slots.len());
-        for ((name, dtype), (values, valid)) in self.keys.iter().zip(&self.key_types).zip(self.groups.columns()) {
-            let ca = Int64Chunked::from_vec_validity(name.as_str().into(), values, Some(Bitmap::from_iter(valid)));
-            columns.push(to_logical(ca.into_series(), dtype)?);
+        for (((name, dtype), dictionary), (values, valid)) in self.keys.iter().zip(&self.key_types).zip(&self.dictionaries).zip(self.groups.columns()) {
+            let column = match dictionary {
+                Some(d) => d.decode(name.as_str().into(), &values, &valid).into_column(),
+                None => to_logical(Int64Chunked::from_vec_validity(name.as_str().into(), values, Some(Bitmap::from_iter(valid))).into_series(), dtype)?,
+            };
+            columns.push(column);
         }
         for slot in &self.slots {
             let validity = matches!(slot.merge, Op::Min | Op::Max).then(|| Bitmap::from_iter(slot.seen.iter().copied()));
@@ -395,6 +413,7 @@ impl AggregateTable {
     /// Empties the table.
     pub fn clear(&mut self) {
         self.groups.clear();
+        self.dictionaries.iter_mut().flatten().for_each(Dictionary::clear);
         for slot in &mut self.slots {
             slot.seen.clear();
             match &mut slot.acc {
@@ -627,6 +646,7 @@ mod tests {
             "k" => [Some(1i64), Some(2), Some(1), None, Some(1), None, Some(2), Some(3)],
             "k32" => [5i32, 5, 6, 6, 5, 5, 6, 6],
             "ku" => [Some(1u32), Some(1), Some(1), Some(1), None, None, Some(2), Some(2)],
+            "s" => [Some("R"), Some("A"), Some("R"), None, Some("a string longer than twelve"), Some("R"), None, Some("A")],
             "x" => [Some(10i64), None, Some(-3), Some(7), Some(1), None, Some(2), None],
             "small" => [Some(1i16), Some(2), None, Some(4), Some(5), Some(6), Some(7), Some(8)],
             "f" => [Some(0.5), Some(1.5), None, Some(2.25), Some(-1.0), Some(3.0), None, Some(4.0)],
@@ -657,9 +677,9 @@ mod tests {
     }
 
     #[test]
-    fn equals_polars_on_one_two_and_three_integer_like_keys_with_nulls() {
+    fn equals_polars_on_integer_like_date_and_string_keys_with_nulls() {
         let input = data();
-        for keys in [&["k"][..], &["k32", "ku"], &["d"], &["k", "k32", "d"]] {
+        for keys in [&["k"][..], &["k32", "ku"], &["d"], &["k", "k32", "d"], &["s"], &["s", "k32"], &["k", "s", "ku", "d"]] {
             check(&plan(keys, every_aggregate()), &input);
         }
     }
@@ -692,7 +712,8 @@ mod tests {
             let p = plan(keys, vec![agg]);
             AggregateTable::new(&p, input.schema(), &state_schema(&p, &input)).is_none()
         };
-        assert!(refuses(&["s"], spec("n", Count, None)), "string keys");
+        assert!(!refuses(&["s", "k"], spec("n", Count, None)), "string keys get codes");
+        assert!(refuses(&["f"], spec("n", Count, None)), "float keys");
         assert!(refuses(&[], spec("n", Count, None)), "one global group");
         assert!(refuses(&["k"], spec("m", Min, Some(col("f")))), "float extremes (NaN rules)");
         assert!(refuses(&["k"], spec("m", Median, Some(col("f")))), "lists of values");

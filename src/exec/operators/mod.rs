@@ -1,6 +1,7 @@
 //! Operators: fused stateless steps, and two-phase reductions (aggregate, sort / limit / top-n,
 //! distinct).
 pub mod aggregate;
+pub mod dictionary;
 pub mod hash_aggregate;
 pub mod hash_index;
 pub mod join;

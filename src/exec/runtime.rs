@@ -268,10 +268,23 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop
                 let input = input_schema.expect("reductions have an input");
                 // The state has the partial phase's schema: its output, or the final's input.
                 let state = if phase == Phase::Partial { node.schema.clone() } else { input.clone() };
-                // Integer keys and foldable aggregates go into a hash table of accumulators.
-                if let Reduce::Aggregate(plan) = reduce
-                    && let Some(op) = HashAggregateOperator::new(node.name.clone(), group[0], plan, phase, stream.batch_rows, &input, &state, metrics.clone())
-                {
+                // Integer or string keys and foldable aggregates go into a hash table of
+                // accumulators. Its choice reads the rows the partial phase gets (for the final
+                // phase: the partial's input), as `explain` does.
+                let raw = match phase {
+                    Phase::Partial => Some(input.clone()),
+                    Phase::Final => stream
+                        .inputs(group[0])
+                        .find(|e| matches!(stream.nodes[e.from].kind, NodeKind::PartialReduce(_)))
+                        .and_then(|e| stream.inputs(e.from).next())
+                        .map(|e| stream.nodes[e.from].schema.clone()),
+                };
+                let table = match (reduce, raw) {
+                    (Reduce::Aggregate(plan), Some(raw)) => HashAggregateOperator::new(node.name.clone(), group[0], plan, phase, stream.batch_rows, &raw, &state, metrics.clone()),
+                    _ => None,
+                };
+                debug_assert_eq!(table.is_some(), node.notes.iter().any(|n| n.contains("state: hash table")), "{}: explain and the runtime disagree on the state", node.name);
+                if let Some(op) = table {
                     ops.push(Box::new(op));
                     continue;
                 }

@@ -387,6 +387,28 @@ impl AggregateTable {
         Ok(())
     }
 
+    /// Each input row as a partial state of its own (the partial phase, when grouping hardly
+    /// shrinks the rows, sends them on like this instead of hashing them).
+    pub fn rows_as_state(&self, batch: &DataFrame) -> PolarsResult<DataFrame> {
+        let inputs = self.evaluate(batch)?;
+        let rows = batch.height();
+        let mut columns = Vec::with_capacity(self.keys.len() + self.slots.len());
+        for k in &self.keys {
+            columns.push(batch.column(k)?.clone());
+        }
+        for slot in &self.slots {
+            let input = || slot.raw.1.map(|i| &inputs[i]).expect("values have an input");
+            let column = match slot.raw.0 {
+                Op::Rows => Int64Chunked::full(slot.name.clone(), 1, rows).into_column(),
+                Op::Valid => input().is_not_null().cast(&DataType::Int64)?.into_column(),
+                Op::Sum => input().cast(&slot.dtype)?.fill_null(FillNullStrategy::Zero)?,
+                Op::Min | Op::Max => input().cast(&slot.dtype)?,
+            };
+            columns.push(column.with_name(slot.name.clone()));
+        }
+        DataFrame::new(rows, columns)
+    }
+
     /// The table as partial-state rows: the keys, then the state columns.
     pub fn state(&self) -> PolarsResult<DataFrame> {
         let groups = self.groups.len();
@@ -511,6 +533,12 @@ pub struct HashAggregateOperator {
     table: AggregateTable,
     /// The partial phase sends its table on when it holds this many groups.
     flush_at: usize,
+    /// Rows folded into the table since it was last sent on.
+    folded: usize,
+    /// The partial phase found (at a flush) that most rows have keys of their own: it sends
+    /// each row on as its own partial state, and the final phase groups them (as DuckDB and
+    /// Flink skip pre-aggregation that does not pay).
+    pass_on: bool,
     batch_rows: usize,
     metrics: Arc<Metrics>,
 }
@@ -521,7 +549,7 @@ impl HashAggregateOperator {
     pub fn new(name: String, node: usize, plan: &AggregatePlan, phase: Phase, batch_rows: usize, input_schema: &Schema, state_schema: &Schema, metrics: Arc<Metrics>) -> Option<Self> {
         let table = AggregateTable::new(plan, input_schema, state_schema)?;
         let flush_at = PARTIAL_BATCHES * batch_rows;
-        Some(HashAggregateOperator { name, node, plan: plan.clone(), phase, table, flush_at, batch_rows, metrics })
+        Some(HashAggregateOperator { name, node, plan: plan.clone(), phase, table, flush_at, folded: 0, pass_on: false, batch_rows, metrics })
     }
 
     fn fail(&self, e: PolarsError) -> Error {
@@ -547,14 +575,24 @@ impl HashAggregateOperator {
 impl Operator for HashAggregateOperator {
     fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
         let start = Instant::now();
-        NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
+        let m = &self.metrics.nodes[self.node];
+        NodeMetrics::add(&m.rows_in, batch.height() as u64);
+        if self.pass_on {
+            let rows = self.table.rows_as_state(&batch).map_err(|e| self.fail(e))?;
+            m.add_time(start.elapsed());
+            NodeMetrics::add(&m.rows_out, rows.height() as u64);
+            return out.collect(rows);
+        }
         let folded = match self.phase {
             Phase::Partial => self.table.update_raw(&batch),
             Phase::Final => self.table.update_state(&batch),
         };
         folded.map_err(|e| self.fail(e))?;
+        self.folded += batch.height();
         self.metrics.nodes[self.node].add_time(start.elapsed());
         if self.phase == Phase::Partial && self.table.len() >= self.flush_at {
+            self.pass_on = 2 * self.table.len() > self.folded;
+            self.folded = 0;
             self.emit(out)?;
         }
         Ok(())
@@ -566,7 +604,7 @@ impl Operator for HashAggregateOperator {
         let mut w = StateWriter::new(REDUCE_STATE);
         w.frame("state", (state.height() > 0).then_some(&state))?;
         w.value("compact_at", &self.flush_at)?;
-        w.value("pass_on", &false)?;
+        w.value("pass_on", &self.pass_on)?;
         Ok(w.finish())
     }
 
@@ -575,6 +613,7 @@ impl Operator for HashAggregateOperator {
         if let Some(frame) = r.frame("state")? {
             self.table.update_state(&frame).map_err(|e| self.fail(e))?;
         }
+        self.pass_on = r.value("pass_on")?;
         Ok(())
     }
 
@@ -608,22 +647,26 @@ mod tests {
         df.sort(keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(), SortMultipleOptions::default().with_nulls_last(true)).unwrap()
     }
 
-    /// Rows split over two partial tables (as two subtasks), merged by a final one, finalised:
-    /// the answer must equal polars' one-phase aggregate.
+    /// Half the rows folded by a partial table, the other half passed on row by row, both
+    /// merged by a final table and finalised: the answer must equal polars' one-phase aggregate.
     fn check(plan: &AggregatePlan, input: &DataFrame) {
         let state = state_schema(plan, input);
         let keys: Vec<&str> = plan.keys.iter().map(String::as_str).collect();
         let half = input.height() as i64 / 2;
         let mut final_table = AggregateTable::new(plan, input.schema(), &state).expect("the table takes this plan");
-        for part in [input.slice(0, half as usize), input.slice(half, input.height())] {
-            let mut partial = AggregateTable::new(plan, input.schema(), &state).unwrap();
-            // In batches of 3 rows, so groups grow between batches.
-            for offset in (0..part.height()).step_by(3) {
-                partial.update_raw(&part.slice(offset as i64, 3)).unwrap();
-            }
-            let partial_state = partial.state().unwrap();
-            assert_eq!(partial_state.schema(), &state, "the partial state has the frame reduction's schema");
-            final_table.update_state(&partial_state).unwrap();
+        let mut partial = AggregateTable::new(plan, input.schema(), &state).unwrap();
+        // In batches of 3 rows, so groups grow between batches.
+        for offset in (0..half).step_by(3) {
+            partial.update_raw(&input.slice(offset, 3.min((half - offset) as usize))).unwrap();
+        }
+        let partial_state = partial.state().unwrap();
+        assert_eq!(partial_state.schema(), &state, "the partial state has the frame reduction's schema");
+        final_table.update_state(&partial_state).unwrap();
+        // The other half passed on row by row, as a partial phase does when keys hardly repeat.
+        for offset in (half as usize..input.height()).step_by(3) {
+            let rows = partial.rows_as_state(&input.slice(offset as i64, 3)).unwrap();
+            assert_eq!(rows.schema(), &state, "rows passed on have the state's schema");
+            final_table.update_state(&rows).unwrap();
         }
         let got = sorted(plan.finalize(final_table.state().unwrap().lazy()).collect().unwrap(), &keys);
         let want = sorted(plan.single_phase(input.clone().lazy()).collect().unwrap(), &keys);

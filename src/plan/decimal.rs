@@ -91,6 +91,12 @@ fn apply(op: Arith, columns: &mut [Column]) -> PolarsResult<Column> {
     Ok(out.with_name(l.name().clone()).into_decimal_unchecked(38, scale).into_column())
 }
 
+/// Runs the operation of an [`arith`] node, by its name, on its evaluated operands.
+pub fn apply_named(name: &str, columns: &mut [Column]) -> PolarsResult<Column> {
+    let op = [Arith::Add, Arith::Sub, Arith::Mul].into_iter().find(|op| op.name() == name).ok_or_else(|| polars_err!(ComputeError: "no decimal operation {name}"))?;
+    apply(op, columns)
+}
+
 /// `x op y` for unscaled values, the operands first rescaled by `fa` and `fb`; None beyond
 /// 38 digits.
 #[inline]

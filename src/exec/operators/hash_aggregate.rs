@@ -23,6 +23,7 @@ use polars_arrow::types::NativeType;
 
 use super::aggregate::AggregatePlan;
 use super::dictionary::Dictionary;
+use super::row_eval;
 use super::hash_index::{as_i64, fits_i64};
 use super::reduce::{Phase, REDUCE_STATE};
 use crate::error::{Error, Result};
@@ -219,8 +220,8 @@ enum Inputs {
     /// Plain columns, read straight from the batch (cast to f64 for a mean).
     Plain(Vec<(PlSmallStr, bool)>),
     /// Expressions: hidden shared parts first (see `AggregatePlan::shared_parts`), then one
-    /// expression per input.
-    Computed { shared: Vec<Expr>, inputs: Vec<Expr> },
+    /// expression per input. `direct`: evaluated by [`row_eval`], not by a polars query.
+    Computed { shared: Vec<Expr>, inputs: Vec<Expr>, direct: bool },
 }
 
 /// The aggregation table: groups, and one accumulator per state column and group.
@@ -309,7 +310,18 @@ impl AggregateTable {
         };
         let inputs = match inputs.iter().zip(&input_types).map(plain).collect::<Option<Vec<_>>>() {
             Some(columns) if shared.is_empty() => Inputs::Plain(columns),
-            _ => Inputs::Computed { shared, inputs },
+            _ => {
+                // Each shared part may read the ones before it.
+                let mut schema = input_schema.clone();
+                let mut direct = true;
+                for e in &shared {
+                    direct &= row_eval::supported(e, &schema);
+                    let field = e.to_field(&schema).ok()?;
+                    schema.with_column(field.name, field.dtype);
+                }
+                direct &= inputs.iter().all(|e| row_eval::supported(e, &schema));
+                Inputs::Computed { shared, inputs, direct }
+            }
         };
         let key_types = plan.keys.iter().map(|k| state_schema.get(k).cloned()).collect::<Option<Vec<_>>>()?;
         let groups: Box<dyn Groups> = match plan.keys.len() {
@@ -355,7 +367,18 @@ impl AggregateTable {
                     if *to_f64 { c.cast(&DataType::Float64) } else { Ok(c.clone()) }
                 })
                 .collect(),
-            Inputs::Computed { shared, inputs } => {
+            Inputs::Computed { shared, inputs, direct: true } => {
+                let rows = batch.height();
+                // A result of one row (only literals) is repeated to the batch's length.
+                let full = |c: Column| if c.len() == 1 && rows != 1 { c.new_from_index(0, rows) } else { c };
+                let mut work = batch.clone();
+                for e in shared {
+                    let c = full(row_eval::eval(e, &work)?);
+                    work.with_column(c)?;
+                }
+                inputs.iter().map(|e| row_eval::eval(e, &work).map(full)).collect()
+            }
+            Inputs::Computed { shared, inputs, direct: false } => {
                 let lf = shared.iter().fold(batch.clone().lazy(), |lf, e| lf.with_column(e.clone()));
                 Ok(lf.select(inputs.clone()).collect()?.into_columns())
             }
@@ -732,6 +755,24 @@ mod tests {
         let twice = || col("x") * lit(2);
         let aggs = vec![spec("a", Sum, Some(twice())), spec("b", Sum, Some(twice() + lit(1))), spec("m", Mean, Some(twice()))];
         check(&plan(&["k"], aggs), &data());
+    }
+
+    #[test]
+    fn decimal_and_f64_arithmetic_is_evaluated_without_a_polars_query_and_agrees() {
+        use crate::plan::decimal::{Arith, arith};
+        let disc = || arith(Arith::Mul, col("price"), arith(Arith::Sub, lit(1), col("price")));
+        let aggs = vec![
+            spec("a", Sum, Some(disc())),
+            spec("b", Sum, Some(arith(Arith::Mul, disc(), arith(Arith::Add, lit(1), col("price"))))),
+            spec("m", Mean, Some(disc())),
+            spec("f", Sum, Some(col("f") * (lit(1) - col("f")))),
+            spec("g", Mean, Some((col("f") * (lit(1) - col("f"))).cast(DataType::Float64))),
+        ];
+        let p = plan(&["s", "k"], aggs);
+        let input = data();
+        let table = AggregateTable::new(&p, input.schema(), &state_schema(&p, &input)).unwrap();
+        assert!(matches!(table.inputs, Inputs::Computed { direct: true, .. }), "every argument is one row_eval takes");
+        check(&p, &input);
     }
 
     #[test]

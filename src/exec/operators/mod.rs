@@ -7,6 +7,7 @@ pub mod hash_index;
 pub mod join;
 pub mod order;
 pub mod reduce;
+pub mod row_eval;
 pub mod running;
 pub mod stateless;
 pub mod watermark;

@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use polars::prelude::*;
 
+use super::row_eval;
+
 use crate::error::{Error, Result};
 use crate::exec::dead_letter::{self, ErrorKind, Rejection};
 use crate::exec::metrics::{Metrics, NodeMetrics};
@@ -100,6 +102,9 @@ pub struct FusedStep {
 pub struct StatelessOperator {
     steps: Vec<FusedStep>,
     metrics: Arc<Metrics>,
+    /// The first step is a filter whose predicate [`row_eval`] computes (decided on the first
+    /// batch): it runs without planning a polars query per batch.
+    direct_filter: std::cell::OnceCell<bool>,
 }
 
 /// Rows a step rejected: (row index in the step's input, kind, message).
@@ -108,13 +113,25 @@ type Rejected = Vec<(usize, ErrorKind, String)>;
 impl StatelessOperator {
     /// Fuses steps, in chain order.
     pub fn new(steps: Vec<FusedStep>, metrics: Arc<Metrics>) -> Self {
-        StatelessOperator { steps, metrics }
+        StatelessOperator { steps, metrics, direct_filter: std::cell::OnceCell::new() }
     }
 
     /// The whole group as one plan; a parse that did not match counts as a failure.
     fn fused(&self, batch: DataFrame) -> Option<DataFrame> {
+        let mut steps = &self.steps[..];
+        let mut batch = batch;
+        if let Some(Step::Filter(predicate)) = steps.first().map(|s| &s.step)
+            && *self.direct_filter.get_or_init(|| row_eval::supported(predicate, batch.schema()))
+        {
+            let keep = row_eval::eval(predicate, &batch).ok()?;
+            batch = batch.filter(keep.bool().ok()?).ok()?;
+            steps = &steps[1..];
+            if steps.is_empty() {
+                return Some(batch);
+            }
+        }
         let mut lf = batch.lazy();
-        for s in &self.steps {
+        for s in steps {
             lf = match &s.step {
                 // polars' lazy filter cuts a frame of more columns than threads into one piece
                 // per thread and returns them as that many chunks, which every later group-by

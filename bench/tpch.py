@@ -33,9 +33,21 @@ def timed(cmd):
         sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr}")
     return time.time() - t, out.stdout
 
-def fresh(script, fmt, q, data, runs):
-    """Median of the seconds the engine's script reports for the query, one process per run."""
-    return statistics.median(float(timed([sys.executable, os.path.join(HERE, script), fmt, q, data])[1].split()[-1]) for _ in range(runs))
+def fresh(script, fmt, q, data):
+    """The seconds the engine's script reports for the query (one fresh process)."""
+    return float(timed([sys.executable, os.path.join(HERE, script), fmt, q, data])[1].split()[-1])
+
+def interleaved(a, q, fmt):
+    """Medians of rivulet -p 2, rivulet -p 1, DuckDB and polars, the engines taking turns in
+    each round, so that whatever one leaves behind (page cache, fragmented memory) falls on
+    every engine alike."""
+    runs = {"riv": [], "riv1": [], "duck": [], "pol": []}
+    for _ in range(a.runs):
+        runs["riv"].append(timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 2))[0])
+        runs["riv1"].append(timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 1))[0])
+        runs["duck"].append(fresh("q_duckdb.py", fmt, q, a.data))
+        runs["pol"].append(fresh("q_polars.py", fmt, q, a.data))
+    return [statistics.median(runs[k]) for k in ("riv", "riv1", "duck", "pol")]
 
 def warm(f, runs):
     times = []
@@ -62,7 +74,7 @@ def main():
     ap.add_argument("--queries", default=",".join(SQL)); ap.add_argument("--warm", action="store_true")
     a = ap.parse_args()
     con = duckdb.connect(config={"threads": 2})
-    print(f"TPC-H, data {a.data}, median of {a.runs} run(s); DuckDB and polars on 2 threads, one fresh process per query; rivulet -p 2 (and -p 1)")
+    print(f"TPC-H, data {a.data}, median of {a.runs} run(s); DuckDB and polars on 2 threads, one fresh process per query; rivulet -p 2 (and -p 1); engines take turns in each round")
     head = f"{'query':6} {'format':8} {'rivulet':>8} {'-p 1':>8} {'duckdb':>8} {'polars':>8} {'rivulet/fastest':>16} {'p1/p2':>6}"
     print(head + (f" {'duckdb warm':>12} {'polars warm':>12} {'vs warm':>8}" if a.warm else ""))
     for fmt in a.formats.split(","):
@@ -70,9 +82,7 @@ def main():
         src = (lambda t: pl.scan_csv(f"{a.data}/csv/{t}/*.csv", try_parse_dates=True)) if fmt == "csv" else (lambda t: pl.scan_parquet(f"{a.data}/parquet/{t}/*.parquet"))
         for q in a.queries.split(","):
             sql = SQL[q].format(**{t: read(t) for t in TABLES})
-            riv = statistics.median(timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 2))[0] for _ in range(a.runs))
-            riv1 = statistics.median(timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 1))[0] for _ in range(a.runs))
-            duck, pol = fresh("q_duckdb.py", fmt, q, a.data, a.runs), fresh("q_polars.py", fmt, q, a.data, a.runs)
+            riv, riv1, duck, pol = interleaved(a, q, fmt)
             ok = agrees(q, timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 2))[1], con.sql(sql).fetchall())
             line = f"{q:6} {fmt:8} {riv:8.3f} {riv1:8.3f} {duck:8.3f} {pol:8.3f} {riv / min(duck, pol):16.2f} {riv1 / riv:6.2f}"
             if a.warm:

@@ -724,7 +724,7 @@ impl Operator for HashAggregateOperator {
             let rows = self.table.rows_as_state(&batch).map_err(|e| self.fail(e))?;
             m.add_time(start.elapsed());
             NodeMetrics::add(&m.rows_out, rows.height() as u64);
-            return out.collect(rows);
+            return if rows.height() > 0 { out.collect(rows) } else { Ok(()) };
         }
         let folded = match self.phase {
             Phase::Partial => self.table.update_raw(&batch),

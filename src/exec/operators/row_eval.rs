@@ -179,6 +179,8 @@ mod tests {
             "q = q AND d = d",
             "NOT (q > 1) OR q IS NULL",
             "flag IS NOT NULL AND disc <> 0.07",
+            "disc < 0.065 OR f >= 2",
+            "d <> d OR disc >= 0.070",
         ] {
             let e = crate::plan::expr::exact_decimals(polars::sql::sql_expr(text).unwrap(), &schema);
             assert!(supported(&e, &schema), "{text}: {e:?}");

@@ -93,7 +93,10 @@ fn apply(op: Arith, columns: &mut [Column]) -> PolarsResult<Column> {
 
 /// Runs the operation of an [`arith`] node, by its name, on its evaluated operands.
 pub fn apply_named(name: &str, columns: &mut [Column]) -> PolarsResult<Column> {
-    let op = [Arith::Add, Arith::Sub, Arith::Mul].into_iter().find(|op| op.name() == name).ok_or_else(|| polars_err!(ComputeError: "no decimal operation {name}"))?;
+    let op = [Arith::Add, Arith::Sub, Arith::Mul]
+        .into_iter()
+        .find(|op| op.name() == name)
+        .ok_or_else(|| polars_err!(ComputeError: "no decimal operation {name}"))?;
     apply(op, columns)
 }
 

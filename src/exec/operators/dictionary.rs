@@ -93,7 +93,10 @@ mod tests {
 
     #[test]
     fn equal_strings_share_a_code_and_codes_read_back() {
-        let column = StringChunked::from_iter_options("k".into(), [Some("b"), Some("a"), None, Some("b"), Some(""), Some("a long string past twelve bytes")].into_iter());
+        let column = StringChunked::from_iter_options(
+            "k".into(),
+            [Some("b"), Some("a"), None, Some("b"), Some(""), Some("a long string past twelve bytes")].into_iter(),
+        );
         let mut d = Dictionary::default();
         let codes = d.encode(&column);
         assert_eq!(codes.iter().collect::<Vec<_>>(), [Some(0), Some(1), None, Some(0), Some(2), Some(3)]);

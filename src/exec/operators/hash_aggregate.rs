@@ -9,10 +9,9 @@
 //! or clustered by key, like TPC-H's lineitem by order) costs one comparison per row. The
 //! table emits the same partial-state columns as the frame-based reduction, so either can feed
 //! the other's final phase, and snapshots are interchangeable.
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Instant;
-
-use std::hash::BuildHasher;
 
 use polars::polars_utils::aliases::PlRandomState;
 use polars::prelude::*;
@@ -22,9 +21,9 @@ use polars_arrow::types::NativeType;
 
 use super::aggregate::AggregatePlan;
 use super::dictionary::Dictionary;
-use super::row_eval;
 use super::hash_index::{as_i64, fits_i64};
 use super::reduce::{Phase, REDUCE_STATE};
+use super::row_eval;
 use crate::error::{Error, Result};
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operator::{Collector, Operator, emit_in_batches};
@@ -95,7 +94,8 @@ struct KeyColumns {
     values: Vec<Int64Chunked>,
 }
 
-/// Group keys: up to three i64 values and a bit per null key column.
+/// Group keys: up to four i64 values (integers, dates, string codes) and a bit per null key
+/// column.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Key<const N: usize> {
     values: [i64; N],
@@ -326,7 +326,10 @@ impl AggregateTable {
     /// `state_schema` (the partial phase's output); `None` when the keys or aggregates need
     /// the frame-based reduction.
     pub fn new(plan: &AggregatePlan, input_schema: &Schema, state_schema: &Schema) -> Option<Self> {
-        if plan.keys.is_empty() || plan.keys.len() > MAX_KEYS || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(|d| fits_i64(d) || d == &DataType::String)) {
+        if plan.keys.is_empty()
+            || plan.keys.len() > MAX_KEYS
+            || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(|d| fits_i64(d) || d == &DataType::String))
+        {
             return None;
         }
         let (shared, args) = plan.shared_parts();
@@ -604,7 +607,15 @@ fn fold(slot: &mut Slot, op: Op, input: Option<&Column>, ids: &[u32], groups: us
 }
 
 /// Sums, minima or maxima of an input column's values into accumulators of type `T`.
-fn fold_values<T>(acc: &mut Vec<T::Native>, seen: &mut [bool], op: Op, input: Option<&Column>, ids: &[u32], groups: usize, physical: DataType) -> PolarsResult<()>
+fn fold_values<T>(
+    acc: &mut Vec<T::Native>,
+    seen: &mut [bool],
+    op: Op,
+    input: Option<&Column>,
+    ids: &[u32],
+    groups: usize,
+    physical: DataType,
+) -> PolarsResult<()>
 where
     T: PolarsNumericType,
     T::Native: Num,
@@ -689,7 +700,16 @@ pub struct HashAggregateOperator {
 impl HashAggregateOperator {
     /// An operator for node `node`, or `None` when the plan needs the frame-based reduction.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(name: String, node: usize, plan: &AggregatePlan, phase: Phase, batch_rows: usize, input_schema: &Schema, state_schema: &Schema, metrics: Arc<Metrics>) -> Option<Self> {
+    pub fn new(
+        name: String,
+        node: usize,
+        plan: &AggregatePlan,
+        phase: Phase,
+        batch_rows: usize,
+        input_schema: &Schema,
+        state_schema: &Schema,
+        metrics: Arc<Metrics>,
+    ) -> Option<Self> {
         let table = AggregateTable::new(plan, input_schema, state_schema)?;
         let flush_at = PARTIAL_BATCHES * batch_rows;
         Some(HashAggregateOperator { name, node, plan: plan.clone(), phase, table, flush_at, folded: 0, pass_on: false, batch_rows, metrics })
@@ -820,14 +840,21 @@ mod tests {
                     (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
                     (a, b) => a == b,
                 });
-            assert!(close || g.equals_missing(w), "{keys:?}: column {}\ngot  {:?}\nwant {:?}", g.name(), g.as_materialized_series(), w.as_materialized_series());
+            assert!(
+                close || g.equals_missing(w),
+                "{keys:?}: column {}\ngot  {:?}\nwant {:?}",
+                g.name(),
+                g.as_materialized_series(),
+                w.as_materialized_series()
+            );
         }
         assert_eq!(got.get_column_names(), want.get_column_names());
     }
 
     fn data() -> DataFrame {
         let dates = Int32Chunked::new("d".into(), [Some(19000), Some(19001), None, Some(19000), Some(19000), Some(19001), Some(18000), None]).into_date();
-        let price = Int128Chunked::new("price".into(), [Some(1050i128), Some(99), None, Some(-5), Some(1), Some(2), Some(3), Some(4)]).into_decimal(15, 2).unwrap();
+        let price =
+            Int128Chunked::new("price".into(), [Some(1050i128), Some(99), None, Some(-5), Some(1), Some(2), Some(3), Some(4)]).into_decimal(15, 2).unwrap();
         df!(
             "k" => [Some(1i64), Some(2), Some(1), None, Some(1), None, Some(2), Some(3)],
             "k32" => [5i32, 5, 6, 6, 5, 5, 6, 6],

@@ -15,7 +15,8 @@ use crate::plan::decimal;
 /// A literal (number, string, date) as a one-row column, if the expression is one.
 fn literal(e: &Expr) -> Option<Column> {
     let Expr::Literal(value) = e else { return None };
-    let scalar_or_dyn = matches!(value, LiteralValue::Scalar(_) | LiteralValue::Dyn(DynLiteralValue::Int(_) | DynLiteralValue::Float(_) | DynLiteralValue::Str(_)));
+    let scalar_or_dyn =
+        matches!(value, LiteralValue::Scalar(_) | LiteralValue::Dyn(DynLiteralValue::Int(_) | DynLiteralValue::Float(_) | DynLiteralValue::Str(_)));
     let av = scalar_or_dyn.then(|| value.to_any_value()).flatten()?;
     let dtype = av.dtype();
     let taken = dtype.is_primitive_numeric() || dtype.is_decimal() || dtype.is_temporal() || dtype == DataType::String;
@@ -74,14 +75,17 @@ fn supported_type(e: &Expr, schema: &Schema) -> Option<DataType> {
             supported_type(left, schema) == Some(DataType::Boolean) && supported_type(right, schema) == Some(DataType::Boolean)
         }
         // NOT of a condition (`a <> b` is written as NOT (a = b)), IS [NOT] NULL of a column.
-        Expr::Function { input, function: FunctionExpr::Boolean(BooleanFunction::Not) } => input.len() == 1 && supported_type(&input[0], schema) == Some(DataType::Boolean),
+        Expr::Function { input, function: FunctionExpr::Boolean(BooleanFunction::Not) } => {
+            input.len() == 1 && supported_type(&input[0], schema) == Some(DataType::Boolean)
+        }
         Expr::Function { input, function: FunctionExpr::Boolean(BooleanFunction::IsNull | BooleanFunction::IsNotNull) } => {
             input.len() == 1 && supported_type(&input[0], schema).is_some() && literal(&input[0]).is_none()
         }
         Expr::AnonymousFunction { input, .. } if decimal::is_arith(e) => input.iter().all(|i| supported_type(i, schema).is_some()),
         // f64 arithmetic, a number literal taking the f64 type as polars gives it.
         Expr::BinaryExpr { left, op: Operator::Plus | Operator::Minus | Operator::Multiply, right } => {
-            let f64_or_literal = |x: &Expr| literal(x).is_some_and(|c| c.dtype().is_primitive_numeric()) || supported_type(x, schema) == Some(DataType::Float64);
+            let f64_or_literal =
+                |x: &Expr| literal(x).is_some_and(|c| c.dtype().is_primitive_numeric()) || supported_type(x, schema) == Some(DataType::Float64);
             dtype == DataType::Float64 && f64_or_literal(left) && f64_or_literal(right) && !(literal(left).is_some() && literal(right).is_some())
         }
         _ => false,
@@ -208,7 +212,15 @@ mod tests {
             let want = df.clone().lazy().select([e.clone()]).collect().unwrap().columns()[0].clone();
             assert_eq!(got.as_materialized_series(), want.as_materialized_series(), "{e:?}");
         }
-        for e in [col("i") * lit(2), col("f") / col("g"), col("f").abs(), when(col("f").gt(lit(0))).then(col("f")).otherwise(lit(0.0)), lit(1.0) + lit(2.0), col("i").lt(lit(2.5)), col("s") + lit("x")] {
+        for e in [
+            col("i") * lit(2),
+            col("f") / col("g"),
+            col("f").abs(),
+            when(col("f").gt(lit(0))).then(col("f")).otherwise(lit(0.0)),
+            lit(1.0) + lit(2.0),
+            col("i").lt(lit(2.5)),
+            col("s") + lit("x"),
+        ] {
             assert!(!supported(&e, df.schema()), "{e:?} is left to polars");
         }
     }

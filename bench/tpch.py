@@ -38,15 +38,21 @@ def fresh(script, fmt, q, data):
     return float(timed([sys.executable, os.path.join(HERE, script), fmt, q, data])[1].split()[-1])
 
 def interleaved(a, q, fmt):
-    """Medians of rivulet -p 2, rivulet -p 1, DuckDB and polars, the engines taking turns in
-    each round, so that whatever one leaves behind (page cache, fragmented memory) falls on
-    every engine alike."""
-    runs = {"riv": [], "riv1": [], "duck": [], "pol": []}
-    for _ in range(a.runs):
-        runs["riv"].append(timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 2))[0])
-        runs["riv1"].append(timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 1))[0])
-        runs["duck"].append(fresh("q_duckdb.py", fmt, q, a.data))
-        runs["pol"].append(fresh("q_polars.py", fmt, q, a.data))
+    """Medians of rivulet -p 2, rivulet -p 1, DuckDB and polars. The engines take turns, and
+    the order turns one step each round, so that whatever a run leaves behind (page cache,
+    memory in 4 KiB pieces that huge pages must be compacted from) falls on every engine alike:
+    rivulet, which asks for huge pages, pays most for following another engine."""
+    engines = {
+        "riv": lambda: timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 2))[0],
+        "riv1": lambda: timed(rivulet_cmd(a.rivulet, q, fmt, a.data, 1))[0],
+        "duck": lambda: fresh("q_duckdb.py", fmt, q, a.data),
+        "pol": lambda: fresh("q_polars.py", fmt, q, a.data),
+    }
+    order = list(engines)
+    runs = {k: [] for k in order}
+    for r in range(a.runs):
+        for k in order[r % len(order):] + order[:r % len(order)]:
+            runs[k].append(engines[k]())
     return [statistics.median(runs[k]) for k in ("riv", "riv1", "duck", "pol")]
 
 def warm(f, runs):
@@ -74,7 +80,7 @@ def main():
     ap.add_argument("--queries", default=",".join(SQL)); ap.add_argument("--warm", action="store_true")
     a = ap.parse_args()
     con = duckdb.connect(config={"threads": 2})
-    print(f"TPC-H, data {a.data}, median of {a.runs} run(s); DuckDB and polars on 2 threads, one fresh process per query; rivulet -p 2 (and -p 1); engines take turns in each round")
+    print(f"TPC-H, data {a.data}, median of {a.runs} run(s); DuckDB and polars on 2 threads, one fresh process per query; rivulet -p 2 (and -p 1); engines take turns, the order rotating each round")
     head = f"{'query':6} {'format':8} {'rivulet':>8} {'-p 1':>8} {'duckdb':>8} {'polars':>8} {'rivulet/fastest':>16} {'p1/p2':>6}"
     print(head + (f" {'duckdb warm':>12} {'polars warm':>12} {'vs warm':>8}" if a.warm else ""))
     for fmt in a.formats.split(","):

@@ -1,6 +1,6 @@
-//! Keyed aggregation into a hash table of accumulators, for keys of one to four integer-like
-//! or string columns (strings get codes from a [`Dictionary`]) and the aggregates that fold
-//! into one number per key (`count`, `sum`, `mean`, `min`, `max`).
+//! Aggregation into a hash table of accumulators, for keys of up to four integer-like or
+//! string columns (strings get codes from a [`Dictionary`]; no key: one global group) and the
+//! aggregates that fold into one number per key (`count`, `sum`, `mean`, `min`, `max`).
 //!
 //! The frame-based reduction (see [`super::reduce`]) re-groups its state with polars as it
 //! grows: with a million keys each compaction hashes every state row again, and the state is
@@ -110,8 +110,9 @@ impl<const N: usize> Default for Key<N> {
 
 /// Assigns group numbers to keys, in order of first appearance.
 trait Groups: Send {
-    /// The group of each row of `keys`, new keys getting the next numbers, written to `ids`.
-    fn assign(&mut self, keys: &KeyColumns, ids: &mut Vec<u32>);
+    /// The group of each of the `rows` rows of `keys`, new keys getting the next numbers,
+    /// written to `ids`.
+    fn assign(&mut self, keys: &KeyColumns, rows: usize, ids: &mut Vec<u32>);
     fn len(&self) -> usize;
     /// The key columns of the groups, in group order: values (null keys as 0) and validity.
     fn columns(&self) -> Vec<(Vec<i64>, Vec<bool>)>;
@@ -215,8 +216,7 @@ impl<const N: usize> GroupMap<N> {
 }
 
 impl<const N: usize> Groups for GroupMap<N> {
-    fn assign(&mut self, keys: &KeyColumns, ids: &mut Vec<u32>) {
-        let rows = keys.values.first().map_or(0, |c| c.len());
+    fn assign(&mut self, keys: &KeyColumns, rows: usize, ids: &mut Vec<u32>) {
         ids.clear();
         if rows == 0 {
             return;
@@ -283,6 +283,31 @@ impl<const N: usize> Groups for GroupMap<N> {
     }
 }
 
+/// One global group (an aggregate without `key_by`): every row is group 0.
+struct OneGroup {
+    seen: bool,
+}
+
+impl Groups for OneGroup {
+    fn assign(&mut self, _: &KeyColumns, rows: usize, ids: &mut Vec<u32>) {
+        ids.clear();
+        ids.resize(rows, 0);
+        self.seen |= rows > 0;
+    }
+
+    fn len(&self) -> usize {
+        self.seen as usize
+    }
+
+    fn columns(&self) -> Vec<(Vec<i64>, Vec<bool>)> {
+        Vec::new()
+    }
+
+    fn clear(&mut self) {
+        self.seen = false;
+    }
+}
+
 /// The most key columns the table takes (the key's null bits fit in a byte).
 const MAX_KEYS: usize = 4;
 
@@ -326,8 +351,7 @@ impl AggregateTable {
     /// `state_schema` (the partial phase's output); `None` when the keys or aggregates need
     /// the frame-based reduction.
     pub fn new(plan: &AggregatePlan, input_schema: &Schema, state_schema: &Schema) -> Option<Self> {
-        if plan.keys.is_empty()
-            || plan.keys.len() > MAX_KEYS
+        if plan.keys.len() > MAX_KEYS
             || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(|d| fits_i64(d) || d == &DataType::String))
         {
             return None;
@@ -413,6 +437,7 @@ impl AggregateTable {
         };
         let key_types = plan.keys.iter().map(|k| state_schema.get(k).cloned()).collect::<Option<Vec<_>>>()?;
         let groups: Box<dyn Groups> = match plan.keys.len() {
+            0 => Box::new(OneGroup { seen: false }),
             1 => Box::new(GroupMap::<1>::new()),
             2 => Box::new(GroupMap::<2>::new()),
             3 => Box::new(GroupMap::<3>::new()),
@@ -477,7 +502,7 @@ impl AggregateTable {
     pub fn update_raw(&mut self, batch: &DataFrame) -> PolarsResult<()> {
         let keys = self.key_columns(batch)?;
         let inputs = self.evaluate(batch)?;
-        self.groups.assign(&keys, &mut self.ids);
+        self.groups.assign(&keys, batch.height(), &mut self.ids);
         let groups = self.groups.len();
         for slot in &mut self.slots {
             let (op, input) = slot.raw;
@@ -489,7 +514,7 @@ impl AggregateTable {
     /// Folds a batch of partial states (the state columns) into the table.
     pub fn update_state(&mut self, batch: &DataFrame) -> PolarsResult<()> {
         let keys = self.key_columns(batch)?;
-        self.groups.assign(&keys, &mut self.ids);
+        self.groups.assign(&keys, batch.height(), &mut self.ids);
         let groups = self.groups.len();
         for slot in &mut self.slots {
             let column = batch.column(slot.name.as_str())?.clone();
@@ -722,6 +747,13 @@ impl HashAggregateOperator {
     /// Sends the table on (partial phase) or its final values (final phase), and empties it.
     fn emit(&mut self, out: &mut dyn Collector) -> Result<()> {
         if self.table.is_empty() {
+            // A global aggregate over no rows still answers one row (count 0, others null).
+            if self.phase == Phase::Final && self.plan.keyless() {
+                let empty = self.table.state().map_err(|e| self.fail(e))?;
+                let row = self.plan.finalize(self.plan.merge(empty.lazy())).collect().map_err(|e| self.fail(e))?;
+                NodeMetrics::add(&self.metrics.nodes[self.node].rows_out, row.height() as u64);
+                return out.collect(row);
+            }
             return Ok(());
         }
         let state = self.table.state().map_err(|e| self.fail(e))?;
@@ -807,6 +839,9 @@ mod tests {
     }
 
     fn sorted(df: DataFrame, keys: &[&str]) -> DataFrame {
+        if keys.is_empty() {
+            return df;
+        }
         df.sort(keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(), SortMultipleOptions::default().with_nulls_last(true)).unwrap()
     }
 
@@ -890,9 +925,9 @@ mod tests {
     }
 
     #[test]
-    fn equals_polars_on_integer_like_date_and_string_keys_with_nulls() {
+    fn equals_polars_without_keys_and_on_integer_like_date_and_string_keys_with_nulls() {
         let input = data();
-        for keys in [&["k"][..], &["k32", "ku"], &["d"], &["k", "k32", "d"], &["s"], &["s", "k32"], &["k", "s", "ku", "d"]] {
+        for keys in [&[][..], &["k"], &["k32", "ku"], &["d"], &["k", "k32", "d"], &["s"], &["s", "k32"], &["k", "s", "ku", "d"]] {
             check(&plan(keys, every_aggregate()), &input);
         }
     }
@@ -955,7 +990,7 @@ mod tests {
         };
         assert!(!refuses(&["s", "k"], spec("n", Count, None)), "string keys get codes");
         assert!(refuses(&["f"], spec("n", Count, None)), "float keys");
-        assert!(refuses(&[], spec("n", Count, None)), "one global group");
+        assert!(!refuses(&[], spec("n", Count, None)), "one global group");
         assert!(refuses(&["k"], spec("m", Min, Some(col("f")))), "float extremes (NaN rules)");
         assert!(refuses(&["k"], spec("m", Median, Some(col("f")))), "lists of values");
         assert!(refuses(&["k"], spec("s", Sum, Some(col("i")))), "an Int32 sum stays Int32 and wraps there");

@@ -53,6 +53,17 @@ enum Acc {
     I128(Vec<i128>),
 }
 
+impl Acc {
+    /// Forgets every group's value (keeping the capacity).
+    fn clear(&mut self) {
+        match self {
+            Acc::I64(v) => v.clear(),
+            Acc::F64(v) => v.clear(),
+            Acc::I128(v) => v.clear(),
+        }
+    }
+}
+
 /// A number an accumulator holds.
 trait Num: NativeType + PartialOrd + Default {
     fn plus(self, other: Self) -> Self;
@@ -124,28 +135,14 @@ trait Groups: Send {
 /// group number + 1, so a probe compares keys only when those bits match.
 ///
 /// With millions of groups every probe misses the caches twice (the slot, then the key). The
-/// hashes of a batch are computed first, so the slot of the row `AHEAD` rows on is prefetched,
-/// and the key of the row `AHEAD / 2` on (whose slot has arrived by then): the misses overlap
+/// hashes of a batch are computed first, so the slot of the row `PREFETCH_AHEAD` rows on is
+/// prefetched, and the key of the row `PREFETCH_AHEAD / 2` on (whose slot has arrived by then): the misses overlap
 /// instead of queuing. (A 10 M-key group-by spent most of its time in these probes.)
 struct GroupMap<const N: usize> {
     slots: Vec<u64>,
     keys: Vec<Key<N>>,
     hasher: PlRandomState,
     hashes: Vec<u64>,
-}
-
-/// How far ahead of the probing row the slot is prefetched (the key: half as far).
-const AHEAD: usize = 16;
-
-#[inline(always)]
-fn prefetch_address<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching never faults and has no effect on memory.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 impl<const N: usize> GroupMap<N> {
@@ -202,10 +199,10 @@ impl<const N: usize> GroupMap<N> {
     /// cache) the key of the group it holds.
     #[inline(always)]
     fn prefetch(&self, i: usize) {
-        if let Some(&h) = self.hashes.get(i + AHEAD) {
+        if let Some(&h) = self.hashes.get(i + PREFETCH_AHEAD) {
             prefetch_address(self.slots.as_ptr().wrapping_add(h as usize & self.mask()));
         }
-        if let Some(&h) = self.hashes.get(i + AHEAD / 2) {
+        if let Some(&h) = self.hashes.get(i + PREFETCH_AHEAD / 2) {
             let slot = self.slots[h as usize & self.mask()];
             let id = (slot as u32).wrapping_sub(1) as usize;
             if slot != 0 && id < self.keys.len() {
@@ -240,12 +237,10 @@ impl<const N: usize> Groups for GroupMap<N> {
         };
         // Prefetching pays when the table is beyond the caches.
         let far = self.slots.len() > PREFETCH_GROUPS;
-        let mut hashes = std::mem::take(&mut self.hashes);
-        hashes.clear();
+        self.hashes.clear();
         if far {
-            hashes.extend((0..rows).map(|i| self.hasher.hash_one(row_key(i))));
+            self.hashes.extend((0..rows).map(|i| self.hasher.hash_one(row_key(i))));
         }
-        self.hashes = hashes;
         let mut last: Option<(Key<N>, u32)> = None;
         for i in 0..rows {
             let key = row_key(i);
@@ -351,9 +346,7 @@ impl AggregateTable {
     /// `state_schema` (the partial phase's output); `None` when the keys or aggregates need
     /// the frame-based reduction.
     pub fn new(plan: &AggregatePlan, input_schema: &Schema, state_schema: &Schema) -> Option<Self> {
-        if plan.keys.len() > MAX_KEYS
-            || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(|d| fits_i64(d) || d == &DataType::String))
-        {
+        if plan.keys.len() > MAX_KEYS || plan.keys.iter().any(|k| !state_schema.get(k).is_some_and(|d| fits_i64(d) || d == &DataType::String)) {
             return None;
         }
         let (shared, args) = plan.shared_parts();
@@ -574,11 +567,7 @@ impl AggregateTable {
         self.dictionaries.iter_mut().flatten().for_each(Dictionary::clear);
         for slot in &mut self.slots {
             slot.seen.clear();
-            match &mut slot.acc {
-                Acc::I64(v) => v.clear(),
-                Acc::F64(v) => v.clear(),
-                Acc::I128(v) => v.clear(),
-            }
+            slot.acc.clear();
         }
     }
 }
@@ -598,13 +587,7 @@ fn fold(slot: &mut Slot, op: Op, input: Option<&Column>, ids: &[u32], groups: us
     match (&mut slot.acc, op) {
         (Acc::I64(acc), Op::Rows) => {
             acc.resize(groups, 0);
-            let far = groups > PREFETCH_GROUPS;
-            ids.iter().enumerate().for_each(|(i, &g)| {
-                if far {
-                    prefetch(acc, ids, i + PREFETCH_AHEAD);
-                }
-                acc[g as usize] += 1
-            });
+            count_each(acc, ids, groups);
         }
         (Acc::I64(acc), Op::Valid) => {
             acc.resize(groups, 0);
@@ -612,14 +595,8 @@ fn fold(slot: &mut Slot, op: Op, input: Option<&Column>, ids: &[u32], groups: us
             for chunk in input.expect("a count of values has an input").as_materialized_series().chunks() {
                 let ids = &ids[offset..offset + chunk.len()];
                 offset += chunk.len();
-                let far = groups > PREFETCH_GROUPS;
                 match chunk.validity().filter(|b| b.unset_bits() > 0) {
-                    None => ids.iter().enumerate().for_each(|(i, &g)| {
-                        if far {
-                            prefetch(acc, ids, i + PREFETCH_AHEAD);
-                        }
-                        acc[g as usize] += 1
-                    }),
+                    None => count_each(acc, ids, groups),
                     Some(b) => ids.iter().zip(b.iter()).for_each(|(&g, ok)| acc[g as usize] += ok as i64),
                 }
             }
@@ -679,23 +656,42 @@ where
     Ok(())
 }
 
-/// With more groups than this, accumulators are beyond the caches: each row's update is a
-/// memory access, so the one `PREFETCH_AHEAD` rows on is requested early (the group ids of a
-/// batch are known before any accumulator is updated). A 10 M-key group-by spent most of its
-/// time waiting for these.
+/// With more groups than this (or more slots in the group table), accumulators and slots are
+/// beyond the caches: each row's update is a memory access, so the one `PREFETCH_AHEAD` rows on
+/// is requested early (the group ids of a batch are known before any accumulator is updated).
+/// A 10 M-key group-by spent most of its time waiting for these.
 const PREFETCH_GROUPS: usize = 1 << 16;
 const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to bring the memory at `p` into the caches.
+#[inline(always)]
+fn prefetch_address<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching never faults and has no effect on memory.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p as *const i8, std::arch::x86_64::_MM_HINT_T0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Asks the CPU to fetch the accumulator of row `i`'s group (no-op past the end).
 #[inline(always)]
 fn prefetch<T>(acc: &[T], ids: &[u32], i: usize) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(&g) = ids.get(i) {
-        // SAFETY: prefetching has no effect on memory; the address is within `acc`.
-        unsafe { std::arch::x86_64::_mm_prefetch(acc.as_ptr().add(g as usize) as *const i8, std::arch::x86_64::_MM_HINT_T0) }
+        prefetch_address(acc.as_ptr().wrapping_add(g as usize));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (acc, ids, i);
+}
+
+/// Adds 1 to the accumulator of each row's group.
+fn count_each(acc: &mut [i64], ids: &[u32], groups: usize) {
+    let far = groups > PREFETCH_GROUPS;
+    ids.iter().enumerate().for_each(|(i, &g)| {
+        if far {
+            prefetch(acc, ids, i + PREFETCH_AHEAD);
+        }
+        acc[g as usize] += 1
+    });
 }
 
 /// Partial states of at most this many groups times the batch size are held by the partial

@@ -116,20 +116,26 @@ impl StatelessOperator {
         StatelessOperator { steps, metrics, direct_filter: std::cell::OnceCell::new() }
     }
 
-    /// The whole group as one plan; a parse that did not match counts as a failure.
-    fn fused(&self, batch: DataFrame) -> Option<DataFrame> {
+    /// The whole group as one plan, and the rows each step emitted; a parse that did not
+    /// match counts as a failure.
+    fn fused(&self, batch: DataFrame) -> Option<(DataFrame, Vec<u64>)> {
         let mut steps = &self.steps[..];
         let mut batch = batch;
+        // Filters run eagerly, so the rows after each step are known; only an explode (the last
+        // step of a group) changes the count lazily.
+        let mut rows = Vec::with_capacity(steps.len());
         if let Some(Step::Filter(predicate)) = steps.first().map(|s| &s.step)
             && *self.direct_filter.get_or_init(|| row_eval::supported(predicate, batch.schema()))
         {
             let keep = row_eval::eval(predicate, &batch).ok()?;
             batch = batch.filter(keep.bool().ok()?).ok()?;
+            rows.push(batch.height() as u64);
             steps = &steps[1..];
             if steps.is_empty() {
-                return Some(batch);
+                return Some((batch, rows));
             }
         }
+        let mut current = batch.height() as u64;
         let mut lf = batch.lazy();
         for s in steps {
             lf = match &s.step {
@@ -140,18 +146,24 @@ impl StatelessOperator {
                 Step::Filter(predicate) => {
                     let df = lf.with_column(predicate.clone().alias(KEEP_COLUMN)).collect().ok()?;
                     let keep = df.column(KEEP_COLUMN).ok()?.bool().ok()?.clone();
-                    df.drop(KEEP_COLUMN).ok()?.filter(&keep).ok()?.lazy()
+                    let df = df.drop(KEEP_COLUMN).ok()?.filter(&keep).ok()?;
+                    current = df.height() as u64;
+                    df.lazy()
                 }
                 step => step.apply(lf),
             };
+            rows.push(current);
         }
         let df = lf.collect().ok()?;
+        if let (Some(last), Some(Step::Explode(_))) = (rows.last_mut(), self.steps.last().map(|s| &s.step)) {
+            *last = df.height() as u64;
+        }
         match self.steps.last().map(|s| &s.step) {
             Some(Step::Parse { .. }) => {
                 let marks = df.column(MISMATCH_COLUMN).ok()?.bool().ok()?;
-                if marks.any() { None } else { df.drop(MISMATCH_COLUMN).ok() }
+                if marks.any() { None } else { Some((df.drop(MISMATCH_COLUMN).ok()?, rows)) }
             }
-            _ => Some(df),
+            _ => Some((df, rows)),
         }
     }
 
@@ -282,29 +294,25 @@ impl Operator for StatelessOperator {
     fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
         let rows_in = batch.height() as u64;
         let start = Instant::now();
-        let Some(result) = self.fused(batch.clone()) else {
+        let Some((result, emitted)) = self.fused(batch.clone()) else {
             return match self.step_by_step(batch, out)? {
                 Some(df) if df.height() > 0 => out.collect(df),
                 _ => Ok(()),
             };
         };
         let elapsed = start.elapsed() / self.steps.len() as u32;
-        let rows_out = result.height() as u64;
         let mut rows = rows_in;
-        for s in &self.steps {
+        for (s, &next) in self.steps.iter().zip(&emitted) {
             let m = &self.metrics.nodes[s.id];
             NodeMetrics::add(&m.rows_in, rows);
             if matches!(s.step, Step::Filter(_)) {
-                NodeMetrics::add(&m.filtered, rows.saturating_sub(rows_out));
-                rows = rows_out;
-            } else if matches!(s.step, Step::Explode(_)) {
-                // An explode ends its fused group: what it emits is the result.
-                rows = rows_out;
+                NodeMetrics::add(&m.filtered, rows - next);
             }
-            NodeMetrics::add(&m.rows_out, rows);
+            NodeMetrics::add(&m.rows_out, next);
             m.add_time(elapsed);
+            rows = next;
         }
-        if rows_out == 0 {
+        if result.height() == 0 {
             return Ok(());
         }
         out.collect(result)
@@ -334,6 +342,26 @@ mod tests {
         assert_eq!(out.batches[0], df!("b" => [20, 30]).unwrap());
         let get = |i: usize| (NodeMetrics::get(&metrics.nodes[i].rows_in), NodeMetrics::get(&metrics.nodes[i].rows_out));
         assert_eq!([get(0), get(1), get(2)], [(3, 3), (3, 2), (2, 2)]);
+        assert_eq!(NodeMetrics::get(&metrics.nodes[1].filtered), 1);
+    }
+
+    #[test]
+    fn a_filter_fused_with_an_explode_counts_the_rows_it_kept() {
+        let metrics = Arc::new(Metrics::new(3));
+        let steps = vec![
+            fs(0, "w", Step::With(vec![lit(1).alias("one")]), OnError::Fail),
+            fs(1, "f", Step::Filter(col("k").gt(lit(1))), OnError::Fail),
+            fs(2, "e", Step::Explode(vec!["tags".into()]), OnError::Fail),
+        ];
+        let mut op = StatelessOperator::new(steps, metrics.clone());
+        let mut out = Collected::default();
+        let tags = Series::new("tags".into(), [Series::new("".into(), ["a", "b", "c"]), Series::new("".into(), ["d", "e", "f"]), Series::new("".into(), ["g", "h", "i"])]);
+        let input = DataFrame::new(3, vec![Series::new("k".into(), [1, 2, 3]).into_column(), tags.into_column()]).unwrap();
+        op.process(input, &mut out).unwrap();
+        assert_eq!(out.batches[0].height(), 6);
+        let get = |i: usize| (NodeMetrics::get(&metrics.nodes[i].rows_in), NodeMetrics::get(&metrics.nodes[i].rows_out));
+        // The filter kept 2 rows of 3 (not the 6 the explode made of them).
+        assert_eq!([get(0), get(1), get(2)], [(3, 3), (3, 2), (2, 6)]);
         assert_eq!(NodeMetrics::get(&metrics.nodes[1].filtered), 1);
     }
 

@@ -439,6 +439,7 @@ impl Builder<'_> {
                 linger: std::time::Duration::from_millis(s.linger_ms),
             }),
             row_group_filter: Vec::new(),
+            reader_filter: None,
         };
         let detail = match &config.follow {
             Some(f) if matches!(f.input, FollowInput::Stdin) => "standard input".to_string(),

@@ -10,6 +10,7 @@ use super::expr::{clean, columns_of};
 use super::logical::{Edge, LogicalGraph, Node, NodeKind, Partitioning, output_schema};
 use crate::exec::operators::hash_aggregate::AggregateTable;
 use crate::exec::operators::reduce::Reduce;
+use crate::exec::operators::row_eval;
 use crate::exec::operators::stateless::{SEQ_COLUMN, Step};
 use crate::exec::operators::window::LATE;
 use crate::pipeline::Chain;
@@ -18,6 +19,7 @@ use crate::pipeline::Chain;
 pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     let mut g = two_phase_aggregation(graph)?;
     prune_partitions(&mut g)?;
+    reread_for_joins(&mut g);
     push_row_group_filter(&mut g);
     push_projection(&mut g)?;
     build_side_first(&mut g);
@@ -45,6 +47,95 @@ fn build_side_first(g: &mut LogicalGraph) {
         }
         g.nodes[id].notes.push("right input read first: the left input waits upstream instead of being buffered".to_string());
     }
+}
+
+/// Gives a join whose left input shares its source with other consumers (TPC-H Q18 reads
+/// lineitem for an aggregate whose result feeds the join's right side, and for the join's left
+/// side) a second read of that source. Otherwise the join holds its whole left input in memory
+/// until its right side is complete (see [`build_side_first`]); with a copy of its own, the left
+/// source waits and then streams. Only for Parquet and IPC sources, whose columns are read
+/// again at a fraction of the cost of holding them (a CSV file is parsed again at full cost),
+/// and for a path of row-by-row operators that reject nothing (a copy would count rejections
+/// twice). Copies are named `<name>/reread` and placed just before the join, keeping the
+/// node order topological.
+fn reread_for_joins(g: &mut LogicalGraph) {
+    if g.nodes.iter().any(|n| matches!(&n.kind, NodeKind::Source(c) if c.follow.is_some())) {
+        return;
+    }
+    let mut join = 0;
+    while join < g.nodes.len() {
+        if let Some(path) = rereadable_left_input(g, join) {
+            copy_path_before(g, &path, join);
+            // The join moved past its new inputs.
+            join += path.len();
+        }
+        join += 1;
+    }
+}
+
+/// The path from a Parquet or IPC source to the left input of `join` (left input first) when
+/// that input is shared with other consumers and can be read a second time.
+fn rereadable_left_input(g: &LogicalGraph, join: usize) -> Option<Vec<usize>> {
+    let NodeKind::Join(plan) = &g.nodes[join].kind else { return None };
+    let left = g.inputs(join).next()?.from;
+    if !plan.how.streams_left() || feeds_only(g, left, join) {
+        return None;
+    }
+    let mut path = vec![left];
+    loop {
+        let n = *path.last()?;
+        if g.nodes[n].on_error != crate::pipeline::OnError::Fail {
+            return None;
+        }
+        match &g.nodes[n].kind {
+            NodeKind::Source(c) if matches!(c.format, crate::pipeline::SourceFormat::Parquet | crate::pipeline::SourceFormat::Ipc) => return Some(path),
+            NodeKind::Stateless(_) => {
+                let inputs: Vec<usize> = g.inputs(n).map(|e| e.from).collect();
+                let [input] = inputs.as_slice() else { return None };
+                path.push(*input);
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Inserts copies of the nodes of `path` (a chain, its last node upstream) just before `join`,
+/// and points the join's left input at the copy of the path's first node.
+fn copy_path_before(g: &mut LogicalGraph, path: &[usize], join: usize) {
+    let shift = |id: usize| if id >= join { id + path.len() } else { id };
+    // The copies take ids join..join + len, upstream first.
+    let copy = |n: usize| join + path.len() - 1 - path.iter().position(|&p| p == n).expect("on the path");
+    let source = *path.last().expect("a path has a source");
+    let joined = g.nodes[join].name.clone();
+    let copies: Vec<Node> = path
+        .iter()
+        .rev()
+        .map(|&n| {
+            let mut node = g.nodes[n].clone();
+            node.notes.push(if n == source {
+                format!("'{}' read again for join '{joined}': its left input then streams instead of being held until the right side is complete", g.nodes[n].name)
+            } else {
+                format!("a copy of '{}' on the second read of '{}'", g.nodes[n].name, g.nodes[source].name)
+            });
+            node.name = format!("{}/reread", node.name);
+            node
+        })
+        .collect();
+    let left_edge = g.edges.iter().position(|e| e.to == join).expect("a join has a left input");
+    let inner: Vec<Edge> = path
+        .windows(2)
+        .map(|w| {
+            let partitioning = g.edges.iter().find(|e| e.from == w[1] && e.to == w[0]).expect("the path is connected").partitioning.clone();
+            Edge { from: copy(w[1]), to: copy(w[0]), partitioning }
+        })
+        .collect();
+    for e in &mut g.edges {
+        e.from = shift(e.from);
+        e.to = shift(e.to);
+    }
+    g.edges[left_edge].from = copy(path[0]);
+    g.edges.extend(inner);
+    g.nodes.splice(join..join, copies);
 }
 
 /// True when `node` and everything upstream of it send rows only to each other, and to `sink`
@@ -186,13 +277,35 @@ fn push_row_group_filter(g: &mut LogicalGraph) {
         }
         let stored: Schema = config.schema.iter().filter(|(n, t)| config.raw_schema.get(n) == Some(*t)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
         let bounds = statistics_bounds(&predicate, &stored);
-        if bounds.is_empty() {
-            continue;
+        let reader_filter = reader_filter(&predicate, &stored, consumer);
+        let mut notes = Vec::new();
+        if !bounds.is_empty() {
+            let shown: Vec<String> = bounds.iter().map(|p| format!("{p:?}")).collect();
+            config.row_group_filter = bounds;
+            notes.push(format!("predicate pushed to reader: row groups skipped by min/max statistics where not {}", shown.join(" AND ")));
         }
-        let shown: Vec<String> = bounds.iter().map(|p| format!("{p:?}")).collect();
-        config.row_group_filter = bounds;
-        g.nodes[id].notes.push(format!("predicate pushed to reader: row groups skipped by min/max statistics where not {}", shown.join(" AND ")));
+        if let Some(filter) = reader_filter {
+            notes.push(format!("predicate evaluated in the reader: {} decoded first, the other columns only for rows where {:?}", filter.columns.join(", "), filter.predicate));
+            config.reader_filter = Some(filter);
+        }
+        g.nodes[id].notes.extend(notes);
     }
+}
+
+/// The conjuncts of a filter's `predicate` that the Parquet reader can evaluate itself: those
+/// reading stored columns only (not partition columns, nor columns cast on reading), in
+/// expressions that [`row_eval`] computes directly.
+fn reader_filter(predicate: &Expr, stored: &Schema, consumer: usize) -> Option<crate::exec::sources::ReaderFilter> {
+    let parts: Vec<Expr> = conjuncts(predicate)
+        .into_iter()
+        .filter(|c| {
+            let cols = columns_of(c);
+            !cols.is_empty() && cols.iter().all(|c| stored.contains(c)) && row_eval::supported(c, stored)
+        })
+        .collect();
+    let predicate = parts.into_iter().reduce(|a, b| a.and(b))?;
+    let columns = columns_of(&predicate).into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    Some(crate::exec::sources::ReaderFilter { predicate, columns, consumer })
 }
 
 /// Splits every reduction (aggregate, sort, distinct) into a partial phase (same parallelism

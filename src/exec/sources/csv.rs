@@ -248,7 +248,7 @@ impl ChunkParser for CsvChunkParser {
             && !has_blank_line(&chunk)
             && let Ok(df) = self.read(&chunk, Some(records))
         {
-            return Ok(Parsed { df: Some(df), rejected: Vec::new() });
+            return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 });
         }
         // Slow path: check record by record.
         let base = lines.line_at(offset);
@@ -260,7 +260,7 @@ impl ChunkParser for CsvChunkParser {
             rejected.push(Rejection::in_file(&split.path, base + span.line - 1, offset + span.start as u64, 1, ErrorKind::Type, message, raw));
         }
         rejected.sort_by_key(|r| r.offset);
-        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected })
+        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected, dropped: 0 })
     }
 }
 

@@ -80,6 +80,22 @@ pub struct SourceConfig {
     /// Parquet: comparisons of a column with a constant, from a filter right after the source;
     /// a row group whose min/max statistics show that no row can pass one of them is not read.
     pub row_group_filter: Vec<Expr>,
+    /// Parquet: a filter right after the source, evaluated while reading (see [`ReaderFilter`]).
+    pub reader_filter: Option<ReaderFilter>,
+}
+
+/// Late materialization: the reader decodes the columns of `predicate` first, and the other
+/// columns only for the rows that pass. The filter operator (node `consumer`) still runs on
+/// what the reader emits; the rows dropped here are counted as rows it received and filtered,
+/// so the summary reads as if it had seen them.
+#[derive(Clone, Debug)]
+pub struct ReaderFilter {
+    /// The conjuncts of the filter that read stored columns only, ANDed.
+    pub predicate: Expr,
+    /// The columns the predicate reads.
+    pub columns: Vec<String>,
+    /// The filter operator's node.
+    pub consumer: usize,
 }
 
 /// How a source follows unbounded input.
@@ -188,6 +204,7 @@ impl SourceConfig {
             regex: None,
             follow: None,
             row_group_filter: Vec::new(),
+            reader_filter: None,
         }
     }
 
@@ -442,6 +459,8 @@ fn read_range(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec
 pub struct Parsed {
     df: Option<DataFrame>,
     rejected: Vec<Rejection>,
+    /// Rows read but dropped by the source's [`ReaderFilter`] (counted for its filter).
+    dropped: u64,
 }
 
 /// Parses one chunk of a split into a frame and rejections that name file, line and column.
@@ -638,6 +657,14 @@ impl Source for FileSource {
                 }
                 Some(parsed) => {
                     self.reject(parsed.rejected)?;
+                    if parsed.dropped > 0 {
+                        // Read, then filtered in the reader for the filter operator after it.
+                        NodeMetrics::add(&m.rows_in, parsed.dropped);
+                        NodeMetrics::add(&m.rows_out, parsed.dropped);
+                        let consumer = self.config.reader_filter.as_ref().map(|f| &metrics.nodes[f.consumer]).expect("only a reader filter drops rows");
+                        NodeMetrics::add(&consumer.rows_in, parsed.dropped);
+                        NodeMetrics::add(&consumer.filtered, parsed.dropped);
+                    }
                     parsed.df
                 }
             };

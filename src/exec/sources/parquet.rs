@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::exec::guard::catch_panic;
 use crate::pipeline::OnError;
+use crate::exec::operators::row_eval;
 use crate::plan::expr::clean;
+use super::ReaderFilter;
 
 fn open(path: &Path) -> std::result::Result<ParquetReader<File>, String> {
     let file = File::open(path).map_err(|e| format!("cannot open the file: {e}"))?;
@@ -208,7 +210,7 @@ impl SplitReader for ParquetSplit {
         let rows = format!("rows {}..{}", split.start, split.end);
         let reject = |kind: ErrorKind, message: String| {
             let r = Rejection::of_file(&split.path, kind, message);
-            Ok(Some(Parsed { df: None, rejected: vec![r] }))
+            Ok(Some(Parsed { df: None, rejected: vec![r], dropped: 0 }))
         };
         let mut reader = match open(&split.path) {
             Ok(r) => r,
@@ -224,9 +226,11 @@ impl SplitReader for ParquetSplit {
         };
         let file_len = std::fs::metadata(&split.path).map_or(0, |m| m.len());
         let mut first_row = 0u64;
+        let mut row_group = None;
         for (i, rg) in meta.row_groups.iter().enumerate() {
             let n = rg.num_rows() as u64;
             if first_row == split.start {
+                row_group = (first_row + n == split.end).then_some(i);
                 let checked = rg.parquet_columns().iter().try_for_each(|c| {
                     let root = c.descriptor().path_in_schema.first().map(|s| s.as_str()).unwrap_or("");
                     if columns.as_ref().is_some_and(|p| !p.iter().any(|name| name == root)) {
@@ -244,6 +248,28 @@ impl SplitReader for ParquetSplit {
             }
             first_row += n;
         }
+        if let (Some(filter), Some(rg)) = (&self.config.reader_filter, row_group) {
+            let fields = match reader.schema() {
+                Ok(f) => f,
+                Err(e) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
+            };
+            let projection: Vec<String> = columns.unwrap_or_else(|| fields.iter_names().map(|n| n.to_string()).collect());
+            let path = split.path.clone();
+            let read = catch_panic(|| read_filtered(&path, &meta, rg, &fields, &projection, filter));
+            let (df, dropped) = match read {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
+                Err(p) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {p}")),
+            };
+            return match super::cast_declared(&self.config, df) {
+                Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new(), dropped })),
+                Err(e) => Err(Error::execution(
+                    "source",
+                    &self.config.name,
+                    format!("{}: cannot convert {rows} to the declared types: {}", split.path.display(), clean(&e)),
+                )),
+            };
+        }
         let (start, len) = (split.start as usize, (split.end - split.start) as usize);
         let df = match catch_panic(move || reader.with_slice(Some((start, len))).with_columns(columns).finish()) {
             Ok(Ok(df)) => df,
@@ -255,7 +281,7 @@ impl SplitReader for ParquetSplit {
             }
         };
         match super::cast_declared(&self.config, df) {
-            Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new() })),
+            Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 })),
             Err(e) => Err(Error::execution(
                 "source",
                 &self.config.name,
@@ -263,4 +289,58 @@ impl SplitReader for ParquetSplit {
             )),
         }
     }
+}
+
+/// Reads row group `rg` of `path` (its `projection` columns) with `filter` applied: the
+/// predicate's columns are decoded first, and the others only at the rows that pass, unless
+/// most rows pass (then everything is decoded and the filter operator does the work). Returns
+/// the rows and how many were dropped.
+fn read_filtered(path: &Path, meta: &FileMetadata, rg: usize, fields: &ArrowSchema, projection: &[String], filter: &ReaderFilter) -> PolarsResult<(DataFrame, u64)> {
+    use polars_parquet::read::Filter;
+    use std::os::unix::fs::FileExt;
+    let md = &meta.row_groups[rg];
+    let rows = md.num_rows();
+    let file = File::open(path)?;
+    let decode = |name: &str, filter: Option<Filter>| -> PolarsResult<Column> {
+        let field = fields.get(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
+        let chunks = md.columns_under_root_iter(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
+        // The column chunks are read into memory (reused from batch to batch), not mapped.
+        let chunks = chunks
+            .map(|c| {
+                let range = c.byte_range();
+                let mut bytes = vec![0u8; (range.end - range.start) as usize];
+                file.read_exact_at(&mut bytes, range.start)?;
+                Ok((c, polars_buffer::Buffer::from_vec(bytes)))
+            })
+            .collect::<PolarsResult<Vec<_>>>()?;
+        let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks, field.clone(), filter)?;
+        Ok(Series::try_from((field, arrays))?.into_column())
+    };
+    let live = filter.columns.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
+    let live = DataFrame::new(rows, live)?;
+    let pass = row_eval::eval(&filter.predicate, &live)?;
+    let pass = if pass.len() == 1 && rows != 1 { pass.new_from_index(0, rows) } else { pass };
+    let pass = pass.bool()?.rechunk();
+    let array = pass.downcast_as_array();
+    let mask = match array.validity() {
+        Some(valid) => array.values() & valid,
+        None => array.values().clone(),
+    };
+    let kept = mask.set_bits();
+    // Decoding at a mask pays when it skips most rows.
+    let dense = kept * 2 > rows;
+    let mut out = Vec::with_capacity(projection.len());
+    for name in projection {
+        let column = match live.column(name) {
+            Ok(c) if dense => c.clone(),
+            Ok(c) => c.filter(&pass)?,
+            Err(_) if dense => decode(name, None)?,
+            Err(_) if kept == 0 => Column::new_empty(name.as_str().into(), &DataType::from_arrow_field(fields.get(name).expect("decoded above"))),
+            Err(_) if fields.get(name).is_some_and(|f| f.dtype().is_nested()) => decode(name, None)?.filter(&pass)?,
+            Err(_) => decode(name, Some(Filter::Mask(mask.clone())))?,
+        };
+        out.push(column);
+    }
+    let height = if dense { rows } else { kept };
+    Ok((DataFrame::new(height, out)?, (rows - height) as u64))
 }

@@ -296,23 +296,26 @@ impl SplitReader for ParquetSplit {
 /// most rows pass (then everything is decoded and the filter operator does the work). Returns
 /// the rows and how many were dropped.
 fn read_filtered(path: &Path, meta: &FileMetadata, rg: usize, fields: &ArrowSchema, projection: &[String], filter: &ReaderFilter) -> PolarsResult<(DataFrame, u64)> {
+    use polars::io::mmap::ReaderBytes;
     use polars_parquet::read::Filter;
-    use std::os::unix::fs::FileExt;
     let md = &meta.row_groups[rg];
     let rows = md.num_rows();
-    let file = File::open(path)?;
+    let mut file = File::open(path)?;
+    // The file is mapped, as polars' reader does: the column chunks are the page cache's pages,
+    // not copies in freshly allocated memory.
+    let bytes = match ReaderBytes::from(&mut file) {
+        ReaderBytes::Owned(mapped) => mapped,
+        ReaderBytes::Borrowed(b) => polars_buffer::Buffer::from_vec(b.to_vec()),
+    };
     let decode = |name: &str, filter: Option<Filter>| -> PolarsResult<Column> {
         let field = fields.get(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
         let chunks = md.columns_under_root_iter(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
-        // The column chunks are read into memory (reused from batch to batch), not mapped.
         let chunks = chunks
             .map(|c| {
                 let range = c.byte_range();
-                let mut bytes = vec![0u8; (range.end - range.start) as usize];
-                file.read_exact_at(&mut bytes, range.start)?;
-                Ok((c, polars_buffer::Buffer::from_vec(bytes)))
+                (c, bytes.clone().sliced(range.start as usize..range.end as usize))
             })
-            .collect::<PolarsResult<Vec<_>>>()?;
+            .collect::<Vec<_>>();
         let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks, field.clone(), filter)?;
         Ok(Series::try_from((field, arrays))?.into_column())
     };

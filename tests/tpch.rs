@@ -85,11 +85,18 @@ fn tpch_queries_match_duckdb_at_sf_0_01() {
     let dir = tmp.path().join("tpch");
     copy_dir(&root().join("pipelines/tpch"), &dir);
     generate(&dir);
+    let failures = compare_with_duckdb(&dir, |sql| sql.to_string());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Runs every query in `dir` at parallelism 1 and 4 and compares each answer with DuckDB's
+/// answer to its SQL (as `sql_for` rewrites it); returns the differences.
+fn compare_with_duckdb(dir: &Path, sql_for: impl Fn(&str) -> String) -> Vec<String> {
     let mut failures = Vec::new();
     for (q, ordered, sql) in QUERIES {
-        let expected = duckdb_csv_in(&dir, sql);
+        let expected = duckdb_csv_in(dir, &sql_for(sql));
         for p in ["1", "4"] {
-            let out = run_in(&dir, &["run", &format!("{q}.toml"), "-q", "-p", p]);
+            let out = run_in(dir, &["run", &format!("{q}.toml"), "-q", "-p", p]);
             if !out.status.success() {
                 failures.push(format!("{q} -p {p}: {}", stderr(&out)));
                 continue;
@@ -100,7 +107,7 @@ fn tpch_queries_match_duckdb_at_sf_0_01() {
             }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    failures
 }
 
 /// The same queries over Parquet files (several row groups each), where the readers filter
@@ -117,24 +124,12 @@ fn tpch_queries_on_parquet_match_duckdb_at_sf_0_01() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut failures = Vec::new();
-    for (q, ordered, sql) in QUERIES {
+    for (q, _, _) in QUERIES {
         let file = dir.join(format!("{q}.toml"));
         let text = std::fs::read_to_string(&file).unwrap().replace("format = \"csv\"\npath", "format = \"parquet\"\npath").replace("*.csv\"", "*.parquet\"");
         std::fs::write(&file, text).unwrap();
-        let expected = duckdb_csv_in(&dir, &sql.replace("read_csv(", "read_parquet(").replace(".csv')", ".parquet')"));
-        for p in ["1", "4"] {
-            let out = run_in(&dir, &["run", &format!("{q}.toml"), "-q", "-p", p]);
-            if !out.status.success() {
-                failures.push(format!("{q} -p {p}: {}", stderr(&out)));
-                continue;
-            }
-            let diff = if ordered { csv_diff_ordered(&stdout(&out), &expected) } else { csv_diff(&stdout(&out), &expected) };
-            if let Some(d) = diff {
-                failures.push(format!("{q} -p {p}: {d}"));
-            }
-        }
     }
+    let failures = compare_with_duckdb(&dir, |sql| sql.replace("read_csv(", "read_parquet(").replace(".csv')", ".parquet')"));
     let explain = stdout(&run_in(&dir, &["explain", "q18.toml", "--graph", "job"]));
     assert!(explain.contains("lineitem/reread"), "{explain}");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

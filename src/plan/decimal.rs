@@ -10,7 +10,7 @@
 //! digits is an error, as in DuckDB.
 use std::sync::OnceLock;
 
-use polars::prelude::arity::binary_elementwise_values;
+use polars::prelude::arity::{binary_elementwise_values, unary_elementwise_values};
 use polars::prelude::*;
 
 /// An exact decimal operation.
@@ -61,11 +61,30 @@ const POW10: [i128; 39] = {
     p
 };
 
-/// An operand as 128-bit integers at its own scale, `len` rows long (a literal is repeated).
-fn unscaled(c: &Column, len: usize) -> PolarsResult<Int128Chunked> {
+/// An operand as 128-bit integers at its own scale (a literal stays one row long).
+fn unscaled(c: &Column) -> PolarsResult<Int128Chunked> {
     let s = c.as_materialized_series().to_physical_repr().cast(&DataType::Int128)?;
-    let s = if s.len() == 1 && len != 1 { s.new_from_index(0, len) } else { s };
     Ok(s.i128()?.clone())
+}
+
+/// The largest absolute value of `c` (values under nulls included: usually 0).
+fn max_abs(c: &Int128Chunked) -> u128 {
+    c.downcast_iter().flat_map(|a| a.values().iter()).fold(0, |m, v| m.max(v.unsigned_abs()))
+}
+
+/// `f` of every pair of rows of `a` and `b`, where either may be a literal (one row).
+fn combine(a: &Int128Chunked, b: &Int128Chunked, f: impl Fn(i128, i128) -> i128 + Copy) -> Int128Chunked {
+    match (a.len(), b.len()) {
+        (1, n) if n != 1 => match a.get(0) {
+            Some(x) => unary_elementwise_values(b, move |y| f(x, y)),
+            None => Int128Chunked::full_null(a.name().clone(), n),
+        },
+        (n, 1) if n != 1 => match b.get(0) {
+            Some(y) => unary_elementwise_values(a, move |x| f(x, y)),
+            None => Int128Chunked::full_null(a.name().clone(), n),
+        },
+        _ => binary_elementwise_values(a, b, f),
+    }
 }
 
 fn apply(op: Arith, columns: &mut [Column]) -> PolarsResult<Column> {
@@ -73,21 +92,46 @@ fn apply(op: Arith, columns: &mut [Column]) -> PolarsResult<Column> {
     let ls = operand_scale(l.dtype()).ok_or_else(|| polars_err!(InvalidOperation: "{} of {}", op.name(), l.dtype()))?;
     let rs = operand_scale(r.dtype()).ok_or_else(|| polars_err!(InvalidOperation: "{} of {}", op.name(), r.dtype()))?;
     let scale = op.scale(ls, rs);
-    let len = l.len().max(r.len());
-    let (a, b) = (unscaled(l, len)?, unscaled(r, len)?);
+    let (a, b) = (unscaled(l)?, unscaled(r)?);
     let (fa, fb) = (POW10[scale - ls.min(scale)], POW10[scale - rs.min(scale)]);
-    // Overflow is checked on every row, null or not (the values under a null are usually 0);
-    // a hit is looked at again, row by row, before it becomes an error.
-    let mut overflow = false;
-    let out: Int128Chunked = binary_elementwise_values(&a, &b, |x: i128, y: i128| {
-        exact(op, x, y, fa, fb).unwrap_or_else(|| {
-            overflow = true;
-            0
-        })
-    });
-    if overflow && a.iter().zip(b.iter()).any(|(x, y)| x.zip(y).is_some_and(|(x, y)| exact(op, x, y, fa, fb).is_none())) {
-        polars_bail!(ComputeError: "decimal overflow: {} of {} and {} needs more than 38 digits", op.name(), l.dtype(), r.dtype());
-    }
+    // Without a check per row when the batch's largest values show that no result passes 38
+    // digits (a product of products has 47 digits on paper, and far fewer in practice). The
+    // values are looked at, not the declared precision, which a file may not keep to.
+    let (ma, mb) = (max_abs(&a), max_abs(&b));
+    let largest = match op {
+        Arith::Mul => ma.checked_mul(mb),
+        Arith::Add | Arith::Sub => ma.checked_mul(fa as u128).zip(mb.checked_mul(fb as u128)).and_then(|(x, y)| x.checked_add(y)),
+    };
+    let safe = largest.is_some_and(|m| m < POW10[38] as u128);
+    let out: Int128Chunked = if safe {
+        let narrow = ma <= i64::MAX as u128 && mb <= i64::MAX as u128;
+        match op {
+            // Two values of 64 bits: one widening multiplication.
+            Arith::Mul if narrow => combine(&a, &b, |x, y| (x as i64 as i128) * (y as i64 as i128)),
+            Arith::Mul => combine(&a, &b, |x, y| x * y),
+            Arith::Add if fa == 1 && fb == 1 => combine(&a, &b, |x, y| x + y),
+            Arith::Sub if fa == 1 && fb == 1 => combine(&a, &b, |x, y| x - y),
+            Arith::Add => combine(&a, &b, move |x, y| x * fa + y * fb),
+            Arith::Sub => combine(&a, &b, move |x, y| x * fa - y * fb),
+        }
+    } else {
+        let len = a.len().max(b.len());
+        let full = |c: Int128Chunked| if c.len() == 1 && len != 1 { c.new_from_index(0, len) } else { c };
+        let (a, b) = (full(a), full(b));
+        // Overflow is checked on every row, null or not (the values under a null are usually
+        // 0); a hit is looked at again, row by row, before it becomes an error.
+        let mut overflow = false;
+        let out = binary_elementwise_values(&a, &b, |x: i128, y: i128| {
+            exact(op, x, y, fa, fb).unwrap_or_else(|| {
+                overflow = true;
+                0
+            })
+        });
+        if overflow && a.iter().zip(b.iter()).any(|(x, y)| x.zip(y).is_some_and(|(x, y)| exact(op, x, y, fa, fb).is_none())) {
+            polars_bail!(ComputeError: "decimal overflow: {} of {} and {} needs more than 38 digits", op.name(), l.dtype(), r.dtype());
+        }
+        out
+    };
     Ok(out.with_name(l.name().clone()).into_decimal_unchecked(38, scale).into_column())
 }
 
@@ -181,6 +225,44 @@ mod tests {
         assert_eq!(arith(Arith::Mul, col("a"), col("b")), arith(Arith::Mul, col("a"), col("b")));
         assert_ne!(arith(Arith::Mul, col("a"), col("b")), arith(Arith::Add, col("a"), col("b")));
         assert!(is_arith(&arith(Arith::Sub, col("a"), lit(1))));
+    }
+
+    #[test]
+    fn fast_and_checked_paths_agree_with_exact_arithmetic() {
+        // Small values (one 64-bit multiplication), a value past 64 bits (128-bit products),
+        // a batch whose largest values could overflow together (checked per row; no row
+        // does), literals on either side, a null literal, and sums at different scales.
+        let batches: [Vec<Option<i128>>; 4] = [
+            vec![Some(12345), Some(-99), None, Some(0), Some(7)],
+            vec![Some(i64::MAX as i128 + 1), Some(-3), None, Some(2), Some(9)],
+            vec![Some(1 << 70), Some(-(1 << 65)), Some(3), None, Some(5)],
+            vec![Some(10i128.pow(18)), Some(-(10i128.pow(18) + 7)), Some(5), Some(1), None],
+        ];
+        let ops = [Arith::Add, Arith::Sub, Arith::Mul];
+        for values in &batches {
+            let df = DataFrame::new(5, vec![dec("a", values, 2), dec("b", &values.iter().rev().copied().collect::<Vec<_>>(), 4)]).unwrap();
+            let a: Vec<Option<i128>> = values.clone();
+            let b: Vec<Option<i128>> = values.iter().rev().copied().collect();
+            for op in ops {
+                let (fa, fb) = match op {
+                    Arith::Mul => (1, 1),
+                    _ => (100, 1),
+                };
+                let want = |x: Option<i128>, y: Option<i128>| x.zip(y).map(|(x, y)| exact(op, x, y, fa, fb).expect("fits"));
+                let got = |e: Expr| run(e, df.clone()).as_materialized_series().to_physical_repr().i128().unwrap().iter().collect::<Vec<_>>();
+                assert_eq!(got(arith(op, col("a"), col("b"))), a.iter().zip(&b).map(|(&x, &y)| want(x, y)).collect::<Vec<_>>(), "{op:?} of {values:?}");
+                let seven = lit(7).cast(DataType::Decimal(38, 4));
+                // a op 7.0000 and 7.0000 op b, against the same with the literal as a column.
+                let sevens = dec("s", &[Some(70000); 5], 4);
+                let mut with_sevens = df.clone();
+                with_sevens.with_column(sevens).unwrap();
+                let as_column = |e: Expr| run(e, with_sevens.clone());
+                assert_eq!(run(arith(op, col("a"), seven.clone()), with_sevens.clone()), as_column(arith(op, col("a"), col("s"))), "{op:?} a, literal");
+                assert_eq!(run(arith(op, seven.clone(), col("b")), with_sevens.clone()), as_column(arith(op, col("s"), col("b"))), "{op:?} literal, b");
+                let null = lit(NULL).cast(DataType::Decimal(38, 4));
+                assert_eq!(run(arith(op, col("a"), null), df.clone()).null_count(), 5, "{op:?} with a null literal");
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,11 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 use polars::polars_utils::aliases::PlRandomState;
 use polars::prelude::*;
+use polars_arrow::array::View;
 use polars_arrow::bitmap::Bitmap;
+
+/// Entries of [`Dictionary::encode`]'s cache of short strings (a power of two).
+const VIEW_CACHE: usize = 64;
 
 /// Distinct strings, by code: bytes in one buffer, and where each one ends.
 #[derive(Default)]
@@ -50,8 +54,29 @@ impl Dictionary {
     pub fn encode(&mut self, column: &StringChunked) -> Int64Chunked {
         let mut codes = Vec::with_capacity(column.len());
         let mut last: Option<(&[u8], i64)> = None;
+        // Strings of up to 12 bytes are held whole in their 16-byte view: equal views are equal
+        // strings. A small cache by view answers a column of few short values (TPC-H's flags,
+        // interleaved, so runs are short) without hashing the bytes.
+        let mut cache = [(0u128, -1i64); VIEW_CACHE];
         for arr in column.downcast_iter() {
+            let views = arr.views();
             for i in 0..arr.len() {
+                let view = views[i];
+                if view.length <= View::MAX_INLINE_SIZE {
+                    let bits = u128::from(view.length) | u128::from(view.prefix) << 32 | u128::from(view.buffer_idx) << 64 | u128::from(view.offset) << 96;
+                    let at = ((bits as u64 ^ (bits >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - VIEW_CACHE.trailing_zeros())) as usize;
+                    let code = match cache[at] {
+                        (b, c) if b == bits && c >= 0 => c,
+                        _ => {
+                            // SAFETY: i < arr.len().
+                            let c = self.code(unsafe { arr.value_unchecked(i) }.as_bytes()) as i64;
+                            cache[at] = (bits, c);
+                            c
+                        }
+                    };
+                    codes.push(code);
+                    continue;
+                }
                 // SAFETY: i < arr.len().
                 let value = unsafe { arr.value_unchecked(i) }.as_bytes();
                 // Runs of one value (sorted or clustered input) skip the hash table.
@@ -107,5 +132,29 @@ mod tests {
         assert_eq!(back.iter().collect::<Vec<_>>(), [Some("a long string past twelve bytes"), Some("b"), None, Some("")]);
         d.clear();
         assert_eq!(d.encode(&more).iter().collect::<Vec<_>>(), [Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn many_interleaved_short_and_long_strings_get_one_code_each() {
+        // 300 distinct values (more than the cache holds), short and long, interleaved, over
+        // two batches: equal strings get equal codes, and every code reads back.
+        let value = |i: usize| {
+            let k = (i * 7919) % 300;
+            if k % 5 == 0 { format!("a value longer than twelve bytes {k}") } else { format!("v{k}") }
+        };
+        let mut d = Dictionary::default();
+        let mut seen = std::collections::HashMap::new();
+        for batch in 0..2 {
+            let strings: Vec<String> = (batch * 2000..(batch + 1) * 2000).map(value).collect();
+            let column = StringChunked::from_iter_options("k".into(), strings.iter().map(|s| Some(s.as_str())));
+            let codes: Vec<i64> = d.encode(&column).into_no_null_iter().collect();
+            for (s, &c) in strings.iter().zip(&codes) {
+                assert_eq!(*seen.entry(s.clone()).or_insert(c), c, "{s}");
+            }
+            let back = d.decode("k".into(), &codes, &vec![true; codes.len()]);
+            assert_eq!(back.iter().collect::<Vec<_>>(), strings.iter().map(|s| Some(s.as_str())).collect::<Vec<_>>());
+        }
+        assert_eq!(seen.len(), 300);
+        assert_eq!(seen.values().collect::<std::collections::HashSet<_>>().len(), 300);
     }
 }

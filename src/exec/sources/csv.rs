@@ -243,10 +243,12 @@ impl CsvChunkParser {
 impl ChunkParser for CsvChunkParser {
     fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
         let c = &self.config;
-        if let Some(records) = self.shape.complete_records(&chunk)
-            && !has_long_line(&chunk, c.max_line_bytes)
-            && !has_blank_line(&chunk)
-            && let Ok(df) = self.read(&chunk, Some(records))
+        // One pass finds the records, blank lines and the longest record; the exact check of
+        // line lengths runs only when a record is too long (it may hold quoted newlines).
+        if let Some(scan) = self.shape.scan(&chunk)
+            && !scan.blank
+            && (scan.longest <= c.max_line_bytes || !has_long_line(&chunk, c.max_line_bytes))
+            && let Ok(df) = self.read(&chunk, Some(scan.count))
         {
             return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 });
         }
@@ -334,15 +336,6 @@ fn classify(config: &SourceConfig, path: &Path, offset: u64, base: u64, chunk: &
     (good, rejected)
 }
 
-/// True when `chunk` has an empty line, which polars would read as a row of nulls; the slow path
-/// skips them, as DuckDB does.
-fn has_blank_line(chunk: &[u8]) -> bool {
-    chunk.first() == Some(&b'\n')
-        || chunk.starts_with(b"\r\n")
-        || memchr::memmem::find(chunk, b"\n\n").is_some()
-        || memchr::memmem::find(chunk, b"\n\r\n").is_some()
-}
-
 /// Where a quoted field that is never closed starts (byte in `raw`), if one is.
 fn unclosed_quote(raw: &[u8], quote: u8) -> Option<usize> {
     let mut open = None;
@@ -379,8 +372,14 @@ mod tests {
 
     #[test]
     fn blank_lines_are_not_records() {
-        assert!(has_blank_line(b"1,a\n\n\n2,b\n"));
-        assert!(!has_blank_line(b"1,a\n2,b\n"));
+        // polars would read an empty line as a row of nulls: such a chunk takes the slow path,
+        // which skips them, as DuckDB does.
+        let shape = CsvShape { width: 2, delimiter: b',', quote: b'"' };
+        assert!(shape.scan(b"1,a\n\n\n2,b\n").unwrap().blank);
+        assert!(shape.scan(b"1,a\n\r\n2,b\n").unwrap().blank);
+        assert!(shape.scan(b"\n1,a\n").unwrap().blank);
+        assert!(!shape.scan(b"1,a\n2,b\n").unwrap().blank);
+        assert!(!shape.scan(b"1,\"a\n\nb\"\n2,b\n").unwrap().blank, "a blank line inside quotes is data");
         assert_eq!(skip_blank_lines(b"1,a\n\r\n\n2,b\n", 4, 2), (7, 4));
     }
 }

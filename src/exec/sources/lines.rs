@@ -4,6 +4,17 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+/// What [`CsvShape::scan`] found in a chunk of whole records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Records {
+    /// Records (non-empty lines outside quotes).
+    pub count: usize,
+    /// Some line outside quotes is empty (or holds only `\r`).
+    pub blank: bool,
+    /// Bytes of the longest record, without its newline (an upper bound of every line's).
+    pub longest: usize,
+}
+
 /// How CSV records look: enough to count fields and to find where a record starts.
 #[derive(Clone, Copy, Debug)]
 pub struct CsvShape {
@@ -26,6 +37,12 @@ impl CsvShape {
     /// The number of records (non-empty lines outside quotes) of `bytes` when every one has
     /// `width` fields, else None.
     pub fn complete_records(&self, bytes: &[u8]) -> Option<usize> {
+        self.scan(bytes).map(|r| r.count)
+    }
+
+    /// The records of `bytes` (see [`CsvShape::complete_records`]), whether there is an empty
+    /// line among them, and the longest, in one pass.
+    pub fn scan(&self, bytes: &[u8]) -> Option<Records> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has the features the function is compiled for.
@@ -36,7 +53,7 @@ impl CsvShape {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1")]
-    unsafe fn complete_avx2(&self, bytes: &[u8]) -> Option<usize> {
+    unsafe fn complete_avx2(&self, bytes: &[u8]) -> Option<Records> {
         use std::arch::x86_64::*;
         // The compiler does not turn the portable loop into compares and movemasks by itself:
         // it ran at about 3 GB/s, a tenth of TPC-H Q1 on CSV.
@@ -60,7 +77,7 @@ impl CsvShape {
     /// Works on 64-byte blocks with bit masks (simdjson's trick): the quote mask's prefix XOR
     /// marks the bytes inside quotes, so delimiters and newlines there drop out, and the fields
     /// of each line are counted with popcount between newline bits.
-    fn complete_blocks(&self, bytes: &[u8]) -> Option<usize> {
+    fn complete_blocks(&self, bytes: &[u8]) -> Option<Records> {
         self.complete_with(bytes, |block| {
             let (mut mq, mut md, mut mn) = (0u64, 0u64, 0u64);
             for (i, &b) in block.iter().enumerate() {
@@ -74,10 +91,11 @@ impl CsvShape {
 
     /// The block walk, given how to compute a 64-byte block's (quote, delimiter, newline) masks.
     #[inline(always)]
-    fn complete_with(&self, bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<usize> {
+    fn complete_with(&self, bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<Records> {
         let width = self.width as u32;
         let (mut fields, mut line_bytes) = (1u32, 0u32);
         let mut records = 0usize;
+        let (mut blank, mut longest) = (false, 0u32);
         let mut quoted = 0u64; // all ones when a block starts inside quotes
         let mut blocks = bytes.chunks_exact(64);
         for block in &mut blocks {
@@ -92,6 +110,8 @@ impl CsvShape {
                 let below = (1u64 << nl) - 1;
                 fields += (delims & below & !done).count_ones();
                 let empty = line_bytes + nl - last == 0 || (nl == last + 1 && block[last as usize] == b'\r' && line_bytes == 0);
+                blank |= empty;
+                longest = longest.max(line_bytes + nl - last);
                 if !empty {
                     if fields != width {
                         return None;
@@ -106,13 +126,19 @@ impl CsvShape {
             line_bytes += 64 - last;
         }
         let mut inside = quoted != 0;
-        for &b in blocks.remainder() {
+        let rest = blocks.remainder();
+        let start = bytes.len() - rest.len();
+        for (i, &b) in rest.iter().enumerate() {
             if b == self.quote {
                 inside = !inside;
             } else if !inside && b == self.delimiter {
                 fields += 1;
             } else if !inside && b == b'\n' {
-                if line_bytes != 0 {
+                // An empty line, or one holding only `\r`, as in the blocks above.
+                let empty = line_bytes == 0 || (line_bytes == 1 && bytes[start + i - 1] == b'\r');
+                blank |= empty;
+                longest = longest.max(line_bytes);
+                if !empty {
                     if fields != width {
                         return None;
                     }
@@ -123,13 +149,15 @@ impl CsvShape {
             }
             line_bytes += 1;
         }
-        if line_bytes == 0 || (line_bytes == 1 && bytes.last() == Some(&b'\r')) {
-            Some(records)
+        longest = longest.max(line_bytes);
+        let count = if line_bytes == 0 || (line_bytes == 1 && bytes.last() == Some(&b'\r')) {
+            records
         } else if fields == width {
-            Some(records + 1)
+            records + 1
         } else {
-            None
-        }
+            return None;
+        };
+        Some(Records { count, blank, longest: longest as usize })
     }
 
     /// Whether records can start at the beginning of `bytes`: the next two records (or all
@@ -516,12 +544,20 @@ mod tests {
 
     /// The straightforward byte-by-byte definition, to check the block version against.
     fn complete_by_bytes(bytes: &[u8], width: usize) -> Option<usize> {
+        scan_by_bytes(bytes, width).map(|r| r.count)
+    }
+
+    /// The same, with blank lines and the longest record (input without `\r`).
+    fn scan_by_bytes(bytes: &[u8], width: usize) -> Option<Records> {
         let (mut quoted, mut fields, mut len, mut records) = (false, 1, 0, 0);
+        let (mut blank, mut longest) = (false, 0);
         for &b in bytes {
             match b {
                 b'"' => quoted = !quoted,
                 b',' if !quoted => fields += 1,
                 b'\n' if !quoted => {
+                    blank |= len == 0;
+                    longest = longest.max(len);
                     if len != 0 {
                         if fields != width {
                             return None;
@@ -535,11 +571,13 @@ mod tests {
             }
             len += 1;
         }
-        match (len, fields == width) {
-            (0, _) => Some(records),
-            (_, true) => Some(records + 1),
-            _ => None,
-        }
+        longest = longest.max(len);
+        let count = match (len, fields == width) {
+            (0, _) => records,
+            (_, true) => records + 1,
+            _ => return None,
+        };
+        Some(Records { count, blank, longest })
     }
 
     #[test]
@@ -568,10 +606,13 @@ mod tests {
                     }
                 }
                 text.push(b'\n');
+                if next(8) == 0 {
+                    text.push(b'\n');
+                }
             }
             let shape = CsvShape { width: 2, delimiter: b',', quote: b'"' };
-            assert_eq!(shape.complete_blocks(&text), complete_by_bytes(&text, 2), "{:?}", String::from_utf8_lossy(&text));
-            assert_eq!(shape.complete_records(&text), complete_by_bytes(&text, 2));
+            assert_eq!(shape.complete_blocks(&text), scan_by_bytes(&text, 2), "{:?}", String::from_utf8_lossy(&text));
+            assert_eq!(shape.scan(&text), scan_by_bytes(&text, 2));
         }
     }
 

@@ -10,14 +10,13 @@ use polars::io::parquet::read::FileMetadata;
 use polars_arrow::datatypes::ArrowSchema;
 
 use super::discover::Split;
-use super::{Parsed, SourceConfig, SplitReader};
+use super::{Parsed, ReaderFilter, SourceConfig, SplitReader};
 use crate::error::{Error, Result};
 use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::exec::guard::catch_panic;
-use crate::pipeline::OnError;
 use crate::exec::operators::row_eval;
+use crate::pipeline::OnError;
 use crate::plan::expr::clean;
-use super::ReaderFilter;
 
 fn open(path: &Path) -> std::result::Result<ParquetReader<File>, String> {
     let file = File::open(path).map_err(|e| format!("cannot open the file: {e}"))?;
@@ -321,9 +320,13 @@ fn read_filtered(path: &Path, meta: &FileMetadata, rg: usize, fields: &ArrowSche
     };
     let live = filter.columns.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
     let live = DataFrame::new(rows, live)?;
-    let pass = row_eval::eval(&filter.predicate, &live)?;
-    let pass = if pass.len() == 1 && rows != 1 { pass.new_from_index(0, rows) } else { pass };
-    let pass = pass.bool()?.rechunk();
+    // A predicate that fails here (a decimal overflow) is left to the filter operator, which
+    // reports it under its own name and `on_error`: the rows then go on unfiltered.
+    let pass = row_eval::eval(&filter.predicate, &live).ok().and_then(|pass| {
+        let pass = if pass.len() == 1 && rows != 1 { pass.new_from_index(0, rows) } else { pass };
+        pass.bool().ok().map(|b| b.rechunk().into_owned())
+    });
+    let pass = pass.unwrap_or_else(|| BooleanChunked::full("pass".into(), true, rows));
     let array = pass.downcast_as_array();
     let mask = match array.validity() {
         Some(valid) => array.values() & valid,

@@ -117,7 +117,7 @@ fn copy_path_before(g: &mut LogicalGraph, path: &[usize], join: usize) {
             } else {
                 format!("a copy of '{}' on the second read of '{}'", g.nodes[n].name, g.nodes[source].name)
             });
-            node.name = format!("{}/reread", node.name);
+            node.name = unique_name(g, &format!("{}/reread", node.name));
             node
         })
         .collect();
@@ -136,6 +136,13 @@ fn copy_path_before(g: &mut LogicalGraph, path: &[usize], join: usize) {
     g.edges[left_edge].from = copy(path[0]);
     g.edges.extend(inner);
     g.nodes.splice(join..join, copies);
+}
+
+/// `name`, or `name` with the first number from 2 on that no node has (a source read again for
+/// several joins).
+fn unique_name(g: &LogicalGraph, name: &str) -> String {
+    let taken = |n: &str| g.nodes.iter().any(|node| node.name == n);
+    std::iter::once(name.to_string()).chain((2..).map(|i| format!("{name}{i}"))).find(|n| !taken(n)).expect("some number is free")
 }
 
 /// True when `node` and everything upstream of it send rows only to each other, and to `sink`

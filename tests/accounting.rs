@@ -47,6 +47,25 @@ fn run_json(dir: &std::path::Path, pipeline: &str, parallelism: &str) -> Value {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("{pipeline}: summary is not JSON ({e}): {out}"))
 }
 
+/// Runs `p.toml` in `dir` at parallelism 1 and 4, checks each summary's counters, and returns
+/// the operators of each run.
+fn checked_runs(dir: &std::path::Path) -> Vec<(&'static str, Vec<Value>)> {
+    ["1", "4"]
+        .into_iter()
+        .map(|p| {
+            let summary = run_json(dir, "p.toml", p);
+            let problems = check_summary(&summary);
+            assert!(problems.is_empty(), "-p {p}: {}", problems.join("\n"));
+            (p, summary["operators"].as_array().unwrap().clone())
+        })
+        .collect()
+}
+
+/// The summary entry of operator `name`.
+fn operator(ops: &[Value], name: &str) -> Value {
+    ops.iter().find(|o| o["name"] == name).unwrap_or_else(|| panic!("no operator {name}")).clone()
+}
+
 #[test]
 fn every_example_pipeline_accounts_for_every_row() {
     let tmp = tempfile::tempdir().unwrap();
@@ -110,12 +129,8 @@ format = "csv"
 path = "bad"
 "#;
     std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
-    for p in ["1", "4"] {
-        let summary = run_json(tmp.path(), "p.toml", p);
-        let problems = check_summary(&summary);
-        assert!(problems.is_empty(), "-p {p}: {}", problems.join("\n"));
-        let ops = summary["operators"].as_array().unwrap();
-        let op = |n: &str| ops.iter().find(|o| o["name"] == n).unwrap().clone();
+    for (p, ops) in checked_runs(tmp.path()) {
+        let op = |n: &str| operator(&ops, n);
         let read = get(&op("src"), "rows_in");
         let written = get(&op("out"), "rows_out");
         let filtered = get(&op("small"), "filtered");
@@ -129,24 +144,29 @@ path = "bad"
     }
 }
 
-/// A filter after a Parquet source runs in the reader too (late materialization): the rows the
-/// reader drops still count as read by the source and as received and filtered by the filter,
-/// including row groups where no row passes.
-#[test]
-fn rows_filtered_in_the_parquet_reader_are_counted_for_the_filter() {
+/// A directory with the Parquet files of the golden case `parquet_reader_filter_selective`
+/// (3000 rows in row groups of 400 and 500) and `p.toml`: pipeline `name`, a source `src` over
+/// those files, then `rest` (operators and sinks).
+fn parquet_case(name: &str, rest: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let input = crate::common::root().join("tests/golden/parquet_reader_filter_selective/input");
     for f in std::fs::read_dir(&input).unwrap() {
         let f = f.unwrap().path();
         std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
     }
-    let pipeline = r#"
-name = "reader-filter"
-[[source]]
-name = "src"
-format = "parquet"
-path = "*.parquet"
+    let pipeline = format!("name = \"{name}\"\n[[source]]\nname = \"src\"\nformat = \"parquet\"\npath = \"*.parquet\"\n{rest}");
+    std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+    tmp
+}
 
+/// A filter after a Parquet source runs in the reader too (late materialization): the rows the
+/// reader drops still count as read by the source and as received and filtered by the filter,
+/// including row groups where no row passes.
+#[test]
+fn rows_filtered_in_the_parquet_reader_are_counted_for_the_filter() {
+    let tmp = parquet_case(
+        "reader-filter",
+        r#"
 [[op]]
 name = "rare"
 input = "src"
@@ -157,16 +177,12 @@ name = "out"
 input = "rare"
 format = "jsonl"
 path = "out"
-"#;
-    std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+"#,
+    );
     let explain = run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]);
     assert!(stdout(&explain).contains("predicate evaluated in the reader"), "{}", stdout(&explain));
-    for p in ["1", "4"] {
-        let summary = run_json(tmp.path(), "p.toml", p);
-        let problems = check_summary(&summary);
-        assert!(problems.is_empty(), "-p {p}: {}", problems.join("\n"));
-        let ops = summary["operators"].as_array().unwrap();
-        let op = |n: &str| ops.iter().find(|o| o["name"] == n).unwrap().clone();
+    for (p, ops) in checked_runs(tmp.path()) {
+        let op = |n: &str| operator(&ops, n);
         // ids 999, 1999 and 2999 (all named); most row groups keep no row.
         assert_eq!([get(&op("src"), "rows_in"), get(&op("rare"), "rows_in"), get(&op("rare"), "filtered"), get(&op("out"), "rows_out")], [3000, 3000, 2997, 3], "-p {p}");
     }
@@ -177,19 +193,9 @@ path = "out"
 /// their left input, and every read still adds up.
 #[test]
 fn a_source_read_again_for_each_join_is_accounted_for() {
-    let tmp = tempfile::tempdir().unwrap();
-    let input = crate::common::root().join("tests/golden/parquet_reader_filter_selective/input");
-    for f in std::fs::read_dir(&input).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let pipeline = r#"
-name = "rereads"
-[[source]]
-name = "src"
-format = "parquet"
-path = "*.parquet"
-
+    let tmp = parquet_case(
+        "rereads",
+        r#"
 [[op]]
 name = "small"
 input = "src"
@@ -222,18 +228,14 @@ name = "out"
 input = "both"
 format = "csv"
 path = "out"
-"#;
-    std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+"#,
+    );
     let explain = stdout(&run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]));
     for name in ["src/reread ", "small/reread ", "src/reread2", "small/reread2"] {
         assert!(explain.contains(name), "{name} missing:\n{explain}");
     }
-    for p in ["1", "4"] {
-        let summary = run_json(tmp.path(), "p.toml", p);
-        let problems = check_summary(&summary);
-        assert!(problems.is_empty(), "-p {p}: {}", problems.join("\n"));
-        let ops = summary["operators"].as_array().unwrap();
-        let op = |n: &str| ops.iter().find(|o| o["name"] == n).unwrap_or_else(|| panic!("no {n}")).clone();
+    for (p, ops) in checked_runs(tmp.path()) {
+        let op = |n: &str| operator(&ops, n);
         let names: std::collections::BTreeSet<&str> = ops.iter().map(|o| o["name"].as_str().unwrap()).collect();
         assert_eq!(names.len(), ops.len(), "-p {p}: names repeat");
         // Three reads of 3000 rows; ids are unique, so each join gives 3000 rows.

@@ -46,7 +46,7 @@ enum Op {
 }
 
 /// The accumulators of one slot, one per group, in the physical type of its state column.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Acc {
     I64(Vec<i64>),
     F64(Vec<f64>),
@@ -60,6 +60,24 @@ impl Acc {
             Acc::I64(v) => v.clear(),
             Acc::F64(v) => v.clear(),
             Acc::I128(v) => v.clear(),
+        }
+    }
+
+    /// The values, moved out: this accumulator is left empty, without memory.
+    fn take(&mut self) -> Acc {
+        match self {
+            Acc::I64(v) => Acc::I64(std::mem::take(v)),
+            Acc::F64(v) => Acc::F64(std::mem::take(v)),
+            Acc::I128(v) => Acc::I128(std::mem::take(v)),
+        }
+    }
+
+    /// The values as a series named `name`, with `validity`.
+    fn into_series(self, name: PlSmallStr, validity: Option<Bitmap>) -> Series {
+        match self {
+            Acc::I64(v) => Int64Chunked::from_vec_validity(name, v, validity).into_series(),
+            Acc::F64(v) => Float64Chunked::from_vec_validity(name, v, validity).into_series(),
+            Acc::I128(v) => Int128Chunked::from_vec_validity(name, v, validity).into_series(),
         }
     }
 }
@@ -100,6 +118,13 @@ struct Slot {
     seen: Vec<bool>,
 }
 
+impl Slot {
+    /// Min / max: which groups have a value (the others' state is null); None for the rest.
+    fn validity(&self) -> Option<Bitmap> {
+        matches!(self.merge, Op::Min | Op::Max).then(|| Bitmap::from_iter(self.seen.iter().copied()))
+    }
+}
+
 /// Row values of the key columns, read as i64, with their validity.
 struct KeyColumns {
     values: Vec<Int64Chunked>,
@@ -128,6 +153,10 @@ trait Groups: Send {
     /// The key columns of the groups, in group order: values (null keys as 0) and validity.
     fn columns(&self) -> Vec<(Vec<i64>, Vec<bool>)>;
     fn clear(&mut self);
+    /// Empties the table and gives its memory back (nothing more will be added).
+    fn release(&mut self) {
+        self.clear();
+    }
 }
 
 /// Group numbers in an open-addressing hash table (linear probing), and the keys by group
@@ -275,6 +304,10 @@ impl<const N: usize> Groups for GroupMap<N> {
         // Keeps the capacity: a partial phase fills the table again.
         self.slots.fill(0);
         self.keys.clear();
+    }
+
+    fn release(&mut self) {
+        *self = GroupMap::new();
     }
 }
 
@@ -540,7 +573,32 @@ impl AggregateTable {
 
     /// The table as partial-state rows: the keys, then the state columns.
     pub fn state(&self) -> PolarsResult<DataFrame> {
+        let mut columns = self.key_state_columns()?;
+        for slot in &self.slots {
+            columns.push(to_logical(slot.acc.clone().into_series(slot.name.clone(), slot.validity()), &slot.dtype)?);
+        }
+        DataFrame::new(self.groups.len(), columns)
+    }
+
+    /// The table as partial-state rows, as [`AggregateTable::state`], leaving it empty: the
+    /// accumulators move into the frame instead of being copied, and the group table's memory
+    /// is given back (the final phase's last emit; with millions of groups the copy was as big
+    /// again as the table).
+    pub fn take_state(&mut self) -> PolarsResult<DataFrame> {
         let groups = self.groups.len();
+        let mut columns = self.key_state_columns()?;
+        self.groups.release();
+        self.dictionaries.iter_mut().flatten().for_each(|d| *d = Dictionary::default());
+        for slot in &mut self.slots {
+            let validity = slot.validity();
+            slot.seen = Vec::new();
+            columns.push(to_logical(slot.acc.take().into_series(slot.name.clone(), validity), &slot.dtype)?);
+        }
+        DataFrame::new(groups, columns)
+    }
+
+    /// The key columns of the state, in group order.
+    fn key_state_columns(&self) -> PolarsResult<Vec<Column>> {
         let mut columns = Vec::with_capacity(self.keys.len() + self.slots.len());
         for (((name, dtype), dictionary), (values, valid)) in self.keys.iter().zip(&self.key_types).zip(&self.dictionaries).zip(self.groups.columns()) {
             let column = match dictionary {
@@ -549,16 +607,7 @@ impl AggregateTable {
             };
             columns.push(column);
         }
-        for slot in &self.slots {
-            let validity = matches!(slot.merge, Op::Min | Op::Max).then(|| Bitmap::from_iter(slot.seen.iter().copied()));
-            let series = match &slot.acc {
-                Acc::I64(v) => Int64Chunked::from_vec_validity(slot.name.clone(), v.clone(), validity).into_series(),
-                Acc::F64(v) => Float64Chunked::from_vec_validity(slot.name.clone(), v.clone(), validity).into_series(),
-                Acc::I128(v) => Int128Chunked::from_vec_validity(slot.name.clone(), v.clone(), validity).into_series(),
-            };
-            columns.push(to_logical(series, &slot.dtype)?);
-        }
-        DataFrame::new(groups, columns)
+        Ok(columns)
     }
 
     /// Empties the table.
@@ -752,11 +801,17 @@ impl HashAggregateOperator {
             }
             return Ok(());
         }
-        let state = self.table.state().map_err(|e| self.fail(e))?;
-        self.table.clear();
         let rows = match self.phase {
-            Phase::Partial => state,
-            Phase::Final => self.plan.finalize(state.lazy()).collect().map_err(|e| self.fail(e))?,
+            Phase::Partial => {
+                let state = self.table.state().map_err(|e| self.fail(e))?;
+                self.table.clear();
+                state
+            }
+            // A final phase emits once, at the end of its input.
+            Phase::Final => {
+                let state = self.table.take_state().map_err(|e| self.fail(e))?;
+                self.plan.finalize(state.lazy()).collect().map_err(|e| self.fail(e))?
+            }
         };
         NodeMetrics::add(&self.metrics.nodes[self.node].rows_out, rows.height() as u64);
         emit_in_batches(&rows, self.batch_rows, out)
@@ -862,7 +917,12 @@ mod tests {
             assert_eq!(rows.schema(), &state, "rows passed on have the state's schema");
             final_table.update_state(&rows).unwrap();
         }
-        let got = sorted(plan.finalize(final_table.state().unwrap().lazy()).collect().unwrap(), &keys);
+        // The final phase's last emit moves the state out: the same frame, and an empty table.
+        let copied = final_table.state().unwrap();
+        let taken = final_table.take_state().unwrap();
+        assert!(taken.equals_missing(&copied), "take_state\n{taken}\nstate\n{copied}");
+        assert!(final_table.is_empty() && final_table.state().unwrap().height() == 0);
+        let got = sorted(plan.finalize(taken.lazy()).collect().unwrap(), &keys);
         let want = sorted(plan.single_phase(input.clone().lazy()).collect().unwrap(), &keys);
         for (g, w) in got.columns().iter().zip(want.columns()) {
             // Float sums may round differently in another order of additions.

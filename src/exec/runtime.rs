@@ -17,10 +17,11 @@ use super::message::Envelope;
 use super::metrics::{Metrics, NodeMetrics};
 use super::operator::Operator;
 use super::operators::join::JoinOperator;
-use super::operators::hash_aggregate::HashAggregateOperator;
+use super::operators::hash_aggregate::{HashAggregateOperator, Prefilter};
 use super::operators::reduce::{Phase, Reduce, ReduceOperator};
 use super::operators::running::RunningAggregate;
-use super::operators::stateless::{FusedStep, StatelessOperator};
+use super::operators::row_eval;
+use super::operators::stateless::{FusedStep, StatelessOperator, Step};
 use super::operators::watermark::WatermarkOperator;
 use super::operators::window::WindowOperator;
 use super::sink::{PendingCommit, Sink, commit_all};
@@ -247,11 +248,21 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
 fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop: &StopRequest) -> Vec<Box<dyn Operator>> {
     let stream = &exec.job.stream;
     let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+    // The last operator built, when it is a lone filter that a partial aggregate right after
+    // it can run itself (see `Prefilter`).
+    let mut lone_filter: Option<Prefilter> = None;
     for group in exec.job.fused_groups(t) {
         let node = &stream.nodes[group[0]];
         let input_schema = stream.inputs(group[0]).next().map(|e| stream.nodes[e.from].schema.clone());
+        let filter_before = lone_filter.take();
         match &node.kind {
-            NodeKind::Stateless(_) => {
+            NodeKind::Stateless(step) => {
+                if let (Step::Filter(predicate), [id], Some(input)) = (step, group.as_slice(), &input_schema)
+                    && node.on_error == crate::pipeline::OnError::Fail
+                    && row_eval::supported(predicate, input)
+                {
+                    lone_filter = Some(Prefilter { node: *id, name: node.name.clone(), predicate: predicate.clone() });
+                }
                 let steps = group
                     .iter()
                     .map(|&id| match &stream.nodes[id].kind {
@@ -285,7 +296,13 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop
                 };
                 debug_assert_eq!(table.is_some(), node.notes.iter().any(|n| n.contains("state: hash table")), "{}: explain and the runtime disagree on the state", node.name);
                 if let Some(op) = table {
-                    ops.push(Box::new(op));
+                    match filter_before {
+                        Some(filter) if phase == Phase::Partial => {
+                            ops.pop().expect("the filter was the last operator built");
+                            ops.push(Box::new(op.with_prefilter(filter)));
+                        }
+                        _ => ops.push(Box::new(op)),
+                    }
                     continue;
                 }
                 let op = ReduceOperator::new(node.name.clone(), group[0], reduce.clone(), phase, stream.batch_rows, input, state, metrics.clone());

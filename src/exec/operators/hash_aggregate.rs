@@ -529,15 +529,12 @@ impl AggregateTable {
                 })
                 .collect(),
             Inputs::Computed { shared, inputs, direct: true } => {
-                let rows = batch.height();
-                // A result of one row (only literals) is repeated to the batch's length.
-                let full = |c: Column| if c.len() == 1 && rows != 1 { c.new_from_index(0, rows) } else { c };
                 let mut work = batch.clone();
                 for e in shared {
-                    let c = full(row_eval::eval(e, &work)?);
+                    let c = row_eval::eval_rows(e, &work)?;
                     work.with_column(c)?;
                 }
-                inputs.iter().map(|e| row_eval::eval(e, &work).map(full)).collect()
+                inputs.iter().map(|e| row_eval::eval_rows(e, &work)).collect()
             }
             Inputs::Computed { shared, inputs, direct: false } => {
                 let lf = shared.iter().fold(batch.clone().lazy(), |lf, e| lf.with_column(e.clone()));
@@ -561,13 +558,7 @@ impl AggregateTable {
         let Ok(inputs) = self.evaluate(batch) else {
             return self.update_raw(&batch.filter(keep)?);
         };
-        let keep = keep.rechunk();
-        let array = keep.downcast_as_array();
-        let mask = match array.validity() {
-            Some(valid) => array.values() & valid,
-            None => array.values().clone(),
-        };
-        self.fold_raw(batch, &inputs, Some(&mask))
+        self.fold_raw(batch, &inputs, Some(&row_eval::true_rows(keep)))
     }
 
     fn fold_raw(&mut self, batch: &DataFrame, inputs: &[Column], keep: Option<&Bitmap>) -> PolarsResult<()> {
@@ -860,16 +851,17 @@ impl HashAggregateOperator {
     }
 
     /// Applies the prefilter to `batch`, counting for the filter: None when no row passes;
-    /// else the batch (filtered when few rows pass) and, when most but not all pass, the rows
-    /// to keep.
-    fn prefiltered(&self, batch: DataFrame) -> Result<Option<(DataFrame, Option<BooleanChunked>)>> {
-        let Some(f) = &self.prefilter else { return Ok(Some((batch, None))) };
+    /// else the batch (filtered when few rows pass), when most but not all pass the rows to
+    /// keep, and how many rows go on.
+    fn prefiltered(&self, batch: DataFrame) -> Result<Option<(DataFrame, Option<BooleanChunked>, usize)>> {
+        let Some(f) = &self.prefilter else {
+            let rows = batch.height();
+            return Ok(Some((batch, None, rows)));
+        };
         let start = Instant::now();
         let fail = |e: PolarsError| Error::execution("operator", &f.name, clean(&e));
         let rows = batch.height();
-        let keep = row_eval::eval(&f.predicate, &batch).map_err(fail)?;
-        let keep = if keep.len() == 1 && rows != 1 { keep.new_from_index(0, rows) } else { keep };
-        let keep = keep.bool().map_err(fail)?.clone();
+        let keep = row_eval::eval_condition(&f.predicate, &batch).map_err(fail)?;
         let kept = keep.sum().unwrap_or(0) as usize;
         let m = &self.metrics.nodes[f.node];
         NodeMetrics::add(&m.rows_in, rows as u64);
@@ -877,10 +869,10 @@ impl HashAggregateOperator {
         NodeMetrics::add(&m.filtered, (rows - kept) as u64);
         let out = match kept {
             0 => None,
-            k if k == rows => Some((batch, None)),
+            k if k == rows => Some((batch, None, k)),
             // Few rows pass: folding them from a smaller copy is cheaper.
-            k if 2 * k < rows || self.pass_on => Some((batch.filter(&keep).map_err(fail)?, None)),
-            _ => Some((batch, Some(keep))),
+            k if 2 * k < rows || self.pass_on => Some((batch.filter(&keep).map_err(fail)?, None, k)),
+            k => Some((batch, Some(keep), k)),
         };
         m.add_time(start.elapsed());
         Ok(out)
@@ -921,10 +913,9 @@ impl HashAggregateOperator {
 
 impl Operator for HashAggregateOperator {
     fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
-        let Some((batch, keep)) = self.prefiltered(batch)? else { return Ok(()) };
+        let Some((batch, keep, rows)) = self.prefiltered(batch)? else { return Ok(()) };
         let start = Instant::now();
         let m = &self.metrics.nodes[self.node];
-        let rows = keep.as_ref().map_or(batch.height(), |k| k.sum().unwrap_or(0) as usize);
         NodeMetrics::add(&m.rows_in, rows as u64);
         if self.pass_on {
             let rows = self.table.rows_as_state(&batch).map_err(|e| self.fail(e))?;

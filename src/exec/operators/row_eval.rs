@@ -98,6 +98,29 @@ pub fn supported(e: &Expr, schema: &Schema) -> bool {
     supported_type(e, schema).is_some()
 }
 
+/// `e` over `batch` with one value per row: a result of one row (literals only) is repeated to
+/// the batch's length.
+pub fn eval_rows(e: &Expr, batch: &DataFrame) -> PolarsResult<Column> {
+    let rows = batch.height();
+    let c = eval(e, batch)?;
+    Ok(if c.len() == 1 && rows != 1 { c.new_from_index(0, rows) } else { c })
+}
+
+/// The condition `e` over `batch`, one value per row.
+pub fn eval_condition(e: &Expr, batch: &DataFrame) -> PolarsResult<BooleanChunked> {
+    Ok(eval_rows(e, batch)?.bool()?.clone())
+}
+
+/// The rows where `condition` is true (not false, not null), as a bitmap.
+pub fn true_rows(condition: &BooleanChunked) -> polars_arrow::bitmap::Bitmap {
+    let condition = condition.rechunk();
+    let array = condition.downcast_as_array();
+    match array.validity() {
+        Some(valid) => array.values() & valid,
+        None => array.values().clone(),
+    }
+}
+
 /// `e` over `batch` (which must have the schema [`supported`] was asked about).
 pub fn eval(e: &Expr, batch: &DataFrame) -> PolarsResult<Column> {
     match e {

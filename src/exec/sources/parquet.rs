@@ -322,16 +322,8 @@ fn read_filtered(path: &Path, meta: &FileMetadata, rg: usize, fields: &ArrowSche
     let live = DataFrame::new(rows, live)?;
     // A predicate that fails here (a decimal overflow) is left to the filter operator, which
     // reports it under its own name and `on_error`: the rows then go on unfiltered.
-    let pass = row_eval::eval(&filter.predicate, &live).ok().and_then(|pass| {
-        let pass = if pass.len() == 1 && rows != 1 { pass.new_from_index(0, rows) } else { pass };
-        pass.bool().ok().map(|b| b.rechunk().into_owned())
-    });
-    let pass = pass.unwrap_or_else(|| BooleanChunked::full("pass".into(), true, rows));
-    let array = pass.downcast_as_array();
-    let mask = match array.validity() {
-        Some(valid) => array.values() & valid,
-        None => array.values().clone(),
-    };
+    let pass = row_eval::eval_condition(&filter.predicate, &live).unwrap_or_else(|_| BooleanChunked::full("pass".into(), true, rows));
+    let mask = row_eval::true_rows(&pass);
     let kept = mask.set_bits();
     // Decoding at a mask pays when it skips most rows.
     let dense = kept * 2 > rows;

@@ -46,15 +46,26 @@ impl ExchangeOutput {
 
 /// Splits `df` by a deterministic hash of `keys` into `n` parts (None where a part is empty).
 pub fn hash_split(df: &DataFrame, keys: &[String], n: usize) -> PolarsResult<Vec<Option<DataFrame>>> {
-    let mut key_frame = df.select(keys.iter().map(String::as_str))?;
-    let hashes = key_frame.hash_rows(Some(PlSeedableRandomStateQuality::seed_from_u64(0x7269_7675_6c65_7421)))?;
+    // Hashed here, on the subtask's thread (polars' `hash_rows` splits the work over its own
+    // pool: threads that compete with the subtasks and allocate memory they then free).
+    let seed = PlSeedableRandomStateQuality::seed_from_u64(0x7269_7675_6c65_7421);
+    let mut hashes = Vec::with_capacity(df.height());
+    for (i, key) in keys.iter().enumerate() {
+        let column = df.column(key)?;
+        if i == 0 {
+            column.vec_hash(seed.clone(), &mut hashes)?;
+        } else {
+            column.vec_hash_combine(seed.clone(), &mut hashes)?;
+        }
+    }
     let mut parts: Vec<Vec<IdxSize>> = vec![Vec::new(); n];
-    for (row, h) in hashes.into_no_null_iter().enumerate() {
+    for (row, h) in hashes.into_iter().enumerate() {
         // Multiply-shift maps the hash onto [0, n) using its high bits.
         let target = ((h as u128 * n as u128) >> 64) as usize;
         parts[target].push(row as IdxSize);
     }
-    parts.into_iter().map(|rows| if rows.is_empty() { Ok(None) } else { df.take(&IdxCa::from_vec("".into(), rows)).map(Some) }).collect()
+    // SAFETY: every index is a row of `df`.
+    Ok(parts.into_iter().map(|rows| (!rows.is_empty()).then(|| unsafe { df.take_unchecked_impl(&IdxCa::from_vec("".into(), rows), false) })).collect())
 }
 
 impl Collector for ExchangeOutput {

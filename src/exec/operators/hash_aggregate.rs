@@ -871,7 +871,7 @@ impl HashAggregateOperator {
             0 => None,
             k if k == rows => Some((batch, None, k)),
             // Few rows pass: folding them from a smaller copy is cheaper.
-            k if 2 * k < rows || self.pass_on => Some((batch.filter(&keep).map_err(fail)?, None, k)),
+            k if 2 * k < rows || self.pass_on => Some((batch.filter_seq(&keep).map_err(fail)?, None, k)),
             k => Some((batch, Some(keep), k)),
         };
         m.add_time(start.elapsed());

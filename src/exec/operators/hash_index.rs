@@ -148,13 +148,14 @@ impl HashIndex {
             Tables::Two(t) => t.probe(left, &self.left_on, self.how)?,
         };
         // SAFETY: every index comes from enumerating the left batch or the right side's rows.
-        let mut out = unsafe { left.take_unchecked(&IdxCa::from_vec("".into(), l)) };
+        // Gathered on this thread: polars would spread the columns over its own pool.
+        let mut out = unsafe { left.take_unchecked_impl(&IdxCa::from_vec("".into(), l), false) };
         if self.payload.width() > 0 {
             let right_rows: IdxCa = match self.how {
                 How::Left if r.contains(&END) => r.into_iter().map(|j| (j != END).then_some(j)).collect(),
                 _ => IdxCa::from_vec("".into(), r),
             };
-            let right = unsafe { self.payload.take_unchecked(&right_rows) };
+            let right = unsafe { self.payload.take_unchecked_impl(&right_rows, false) };
             out.hstack_mut(right.columns())?;
         }
         Ok(out)

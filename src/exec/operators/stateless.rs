@@ -128,7 +128,7 @@ impl StatelessOperator {
             && *self.direct_filter.get_or_init(|| row_eval::supported(predicate, batch.schema()))
         {
             let keep = row_eval::eval(predicate, &batch).ok()?;
-            batch = batch.filter(keep.bool().ok()?).ok()?;
+            batch = batch.filter_seq(keep.bool().ok()?).ok()?;
             rows.push(batch.height() as u64);
             steps = &steps[1..];
             if steps.is_empty() {
@@ -146,7 +146,7 @@ impl StatelessOperator {
                 Step::Filter(predicate) => {
                     let df = lf.with_column(predicate.clone().alias(KEEP_COLUMN)).collect().ok()?;
                     let keep = df.column(KEEP_COLUMN).ok()?.bool().ok()?.clone();
-                    let df = df.drop(KEEP_COLUMN).ok()?.filter(&keep).ok()?;
+                    let df = df.drop(KEEP_COLUMN).ok()?.filter_seq(&keep).ok()?;
                     current = df.height() as u64;
                     df.lazy()
                 }
@@ -254,7 +254,7 @@ fn run_step(s: &FusedStep, df: &DataFrame) -> Result<(DataFrame, Rejected)> {
                 misses.push((row, ErrorKind::NoMatch, message));
             }
         }
-        let out = out.filter(&!&marks.fill_null_with_values(false).map_err(fail)?).map_err(fail)?.drop(MISMATCH_COLUMN).map_err(fail)?;
+        let out = out.filter_seq(&!&marks.fill_null_with_values(false).map_err(fail)?).map_err(fail)?.drop(MISMATCH_COLUMN).map_err(fail)?;
         rejected.extend(misses);
         rejected.sort_by_key(|r| r.0);
         return Ok((out, rejected));

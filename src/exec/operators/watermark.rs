@@ -59,7 +59,7 @@ pub(super) fn set_aside_null_times(batch: DataFrame, time: &Expr, on_error: OnEr
             .collect();
         out.side_output(node, DEAD_LETTER, dead_letter::frame(name, &rejections).map_err(fail)?)?;
     }
-    batch.filter(&!&nulls).map_err(fail)
+    batch.filter_seq(&!&nulls).map_err(fail)
 }
 
 /// Makes watermarks from a time column: the largest event time seen minus `max_delay`.

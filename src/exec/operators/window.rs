@@ -239,7 +239,7 @@ impl WindowOperator {
                 let (s, end) = (s.unwrap_or_default().to_string(), end.unwrap_or(i64::MIN));
                 keep.push(self.emitted.entry(end).or_default().insert(s));
             }
-            let fresh = result.filter(&BooleanChunked::from_slice("".into(), &keep)).map_err(|e| self.fail(e))?;
+            let fresh = result.filter_seq(&BooleanChunked::from_slice("".into(), &keep)).map_err(|e| self.fail(e))?;
             NodeMetrics::add(&self.metrics.nodes[self.node].rows_out, fresh.height() as u64);
             emit_in_batches(&fresh, self.batch_rows, out)?;
         }

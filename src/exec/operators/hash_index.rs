@@ -124,7 +124,8 @@ impl HashIndex {
     /// Indexes `right` for joins with left frames of `left_schema`; `None` when the join type
     /// or the key types need polars' join.
     pub fn build(how: How, left_on: &[String], right_on: &[String], suffix: &str, left_schema: &Schema, right: &DataFrame) -> PolarsResult<Option<Self>> {
-        let key_types_fit = left_on.iter().all(|k| left_schema.get(k).is_some_and(fits_i64)) && right_on.iter().all(|k| right.column(k).is_ok_and(|c| fits_i64(c.dtype())));
+        let key_types_fit =
+            left_on.iter().all(|k| left_schema.get(k).is_some_and(fits_i64)) && right_on.iter().all(|k| right.column(k).is_ok_and(|c| fits_i64(c.dtype())));
         if !matches!(how, How::Inner | How::Left | How::Semi | How::Anti) || !key_types_fit || !(1..=2).contains(&left_on.len()) {
             return Ok(None);
         }

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use polars::prelude::*;
 use polars::io::parquet::read::FileMetadata;
+use polars::prelude::*;
 use polars_arrow::datatypes::ArrowSchema;
 
 use super::discover::Split;
@@ -301,7 +301,14 @@ impl SplitReader for ParquetSplit {
 /// With a `filter`, the predicate's columns are decoded first, and the others only at the rows
 /// that pass, unless most rows pass (then everything is decoded and the filter operator does
 /// the work). Returns the rows and how many were dropped.
-fn read_row_group(path: &Path, meta: &FileMetadata, rg: usize, fields: &ArrowSchema, projection: &[String], filter: Option<&ReaderFilter>) -> PolarsResult<(DataFrame, u64)> {
+fn read_row_group(
+    path: &Path,
+    meta: &FileMetadata,
+    rg: usize,
+    fields: &ArrowSchema,
+    projection: &[String],
+    filter: Option<&ReaderFilter>,
+) -> PolarsResult<(DataFrame, u64)> {
     use polars::io::mmap::ReaderBytes;
     use polars_parquet::read::Filter;
     let md = &meta.row_groups[rg];

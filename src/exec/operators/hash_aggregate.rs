@@ -190,6 +190,9 @@ struct GroupMap<const N: usize> {
     /// Groups whose key has a null: their number by key, and (in group order) their null bits.
     null_keys: std::collections::HashMap<Key<N>, u32>,
     nulls: Vec<(u32, u8)>,
+    /// Group numbers by the key's values, for keys of one or two columns whose values are all
+    /// in 0..256 (flags, small codes): `u32::MAX` where none yet. Empty until first used.
+    direct: Vec<u32>,
     hasher: PlRandomState,
     hashes: Vec<u64>,
 }
@@ -201,6 +204,7 @@ impl<const N: usize> GroupMap<N> {
             keys: Vec::new(),
             null_keys: std::collections::HashMap::new(),
             nulls: Vec::new(),
+            direct: Vec::new(),
             hasher: PlRandomState::default(),
             hashes: Vec::new(),
         }
@@ -304,6 +308,29 @@ impl<const N: usize> Groups for GroupMap<N> {
             }
             key
         };
+        // Keys of a small domain (TPC-H Q1's two flags) find their group by their values, with
+        // no hashing. Their groups are also in the table, for batches that do not qualify.
+        if N <= 2 && validity.iter().all(Option::is_none) && values.iter().all(|v| v.iter().all(|x| (0..DIRECT_VALUES).contains(x))) {
+            if self.direct.is_empty() {
+                self.direct = vec![u32::MAX; 1 << (8 * N)];
+            }
+            for i in 0..rows {
+                // SAFETY: the mask has a bit per row.
+                if keep.is_some_and(|k| !unsafe { k.get_bit_unchecked(i) }) {
+                    ids.push(LEFT_OUT);
+                    continue;
+                }
+                let index = (0..N).fold(0, |index, c| index | (values[c][i] as usize) << (8 * c));
+                let mut id = self.direct[index];
+                if id == u32::MAX {
+                    let key = row_key(i);
+                    id = self.group(key, self.hasher.hash_one(key));
+                    self.direct[index] = id;
+                }
+                ids.push(id);
+            }
+            return;
+        }
         // Prefetching pays when the table is beyond the caches.
         let far = self.slots.len() > PREFETCH_GROUPS;
         self.hashes.clear();
@@ -360,6 +387,7 @@ impl<const N: usize> Groups for GroupMap<N> {
         self.keys.clear();
         self.null_keys.clear();
         self.nulls.clear();
+        self.direct.fill(u32::MAX);
     }
 
     fn release(&mut self) {
@@ -765,6 +793,11 @@ where
         let ids = &ids[offset..offset + values.len()];
         offset += values.len();
         let valid = arr.validity().filter(|b| b.unset_bits() > 0);
+        // Integer sums are exact in any order; float sums keep the rows' order.
+        if op == Op::Sum && valid.is_none() && groups <= LANE_GROUPS && physical != DataType::Float64 {
+            sum_in_lanes(&mut acc[..groups], ids, |i| values[i]);
+            continue;
+        }
         let rows = ids.iter().zip(values).enumerate().filter(|(i, _)| valid.is_none_or(|b| unsafe { b.get_bit_unchecked(*i) }));
         let far = groups > PREFETCH_GROUPS;
         match op {
@@ -818,6 +851,9 @@ fn prefetch<T>(acc: &[T], ids: &[u32], i: usize) {
 
 /// Adds 1 to the accumulator of each row's group.
 fn count_each(acc: &mut [i64], ids: &[u32], groups: usize) {
+    if groups <= LANE_GROUPS {
+        return sum_in_lanes(&mut acc[..groups], ids, |_| 1);
+    }
     let far = groups > PREFETCH_GROUPS;
     ids.iter().enumerate().for_each(|(i, &g)| {
         if far {
@@ -825,6 +861,39 @@ fn count_each(acc: &mut [i64], ids: &[u32], groups: usize) {
         }
         acc[g as usize] += 1
     });
+}
+
+/// Key values below this are looked up directly (see [`GroupMap::direct`]).
+const DIRECT_VALUES: i64 = 256;
+
+/// Up to this many groups, sums and counts are folded in [`sum_in_lanes`].
+const LANE_GROUPS: usize = 256;
+
+/// Adds `value(i)` to the accumulator of row `i`'s group, for every row of `ids`. With few
+/// groups, consecutive rows mostly hit the same accumulator, and each addition waits for the
+/// one before it to be stored (TPC-H Q1: 4 groups, 15 sums of 6 M rows, a third of its time).
+/// Four copies of the accumulators, taken in turn, let four additions run at once; they are
+/// added together at the end. Only for additions that are exact in any order (integers).
+fn sum_in_lanes<N: Num>(acc: &mut [N], ids: &[u32], value: impl Fn(usize) -> N) {
+    const LANES: usize = 4;
+    let groups = acc.len();
+    let mut lanes = vec![N::default(); LANES * groups];
+    let whole = ids.len() / LANES * LANES;
+    for row in (0..whole).step_by(LANES) {
+        for lane in 0..LANES {
+            let a = &mut lanes[lane * groups + ids[row + lane] as usize];
+            *a = a.plus(value(row + lane));
+        }
+    }
+    for row in whole..ids.len() {
+        let a = &mut lanes[ids[row] as usize];
+        *a = a.plus(value(row));
+    }
+    for lane in lanes.chunks_exact(groups.max(1)) {
+        for (a, &l) in acc.iter_mut().zip(lane) {
+            *a = a.plus(l);
+        }
+    }
 }
 
 /// Partial states of at most this many groups times the batch size are held by the partial
@@ -1178,6 +1247,50 @@ mod tests {
         let keys: Vec<Option<i64>> = (0..n).map(|i| if i % 100_003 == 0 { None } else { Some(i * 7919 % 150_000) }).collect();
         let input = df!("k" => keys, "x" => (0..n).collect::<Vec<_>>()).unwrap();
         check(&plan(&["k"], vec![spec("n", Count, None), spec("s", Sum, Some(col("x")))]), &input);
+    }
+
+    #[test]
+    fn small_keys_found_directly_share_groups_with_keys_that_are_not() {
+        // Batches of 3 rows: some with every key value in 0..256 (looked up directly), some
+        // with a larger value or a null (hashed), over the same groups.
+        let n = 600i64;
+        let a: Vec<Option<i64>> = (0..n)
+            .map(|i| {
+                if i % 17 == 0 {
+                    None
+                } else if i % 13 == 0 {
+                    Some(300)
+                } else {
+                    Some(i % 5)
+                }
+            })
+            .collect();
+        let b: Vec<i64> = (0..n).map(|i| i % 3 * 100).collect();
+        let input = df!("a" => a, "b" => b, "x" => (0..n).collect::<Vec<_>>()).unwrap();
+        for keys in [&["a"][..], &["a", "b"], &["b"]] {
+            check(&plan(keys, vec![spec("n", Count, None), spec("s", Sum, Some(col("x")))]), &input);
+        }
+    }
+
+    #[test]
+    fn sums_in_lanes_equal_sums_row_by_row() {
+        // Row counts that leave 0 to 3 rows past the last whole set of lanes, and values that
+        // wrap around, as polars' integer sums do.
+        for rows in [0usize, 1, 5, 6, 7, 8, 1001] {
+            let ids: Vec<u32> = (0..rows).map(|i| (i * 7 % 5) as u32).collect();
+            let values: Vec<i64> = (0..rows).map(|i| if i % 3 == 0 { i64::MAX - i as i64 } else { i as i64 }).collect();
+            let mut want = vec![3i64; 5];
+            for (&g, &v) in ids.iter().zip(&values) {
+                want[g as usize] = want[g as usize].wrapping_add(v);
+            }
+            let mut got = vec![3i64; 5];
+            sum_in_lanes(&mut got, &ids, |i| values[i]);
+            assert_eq!(got, want, "{rows} rows");
+            let mut counts = vec![0i64; 5];
+            count_each(&mut counts, &ids, 5);
+            assert_eq!(counts.iter().sum::<i64>(), rows as i64);
+            assert!((0..5).all(|g| counts[g] == ids.iter().filter(|&&i| i == g as u32).count() as i64));
+        }
     }
 
     #[test]

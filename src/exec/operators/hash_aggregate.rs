@@ -898,8 +898,11 @@ fn sum_in_lanes<N: Num>(acc: &mut [N], ids: &[u32], value: impl Fn(usize) -> N) 
 
 /// Partial states of at most this many groups times the batch size are held by the partial
 /// phase before it sends them on: the partial phase only shrinks what crosses the exchange,
-/// and a bounded table stays in cache and in memory.
-const PARTIAL_BATCHES: usize = 4;
+/// and a bounded table stays in cache and in memory. One batch's worth (64 K groups by
+/// default) was faster than four on every case measured: TPC-H Q18 on Parquet (1.5 M orders,
+/// lines clustered by order) 0.44 s to 0.35 s, a group-by of lineitem by its 200 K random part
+/// keys 0.23-0.25 s to 0.19-0.20 s, 10 M keys unchanged (the table's memory is touched once).
+const PARTIAL_BATCHES: usize = 1;
 
 /// One subtask of a keyed aggregate over a [`AggregateTable`].
 pub struct HashAggregateOperator {

@@ -58,6 +58,10 @@ pub fn hash_split(df: &DataFrame, keys: &[String], n: usize) -> PolarsResult<Vec
             column.vec_hash_combine(seed.clone(), &mut hashes)?;
         }
     }
+    if keys.is_empty() {
+        // No key: every row is one group, sent to one subtask.
+        hashes.resize(df.height(), 0);
+    }
     let mut parts: Vec<Vec<IdxSize>> = vec![Vec::new(); n];
     for (row, h) in hashes.into_iter().enumerate() {
         // Multiply-shift maps the hash onto [0, n) using its high bits.
@@ -111,6 +115,15 @@ impl Collector for ExchangeOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_split_without_keys_sends_every_row_to_one_part() {
+        let df = df!("k" => [1i64, 2, 3, 4, 5]).unwrap();
+        let parts = hash_split(&df, &[], 3).unwrap();
+        let sizes: Vec<usize> = parts.iter().map(|p| p.as_ref().map_or(0, DataFrame::height)).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 5);
+        assert_eq!(sizes.iter().filter(|&&n| n > 0).count(), 1);
+    }
 
     #[test]
     fn hash_split_is_deterministic_and_complete() {

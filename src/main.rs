@@ -24,6 +24,17 @@ mod param {
 #[cfg(target_env = "gnu")]
 const OWN_MAPPING: usize = 32 << 20;
 
+/// The environment variable that overrides each `mallopt` parameter, and the value set.
+#[cfg(target_env = "gnu")]
+fn settings() -> [(&'static str, i32, i32); 3] {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    [
+        ("MALLOC_TRIM_THRESHOLD_", param::TRIM_THRESHOLD, i32::MAX),
+        ("MALLOC_MMAP_THRESHOLD_", param::MMAP_THRESHOLD, OWN_MAPPING as i32),
+        ("MALLOC_ARENA_MAX", param::ARENA_MAX, (2 * cores).min(64) as i32),
+    ]
+}
+
 /// Keeps freed memory for reuse instead of returning it to the OS, and serves allocations of
 /// up to 32 MiB from the heap rather than from fresh mappings: batches come and go at the same
 /// sizes, and memory handed back (or freshly mapped) had to be faulted in and zeroed again.
@@ -34,13 +45,7 @@ fn tune_allocator() {
     #[cfg(target_env = "gnu")]
     {
         let unset = |name: &str| std::env::var_os(name).is_none() && std::env::var_os("GLIBC_TUNABLES").is_none();
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let settings = [
-            ("MALLOC_TRIM_THRESHOLD_", param::TRIM_THRESHOLD, i32::MAX),
-            ("MALLOC_MMAP_THRESHOLD_", param::MMAP_THRESHOLD, OWN_MAPPING as i32),
-            ("MALLOC_ARENA_MAX", param::ARENA_MAX, (2 * cores).min(64) as i32),
-        ];
-        for (variable, param, value) in settings {
+        for (variable, param, value) in settings() {
             if unset(variable) {
                 // SAFETY: mallopt only changes the allocator's parameters; called before any
                 // thread but this one exists.
@@ -62,9 +67,8 @@ mod tests {
     fn glibc_accepts_every_setting() {
         // mallopt returns 0 for a value it refuses (an mmap threshold above its maximum, say).
         use super::*;
-        let cores = 2;
-        for (param, value) in [(param::TRIM_THRESHOLD, i32::MAX), (param::MMAP_THRESHOLD, OWN_MAPPING as i32), (param::ARENA_MAX, 2 * cores)] {
-            assert_eq!(unsafe { mallopt(param, value) }, 1, "mallopt({param}, {value})");
+        for (variable, param, value) in settings() {
+            assert_eq!(unsafe { mallopt(param, value) }, 1, "mallopt({param}, {value}) for {variable}");
         }
     }
 }

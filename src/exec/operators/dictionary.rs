@@ -140,7 +140,7 @@ mod tests {
         // two batches: equal strings get equal codes, and every code reads back.
         let value = |i: usize| {
             let k = (i * 7919) % 300;
-            if k % 5 == 0 { format!("a value longer than twelve bytes {k}") } else { format!("v{k}") }
+            if k.is_multiple_of(5) { format!("a value longer than twelve bytes {k}") } else { format!("v{k}") }
         };
         let mut d = Dictionary::default();
         let mut seen = std::collections::HashMap::new();

@@ -542,12 +542,8 @@ mod tests {
         }
     }
 
-    /// The straightforward byte-by-byte definition, to check the block version against.
-    fn complete_by_bytes(bytes: &[u8], width: usize) -> Option<usize> {
-        scan_by_bytes(bytes, width).map(|r| r.count)
-    }
-
-    /// The same, with blank lines and the longest record (input without `\r`).
+    /// The straightforward byte-by-byte definition, to check the block version against: the
+    /// complete records, whether one is blank, and the longest (input without `\r`).
     fn scan_by_bytes(bytes: &[u8], width: usize) -> Option<Records> {
         let (mut quoted, mut fields, mut len, mut records) = (false, 1, 0, 0);
         let (mut blank, mut longest) = (false, 0);

@@ -157,8 +157,10 @@ impl<const N: usize> Default for Key<N> {
 /// Assigns group numbers to keys, in order of first appearance.
 trait Groups: Send {
     /// The group of each of the `rows` rows of `keys`, new keys getting the next numbers,
-    /// written to `ids`; rows that `keep` leaves out get [`LEFT_OUT`] and no group.
-    fn assign(&mut self, keys: &KeyColumns, rows: usize, keep: Option<&Bitmap>, ids: &mut Vec<u32>);
+    /// written to `ids`; rows that `keep` leaves out get [`LEFT_OUT`] and no group. Returns
+    /// how many runs of equal keys the kept rows form where the table was searched (a run
+    /// costs one search; rows found by their value alone are not counted).
+    fn assign(&mut self, keys: &KeyColumns, rows: usize, keep: Option<&Bitmap>, ids: &mut Vec<u32>) -> usize;
     fn len(&self) -> usize;
     /// The key columns of the groups, in group order: values (null keys as 0) and validity.
     fn columns(&self) -> Vec<(Vec<i64>, Vec<bool>)>;
@@ -167,6 +169,9 @@ trait Groups: Send {
     fn release(&mut self) {
         self.clear();
     }
+    /// From now on a group per run of equal keys, without searching for the key: for input
+    /// clustered by key, where a table finds few keys again after their run.
+    fn by_runs(&mut self) {}
 }
 
 /// Group numbers in an open-addressing hash table (linear probing), and the keys by group
@@ -193,6 +198,8 @@ struct GroupMap<const N: usize> {
     /// Group numbers by the key's values, for keys of one or two columns whose values are all
     /// in 0..256 (flags, small codes): `u32::MAX` where none yet. Empty until first used.
     direct: Vec<u32>,
+    /// A group per run (see [`Groups::by_runs`]): the table is not searched.
+    runs_only: bool,
     hasher: PlRandomState,
     hashes: Vec<u64>,
 }
@@ -205,6 +212,7 @@ impl<const N: usize> GroupMap<N> {
             null_keys: std::collections::HashMap::new(),
             nulls: Vec::new(),
             direct: Vec::new(),
+            runs_only: false,
             hasher: PlRandomState::default(),
             hashes: Vec::new(),
         }
@@ -212,6 +220,15 @@ impl<const N: usize> GroupMap<N> {
 
     fn mask(&self) -> usize {
         self.slots.len() - 1
+    }
+
+    /// The home slot of a key with hash `hash`: the hash's top bits. A slot holds the top 32
+    /// bits, so growing the table finds each key's new home from its slot alone, and in the
+    /// order of the old slots (homes 2i and 2i + 1 for home i): the copy runs through both tables
+    /// in order instead of hashing every key again and writing at random.
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> (64 - self.slots.len().trailing_zeros())) as usize
     }
 
     /// The group of `key` (whose hash is `hash`), added when new.
@@ -228,7 +245,7 @@ impl<const N: usize> GroupMap<N> {
         }
         let tag = hash & 0xFFFF_FFFF_0000_0000;
         let mask = self.mask();
-        let mut pos = hash as usize & mask;
+        let mut pos = self.home(hash);
         loop {
             let slot = self.slots[pos];
             if slot == 0 {
@@ -252,19 +269,15 @@ impl<const N: usize> GroupMap<N> {
     }
 
     fn grow(&mut self) {
-        self.slots = written_zeros(2 * self.slots.len());
+        let bigger = written_zeros(2 * self.slots.len());
+        let old = std::mem::replace(&mut self.slots, bigger);
         let mask = self.mask();
-        let mut with_nulls = self.nulls.iter().map(|&(id, _)| id as usize).peekable();
-        for (id, &values) in self.keys.iter().enumerate() {
-            if with_nulls.next_if_eq(&id).is_some() {
-                continue;
-            }
-            let hash = self.hasher.hash_one(Key { values, nulls: 0 });
-            let mut pos = hash as usize & mask;
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            let mut pos = self.home(slot);
             while self.slots[pos] != 0 {
                 pos = (pos + 1) & mask;
             }
-            self.slots[pos] = (hash & 0xFFFF_FFFF_0000_0000) | (id as u64 + 1);
+            self.slots[pos] = slot;
         }
     }
 
@@ -273,10 +286,10 @@ impl<const N: usize> GroupMap<N> {
     #[inline(always)]
     fn prefetch(&self, i: usize) {
         if let Some(&h) = self.hashes.get(i + PREFETCH_AHEAD) {
-            prefetch_address(self.slots.as_ptr().wrapping_add(h as usize & self.mask()));
+            prefetch_address(self.slots.as_ptr().wrapping_add(self.home(h)));
         }
         if let Some(&h) = self.hashes.get(i + PREFETCH_AHEAD / 2) {
-            let slot = self.slots[h as usize & self.mask()];
+            let slot = self.slots[self.home(h)];
             let id = (slot as u32).wrapping_sub(1) as usize;
             if slot != 0 && id < self.keys.len() {
                 prefetch_address(self.keys.as_ptr().wrapping_add(id));
@@ -286,10 +299,10 @@ impl<const N: usize> GroupMap<N> {
 }
 
 impl<const N: usize> Groups for GroupMap<N> {
-    fn assign(&mut self, keys: &KeyColumns, rows: usize, keep: Option<&Bitmap>, ids: &mut Vec<u32>) {
+    fn assign(&mut self, keys: &KeyColumns, rows: usize, keep: Option<&Bitmap>, ids: &mut Vec<u32>) -> usize {
         ids.clear();
         if rows == 0 {
-            return;
+            return 0;
         }
         ids.reserve(rows);
         // One chunk per column (rechunked by the caller), so rows index the arrays directly.
@@ -308,6 +321,42 @@ impl<const N: usize> Groups for GroupMap<N> {
             }
             key
         };
+        // SAFETY: the mask has a bit per row.
+        let left_out = |i: usize| keep.is_some_and(|k| !unsafe { k.get_bit_unchecked(i) });
+        if self.runs_only {
+            let mut runs = 0;
+            if keep.is_none() && validity.iter().all(Option::is_none) {
+                for i in 0..rows {
+                    // SAFETY: every column has `rows` values.
+                    let key: [i64; N] = std::array::from_fn(|c| unsafe { *values[c].get_unchecked(i) });
+                    if i == 0 || self.keys.last() != Some(&key) {
+                        self.keys.push(key);
+                        runs += 1;
+                    }
+                    ids.push(self.keys.len() as u32 - 1);
+                }
+                return runs;
+            }
+            let mut last = None;
+            for i in 0..rows {
+                if left_out(i) {
+                    ids.push(LEFT_OUT);
+                    continue;
+                }
+                let key = row_key(i);
+                if last != Some(key) {
+                    let id = self.keys.len() as u32;
+                    self.keys.push(key.values);
+                    if key.nulls != 0 {
+                        self.nulls.push((id, key.nulls));
+                    }
+                    last = Some(key);
+                    runs += 1;
+                }
+                ids.push(self.keys.len() as u32 - 1);
+            }
+            return runs;
+        }
         // Keys of a small domain (TPC-H Q1's two flags) find their group by their values, with
         // no hashing. Their groups are also in the table, for batches that do not qualify.
         if N <= 2 && validity.iter().all(Option::is_none) && values.iter().all(|v| v.iter().all(|x| (0..DIRECT_VALUES).contains(x))) {
@@ -315,8 +364,7 @@ impl<const N: usize> Groups for GroupMap<N> {
                 self.direct = vec![u32::MAX; 1 << (8 * N)];
             }
             for i in 0..rows {
-                // SAFETY: the mask has a bit per row.
-                if keep.is_some_and(|k| !unsafe { k.get_bit_unchecked(i) }) {
+                if left_out(i) {
                     ids.push(LEFT_OUT);
                     continue;
                 }
@@ -329,7 +377,7 @@ impl<const N: usize> Groups for GroupMap<N> {
                 }
                 ids.push(id);
             }
-            return;
+            return 0;
         }
         // Prefetching pays when the table is beyond the caches.
         let far = self.slots.len() > PREFETCH_GROUPS;
@@ -338,9 +386,9 @@ impl<const N: usize> Groups for GroupMap<N> {
             self.hashes.extend((0..rows).map(|i| self.hasher.hash_one(row_key(i))));
         }
         let mut last: Option<(Key<N>, u32)> = None;
+        let mut runs = 0;
         for i in 0..rows {
-            // SAFETY: the mask has a bit per row.
-            if keep.is_some_and(|k| !unsafe { k.get_bit_unchecked(i) }) {
+            if left_out(i) {
                 ids.push(LEFT_OUT);
                 continue;
             }
@@ -357,11 +405,13 @@ impl<const N: usize> Groups for GroupMap<N> {
                     };
                     let id = self.group(key, hash);
                     last = Some((key, id));
+                    runs += 1;
                     id
                 }
             };
             ids.push(id);
         }
+        runs
     }
 
     fn len(&self) -> usize {
@@ -383,7 +433,9 @@ impl<const N: usize> Groups for GroupMap<N> {
 
     fn clear(&mut self) {
         // Keeps the capacity: a partial phase fills the table again.
-        self.slots.fill(0);
+        if !self.runs_only {
+            self.slots.fill(0);
+        }
         self.keys.clear();
         self.null_keys.clear();
         self.nulls.clear();
@@ -393,6 +445,13 @@ impl<const N: usize> Groups for GroupMap<N> {
     fn release(&mut self) {
         *self = GroupMap::new();
     }
+
+    fn by_runs(&mut self) {
+        self.clear();
+        self.slots = written_zeros(1024);
+        self.direct = Vec::new();
+        self.runs_only = true;
+    }
 }
 
 /// One global group (an aggregate without `key_by`): every row is group 0.
@@ -401,13 +460,14 @@ struct OneGroup {
 }
 
 impl Groups for OneGroup {
-    fn assign(&mut self, _: &KeyColumns, rows: usize, keep: Option<&Bitmap>, ids: &mut Vec<u32>) {
+    fn assign(&mut self, _: &KeyColumns, rows: usize, keep: Option<&Bitmap>, ids: &mut Vec<u32>) -> usize {
         ids.clear();
         match keep {
             None => ids.resize(rows, 0),
             Some(k) => ids.extend(k.iter().take(rows).map(|kept| if kept { 0 } else { LEFT_OUT })),
         }
         self.seen |= ids.contains(&0);
+        0
     }
 
     fn len(&self) -> usize {
@@ -463,6 +523,8 @@ pub struct AggregateTable {
     slots: Vec<Slot>,
     inputs: Inputs,
     ids: Vec<u32>,
+    /// Runs of equal keys searched for in the group table since [`AggregateTable::take_runs`].
+    runs: usize,
 }
 
 impl AggregateTable {
@@ -561,7 +623,7 @@ impl AggregateTable {
             _ => Box::new(GroupMap::<4>::new()),
         };
         let dictionaries = key_types.iter().map(|t| (t == &DataType::String).then(Dictionary::default)).collect();
-        Some(AggregateTable { keys: plan.keys.clone(), key_types, dictionaries, groups, slots, inputs, ids: Vec::new() })
+        Some(AggregateTable { keys: plan.keys.clone(), key_types, dictionaries, groups, slots, inputs, ids: Vec::new(), runs: 0 })
     }
 
     /// Number of groups held.
@@ -632,7 +694,7 @@ impl AggregateTable {
 
     fn fold_raw(&mut self, batch: &DataFrame, inputs: &[Column], keep: Option<&Bitmap>) -> PolarsResult<()> {
         let keys = self.key_columns(batch)?;
-        self.groups.assign(&keys, batch.height(), keep, &mut self.ids);
+        self.runs += self.groups.assign(&keys, batch.height(), keep, &mut self.ids);
         let mut groups = self.groups.len();
         if keep.is_some() {
             let spare = groups as u32;
@@ -720,6 +782,18 @@ impl AggregateTable {
             columns.push(column);
         }
         Ok(columns)
+    }
+
+    /// How many runs of equal keys raw rows formed, each searched for in the group table,
+    /// since the last call.
+    pub fn take_runs(&mut self) -> usize {
+        std::mem::take(&mut self.runs)
+    }
+
+    /// Groups raw rows by runs of equal keys from now on (see [`Groups::by_runs`]).
+    pub fn group_by_runs(&mut self) {
+        debug_assert!(self.is_empty(), "switched between emits");
+        self.groups.by_runs();
     }
 
     /// Empties the table.
@@ -936,6 +1010,10 @@ pub struct HashAggregateOperator {
     /// each row on as its own partial state, and the final phase groups them (as DuckDB and
     /// Flink skip pre-aggregation that does not pay).
     pass_on: bool,
+    /// The partial phase found (at a flush) that nearly every run of equal keys had a key of
+    /// its own (input clustered by key, like TPC-H's lineitem by order): it folds each run into
+    /// a partial state without searching a table, and sends each batch's states on.
+    by_runs: bool,
     batch_rows: usize,
     metrics: Arc<Metrics>,
     /// A filter just before a partial phase, run inside it (see [`Prefilter`]).
@@ -970,7 +1048,7 @@ impl HashAggregateOperator {
     ) -> Option<Self> {
         let table = AggregateTable::new(plan, input_schema, state_schema)?;
         let flush_at = PARTIAL_BATCHES * batch_rows;
-        Some(HashAggregateOperator { name, node, plan: plan.clone(), phase, table, flush_at, folded: 0, pass_on: false, batch_rows, metrics, prefilter: None })
+        Some(HashAggregateOperator { name, node, plan: plan.clone(), phase, table, flush_at, folded: 0, pass_on: false, by_runs: false, batch_rows, metrics, prefilter: None })
     }
 
     /// Runs `filter` (a partial phase's chained filter) inside this operator.
@@ -1061,10 +1139,19 @@ impl Operator for HashAggregateOperator {
         folded.map_err(|e| self.fail(e))?;
         self.folded += rows;
         self.metrics.nodes[self.node].add_time(start.elapsed());
-        if self.phase == Phase::Partial && self.table.len() >= self.flush_at {
-            self.pass_on = 2 * self.table.len() > self.folded;
+        if self.phase == Phase::Partial && (self.by_runs || self.table.len() >= self.flush_at) {
+            let (groups, runs) = (self.table.len(), self.table.take_runs());
+            let switch = !self.by_runs && {
+                self.pass_on = 2 * groups > self.folded;
+                // The table merged fewer than one run in ten with an earlier one.
+                !self.pass_on && runs > 0 && 10 * groups >= 9 * runs
+            };
             self.folded = 0;
             self.emit(out)?;
+            if switch {
+                self.by_runs = true;
+                self.table.group_by_runs();
+            }
         }
         Ok(())
     }
@@ -1123,15 +1210,29 @@ mod tests {
 
     /// Half the rows folded by a partial table, the other half passed on row by row, both
     /// merged by a final table and finalised: the answer must equal polars' one-phase aggregate.
+    /// Then again with the first half folded by runs of equal keys (each batch sent on).
     fn check(plan: &AggregatePlan, input: &DataFrame) {
+        check_with(plan, input, false);
+        check_with(plan, input, true);
+    }
+
+    fn check_with(plan: &AggregatePlan, input: &DataFrame, by_runs: bool) {
         let state = state_schema(plan, input);
         let keys: Vec<&str> = plan.keys.iter().map(String::as_str).collect();
         let half = input.height() as i64 / 2;
         let mut final_table = AggregateTable::new(plan, input.schema(), &state).expect("the table takes this plan");
         let mut partial = AggregateTable::new(plan, input.schema(), &state).unwrap();
+        if by_runs {
+            partial.group_by_runs();
+        }
         // In batches of 3 rows, so groups grow between batches.
         for offset in (0..half).step_by(3) {
             partial.update_raw(&input.slice(offset, 3.min((half - offset) as usize))).unwrap();
+            if by_runs {
+                let batch_state = partial.state().unwrap();
+                partial.clear();
+                final_table.update_state(&batch_state).unwrap();
+            }
         }
         let partial_state = partial.state().unwrap();
         assert_eq!(partial_state.schema(), &state, "the partial state has the frame reduction's schema");
@@ -1354,5 +1455,47 @@ mod tests {
         assert!(refuses(&["k"], spec("m", Median, Some(col("f")))), "lists of values");
         assert!(refuses(&["k"], spec("s", Sum, Some(col("i")))), "an Int32 sum stays Int32 and wraps there");
         assert!(!refuses(&["k"], spec("s", Sum, Some(col("f")))));
+    }
+
+    /// Runs every batch of `batches` through a partial and a final operator and returns the
+    /// answer sorted by `k`, and whether the partial phase switched to folding by runs.
+    fn two_phases(plan: &AggregatePlan, batches: &[DataFrame], batch_rows: usize) -> (DataFrame, bool) {
+        let input = &batches[0];
+        let state = state_schema(plan, input);
+        let metrics = Arc::new(Metrics::new(1));
+        let new = |phase| HashAggregateOperator::new("agg".into(), 0, plan, phase, batch_rows, input.schema(), &state, metrics.clone()).unwrap();
+        let (mut partial, mut last) = (new(Phase::Partial), new(Phase::Final));
+        let mut states = crate::exec::operator::Collected::default();
+        for b in batches {
+            partial.process(b.clone(), &mut states).unwrap();
+        }
+        partial.finish(&mut states).unwrap();
+        let mut out = crate::exec::operator::Collected::default();
+        for s in states.batches {
+            last.process(s, &mut out).unwrap();
+        }
+        last.finish(&mut out).unwrap();
+        let mut answer = out.batches.into_iter().reduce(|a, b| a.vstack(&b).unwrap()).unwrap();
+        answer.rechunk_mut();
+        (sorted(answer, &["k"]), partial.by_runs)
+    }
+
+    #[test]
+    fn clustered_keys_are_folded_by_runs_and_scattered_ones_by_the_table() {
+        let p = plan(&["k"], vec![spec("n", Count, None), spec("s", Sum, Some(col("x"))), spec("m", Max, Some(col("x")))]);
+        // Keys in runs of 4 (a run may straddle two batches), with a null key run and nulls in x.
+        let clustered = |k: i64| if k % 97 == 5 { None } else { Some(k / 4) };
+        let scattered = |k: i64| Some(k * 7919 % 1000);
+        for (key, runs) in [(&clustered as &dyn Fn(i64) -> Option<i64>, true), (&scattered, false)] {
+            let rows: Vec<i64> = (0..4000).collect();
+            let k: Vec<Option<i64>> = rows.iter().map(|&i| key(i)).collect();
+            let x: Vec<Option<i64>> = rows.iter().map(|&i| (i % 13 != 0).then_some(i % 50 - 20)).collect();
+            let input = df!("k" => k, "x" => x).unwrap();
+            let batches: Vec<DataFrame> = (0..4000).step_by(250).map(|o| input.slice(o, 250)).collect();
+            let (got, switched) = two_phases(&p, &batches, 500);
+            assert_eq!(switched, runs, "folded by runs");
+            let want = sorted(p.single_phase(input.lazy()).collect().unwrap(), &["k"]);
+            assert!(got.equals_missing(&want), "got\n{got}\nwant\n{want}");
+        }
     }
 }

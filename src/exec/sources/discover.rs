@@ -164,12 +164,6 @@ pub fn byte_splits<E>(files: &[PathBuf], split_bytes: u64, unreadable: impl Fn(&
     Ok(splits)
 }
 
-/// The splits subtask `index` of `parallelism` reads: round robin over the ordered list, so
-/// neighbouring ranges of a big file go to different subtasks.
-pub fn assign(splits: &[Split], index: usize, parallelism: usize) -> Vec<Split> {
-    splits.iter().skip(index).step_by(parallelism.max(1)).cloned().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +203,5 @@ mod tests {
         assert_eq!(s[0].start, 0);
         assert_eq!(s.last().unwrap().end, 1000);
         assert!(s.windows(2).all(|w| w[0].end == w[1].start));
-        assert_eq!(assign(&s, 1, 2).iter().map(|s| s.ordinal).collect::<Vec<_>>(), [1, 3]);
     }
 }

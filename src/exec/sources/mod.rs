@@ -1,7 +1,7 @@
 //! File sources: CSV, JSON lines and Parquet over a file, a directory or a glob.
 //!
-//! Every subtask reads its own splits (whole files, byte ranges of big text files, or Parquet
-//! row groups), emits batches of at most `batch_rows` rows and holds at most one chunk in
+//! The subtasks of a source take its splits (whole files, byte ranges of big text files, or
+//! Parquet row groups) one at a time from a shared list, emit batches of at most `batch_rows` rows and holds at most one chunk in
 //! memory, so memory stays bounded whatever the input size.
 mod csv;
 pub mod discover;
@@ -377,6 +377,12 @@ fn cast_declared(config: &SourceConfig, df: DataFrame) -> PolarsResult<DataFrame
 /// wrong guess fails the run instead of losing or repeating rows.
 #[derive(Debug)]
 pub struct SplitLog {
+    /// The next split to hand out: a subtask takes one when it has read the last, so a subtask
+    /// slowed by its consumers (or by another task on its core) reads fewer, and none waits
+    /// idle for the others at the end while splits are left (as Flink's split enumerator
+    /// assigns splits to readers on request). A fixed share each left one core idle for up to
+    /// a split's time at the end of every source.
+    next: std::sync::atomic::AtomicUsize,
     covered: std::sync::Mutex<Vec<Option<(u64, u64)>>>,
     /// Line numbers the splits found (for messages), shared so none counts from the start.
     lines: Arc<records::LineIndex>,
@@ -385,7 +391,12 @@ pub struct SplitLog {
 impl SplitLog {
     /// A log for `n` splits.
     pub fn new(n: usize) -> Self {
-        SplitLog { covered: std::sync::Mutex::new(vec![None; n]), lines: Arc::default() }
+        SplitLog { next: Default::default(), covered: std::sync::Mutex::new(vec![None; n]), lines: Arc::default() }
+    }
+
+    /// The ordinal of the next split nobody has taken (past the last when all are).
+    fn take(&self) -> usize {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     fn record(&self, ordinal: usize, range: (u64, u64)) {
@@ -507,12 +518,11 @@ impl SplitReader for NoRows {
     }
 }
 
-/// A file source subtask: its splits, read in order.
+/// A file source subtask: reads the splits it takes, one after another.
 pub struct FileSource {
     config: Arc<SourceConfig>,
     all_splits: Arc<Vec<Split>>,
     log: Arc<SplitLog>,
-    splits: VecDeque<Split>,
     current: Option<Box<dyn SplitReader>>,
     pending: VecDeque<DataFrame>,
     /// Dead-letter frames not yet handed out.
@@ -535,7 +545,6 @@ impl FileSource {
             config,
             all_splits: splits,
             log,
-            splits: VecDeque::new(),
             current: None,
             pending: VecDeque::new(),
             rejected: VecDeque::new(),
@@ -622,7 +631,6 @@ impl FileSource {
 impl Source for FileSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<()> {
         self.batch_rows = ctx.batch_rows;
-        self.splits = discover::assign(&self.all_splits, ctx.subtask, ctx.parallelism).into();
         Ok(())
     }
 
@@ -636,7 +644,7 @@ impl Source for FileSource {
             }
             let reader = match &mut self.current {
                 Some(r) => r,
-                None => match self.splits.pop_front() {
+                None => match self.all_splits.get(self.log.take()).cloned() {
                     None => return Ok(Poll::Finished),
                     Some(split) => {
                         let r = self.open_split(split)?;

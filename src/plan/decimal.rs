@@ -276,4 +276,21 @@ mod tests {
         let err = df.lazy().select([arith(Arith::Add, col("a"), lit(1).cast(DataType::Decimal(38, 12)))]).collect().unwrap_err();
         assert!(err.to_string().contains("decimal overflow"), "rescaling to scale 12 overflows: {err}");
     }
+
+    #[test]
+    fn literals_over_no_rows_and_one_row() {
+        for rows in [0usize, 1, 3] {
+            let values: Vec<Option<i128>> = (0..rows as i128).map(|i| Some(5 + i)).collect();
+            let df = DataFrame::new(rows, vec![dec("d", &values, 2)]).unwrap();
+            for (e, want) in [
+                (arith(Arith::Sub, lit(1), col("d")), (|v: i128| 100 - v) as fn(i128) -> i128),
+                (arith(Arith::Add, col("d"), lit(1)), |v: i128| v + 100),
+                (arith(Arith::Mul, col("d"), col("d")), |v: i128| v * v),
+            ] {
+                let out = run(e, df.clone());
+                let got: Vec<Option<i128>> = out.as_materialized_series().to_physical_repr().i128().unwrap().iter().collect();
+                assert_eq!(got, values.iter().map(|v| v.map(want)).collect::<Vec<_>>(), "{rows} rows");
+            }
+        }
+    }
 }

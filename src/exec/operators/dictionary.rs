@@ -15,6 +15,8 @@ use polars_arrow::bitmap::Bitmap;
 
 /// Entries of [`Dictionary::encode`]'s cache of short strings (a power of two).
 const VIEW_CACHE: usize = 64;
+/// Entries of that cache a value may take (the first free one from its hash's).
+const CACHE_WAYS: usize = 4;
 
 /// Distinct strings, by code: bytes in one buffer, and where each one ends.
 #[derive(Default)]
@@ -23,6 +25,9 @@ pub struct Dictionary {
     bytes: Vec<u8>,
     ends: Vec<usize>,
     hasher: PlRandomState,
+    /// Searches of the table (cache misses), for tests.
+    #[cfg(test)]
+    searches: usize,
 }
 
 impl Dictionary {
@@ -32,8 +37,12 @@ impl Dictionary {
     }
 
     fn code(&mut self, value: &[u8]) -> u32 {
+        #[cfg(test)]
+        {
+            self.searches += 1;
+        }
         let hash = self.hasher.hash_one(value);
-        let Dictionary { table, bytes, ends, hasher } = self;
+        let Dictionary { table, bytes, ends, hasher, .. } = self;
         let at = |code: u32| {
             let code = code as usize;
             &bytes[if code == 0 { 0 } else { ends[code - 1] }..ends[code]]
@@ -46,6 +55,23 @@ impl Dictionary {
                 bytes.extend_from_slice(value);
                 ends.push(bytes.len());
                 code
+            }
+        }
+    }
+
+    /// The code of `value`, a string of up to 12 bytes whose view is `bits`, with the cache of
+    /// [`Dictionary::encode`] when it is in one of the CACHE_WAYS entries from `at` (values
+    /// whose hashes meet, as TPC-H's "R" and "N" do, would otherwise push each other out on
+    /// every row), and put there when not.
+    #[cold]
+    fn code_cached(&mut self, cache: &mut [(u128, i64); VIEW_CACHE], at: usize, bits: u128, value: &[u8]) -> i64 {
+        let found = (0..CACHE_WAYS).map(|w| (at + w) % VIEW_CACHE).find(|&j| cache[j].1 < 0 || cache[j].0 == bits);
+        match found {
+            Some(j) if cache[j].1 >= 0 => cache[j].1,
+            _ => {
+                let c = self.code(value) as i64;
+                cache[found.unwrap_or(at)] = (bits, c);
+                c
             }
         }
     }
@@ -63,16 +89,12 @@ impl Dictionary {
             for i in 0..arr.len() {
                 let view = views[i];
                 if view.length <= View::MAX_INLINE_SIZE {
-                    let bits = u128::from(view.length) | u128::from(view.prefix) << 32 | u128::from(view.buffer_idx) << 64 | u128::from(view.offset) << 96;
+                    let bits = view.as_u128();
                     let at = ((bits as u64 ^ (bits >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - VIEW_CACHE.trailing_zeros())) as usize;
                     let code = match cache[at] {
                         (b, c) if b == bits && c >= 0 => c,
-                        _ => {
-                            // SAFETY: i < arr.len().
-                            let c = self.code(unsafe { arr.value_unchecked(i) }.as_bytes()) as i64;
-                            cache[at] = (bits, c);
-                            c
-                        }
+                        // SAFETY: i < arr.len().
+                        _ => self.code_cached(&mut cache, at, bits, unsafe { arr.value_unchecked(i) }.as_bytes()),
                     };
                     codes.push(code);
                     continue;
@@ -156,5 +178,34 @@ mod tests {
         }
         assert_eq!(seen.len(), 300);
         assert_eq!(seen.values().collect::<std::collections::HashSet<_>>().len(), 300);
+    }
+
+    #[test]
+    fn short_strings_with_other_bytes_past_their_end_share_a_code() {
+        use polars_arrow::array::Utf8ViewArray;
+        use polars_buffer::Buffer;
+        // "R" three times: clean, and with other bytes past its end in the view (views that
+        // differ, so the cache cannot answer); then "RX", which those bytes spell out.
+        let clean = View::new_inline(b"R");
+        let junk = View { prefix: u32::from_le_bytes(*b"RXYZ"), buffer_idx: 0xDEAD, offset: 0xBEEF, ..clean };
+        let other = View::new_inline(b"RX");
+        let views: Buffer<View> = vec![clean, junk, View { buffer_idx: 7, ..clean }, other].into();
+        // SAFETY: every view is inline and its used bytes are UTF-8.
+        let arr = unsafe { Utf8ViewArray::new_unchecked_unknown_md(ArrowDataType::Utf8View, views, Default::default(), None, Some(0)) };
+        let column = StringChunked::with_chunk("k".into(), arr);
+        let mut d = Dictionary::default();
+        assert_eq!(d.encode(&column).into_no_null_iter().collect::<Vec<_>>(), [0, 0, 0, 1]);
+        assert_eq!(d.decode("k".into(), &[0, 1], &[true, true]).iter().collect::<Vec<_>>(), [Some("R"), Some("RX")]);
+    }
+
+    #[test]
+    fn a_few_interleaved_flags_are_searched_for_once_each() {
+        // TPC-H's return flags and line statuses; "R" and "N" meet in the cache.
+        let flags = ["R", "A", "N", "F", "O"];
+        let column = StringChunked::from_iter_values("k".into(), (0..1000).map(|i| flags[i * 7 % 5]));
+        let mut d = Dictionary::default();
+        let codes = d.encode(&column);
+        assert_eq!(d.searches, 5);
+        assert!(d.decode("k".into(), &codes.into_no_null_iter().collect::<Vec<_>>(), &[true; 1000]).into_series().equals(&column.into_series()));
     }
 }

@@ -238,8 +238,7 @@ impl<const N: usize> GroupMap<N> {
             let next = self.keys.len() as u32;
             let id = *self.null_keys.entry(key).or_insert(next);
             if id == next {
-                self.keys.push(key.values);
-                self.nulls.push((id, key.nulls));
+                self.push_group(key);
             }
             return id;
         }
@@ -249,8 +248,7 @@ impl<const N: usize> GroupMap<N> {
         loop {
             let slot = self.slots[pos];
             if slot == 0 {
-                let id = self.keys.len() as u32;
-                self.keys.push(key.values);
+                let id = self.push_group(key);
                 self.slots[pos] = tag | (id as u64 + 1);
                 // At most three quarters full: probe runs stay short.
                 if 4 * self.keys.len() > 3 * self.slots.len() {
@@ -266,6 +264,17 @@ impl<const N: usize> GroupMap<N> {
             }
             pos = (pos + 1) & mask;
         }
+    }
+
+    /// Adds a group for `key` (not searched for) and returns its number.
+    #[inline]
+    fn push_group(&mut self, key: Key<N>) -> u32 {
+        let id = self.keys.len() as u32;
+        self.keys.push(key.values);
+        if key.nulls != 0 {
+            self.nulls.push((id, key.nulls));
+        }
+        id
     }
 
     fn grow(&mut self) {
@@ -345,11 +354,7 @@ impl<const N: usize> Groups for GroupMap<N> {
                 }
                 let key = row_key(i);
                 if last != Some(key) {
-                    let id = self.keys.len() as u32;
-                    self.keys.push(key.values);
-                    if key.nulls != 0 {
-                        self.nulls.push((id, key.nulls));
-                    }
+                    self.push_group(key);
                     last = Some(key);
                     runs += 1;
                 }

@@ -1,8 +1,9 @@
 //! File sources: CSV, JSON lines and Parquet over a file, a directory or a glob.
 //!
 //! The subtasks of a source take its splits (whole files, byte ranges of big text files, or
-//! Parquet row groups) one at a time from a shared list, emit batches of at most `batch_rows` rows and holds at most one chunk in
-//! memory, so memory stays bounded whatever the input size.
+//! Parquet row groups) one at a time from a shared list. Each emits batches of at most
+//! `batch_rows` rows and holds at most one chunk in memory, so memory stays bounded whatever
+//! the input size.
 mod csv;
 pub mod discover;
 pub mod follow;

@@ -184,7 +184,11 @@ path = "out"
     for (p, ops) in checked_runs(tmp.path()) {
         let op = |n: &str| operator(&ops, n);
         // ids 999, 1999 and 2999 (all named); most row groups keep no row.
-        assert_eq!([get(&op("src"), "rows_in"), get(&op("rare"), "rows_in"), get(&op("rare"), "filtered"), get(&op("out"), "rows_out")], [3000, 3000, 2997, 3], "-p {p}");
+        assert_eq!(
+            [get(&op("src"), "rows_in"), get(&op("rare"), "rows_in"), get(&op("rare"), "filtered"), get(&op("out"), "rows_out")],
+            [3000, 3000, 2997, 3],
+            "-p {p}"
+        );
     }
 }
 
@@ -242,5 +246,58 @@ path = "out"
         let read: Vec<u64> = ["src", "src/reread", "src/reread2"].iter().map(|n| get(&op(n), "rows_in")).collect();
         assert_eq!(read, [3000, 3000, 3000], "-p {p}");
         assert_eq!([get(&op("j1"), "rows_out"), get(&op("j2"), "rows_out"), get(&op("out"), "rows_out")], [3000, 3000, 6000], "-p {p}");
+    }
+}
+
+/// A copy of golden case `case` with its pipeline as `p.toml`.
+fn golden_case(case: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::common::copy_dir(&crate::common::root().join("tests/golden").join(case), tmp.path());
+    std::fs::rename(tmp.path().join("pipeline.toml"), tmp.path().join("p.toml")).unwrap();
+    tmp
+}
+
+/// A join's keys filter the Parquet reader of its left side: rows without a match are counted
+/// as passing the filters before the join and as filtered by the join, and the row groups whose
+/// statistics hold no key are not read (so their rows are not counted as read). A left join
+/// keeps every left row, and gets no join filter.
+#[test]
+fn rows_dropped_by_a_join_filter_are_counted_for_the_join() {
+    let tmp = golden_case("join_filter_parquet_inner");
+    let explain = stdout(&run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]));
+    assert!(
+        explain.contains("join filter from 'matched': rows whose id is not among its right side's wanted_id values are dropped in the reader"),
+        "{explain}"
+    );
+    assert!(explain.contains("join filter: its right side's wanted_id values go to the reader of 'items'"), "{explain}");
+    for (p, ops) in checked_runs(tmp.path()) {
+        let op = |n: &str| operator(&ops, n);
+        // Two row groups of 500 rows hold keys (ids 0-499 and 3500-3999); 101 of their rows
+        // fail `amount > 1.00`, and 6 of the 899 others have an id among the keys.
+        assert_eq!(get(&op("items"), "row_groups_skipped"), 6, "-p {p}");
+        assert_eq!(
+            [get(&op("items"), "rows_in"), get(&op("priced"), "rows_in"), get(&op("priced"), "filtered"), get(&op("priced"), "rows_out")],
+            [1000, 1000, 101, 899],
+            "-p {p}"
+        );
+        assert_eq!([get(&op("matched"), "filtered"), get(&op("matched"), "rows_out")], [893, 7], "-p {p}");
+    }
+    let text = std::fs::read_to_string(tmp.path().join("p.toml")).unwrap().replace("join = \"inner\"", "join = \"left\"");
+    std::fs::write(tmp.path().join("p.toml"), text).unwrap();
+    let explain = stdout(&run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]));
+    assert!(!explain.contains("join filter"), "{explain}");
+    for (p, ops) in checked_runs(tmp.path()) {
+        let op = |n: &str| operator(&ops, n);
+        assert_eq!([get(&op("items"), "rows_in"), get(&op("matched"), "filtered")], [4000, 0], "-p {p}");
+    }
+
+    // Hash-partitioned: the reader waits for every subtask's part of the keys.
+    let tmp = golden_case("join_filter_parquet_semi_hash");
+    for (p, ops) in checked_runs(tmp.path()) {
+        let op = |n: &str| operator(&ops, n);
+        let named = get(&op("named"), "rows_out");
+        assert_eq!(get(&op("items"), "rows_in"), 4000, "-p {p}");
+        // 273 rows have a wanted day (and name); the others are dropped in the reader.
+        assert_eq!([get(&op("on_days"), "filtered"), get(&op("out"), "rows_out")], [named - 273, 273], "-p {p}");
     }
 }

@@ -4,6 +4,7 @@ pub mod alignment;
 pub mod dead_letter;
 pub mod exchange;
 pub mod guard;
+pub mod join_filter;
 pub mod message;
 pub mod metrics;
 pub mod operator;

@@ -13,14 +13,15 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::exchange::{ExchangeOutput, Target};
 use super::guard::panic_message;
+use super::join_filter::JoinFilterSlot;
 use super::message::Envelope;
 use super::metrics::{Metrics, NodeMetrics};
 use super::operator::Operator;
-use super::operators::join::JoinOperator;
 use super::operators::hash_aggregate::{HashAggregateOperator, Prefilter};
+use super::operators::join::{JoinOperator, Strategy};
 use super::operators::reduce::{Phase, Reduce, ReduceOperator};
-use super::operators::running::RunningAggregate;
 use super::operators::row_eval;
+use super::operators::running::RunningAggregate;
 use super::operators::stateless::{FusedStep, StatelessOperator, Step};
 use super::operators::watermark::WatermarkOperator;
 use super::operators::window::WindowOperator;
@@ -114,6 +115,20 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         })
         .collect::<Result<_>>()?;
 
+    // Per join that filters its left side's reader: where its keys go (see `join_filter`).
+    let join_keys: Vec<Option<Arc<JoinFilterSlot>>> = stream
+        .nodes
+        .iter()
+        .map(|n| match &n.kind {
+            NodeKind::Join(plan) if plan.filter_key.is_some() => {
+                // Each subtask of a hash-partitioned join holds a part of the keys.
+                let parts = if plan.strategy == Strategy::BroadcastRight { 1 } else { n.parallelism };
+                Some(Arc::new(JoinFilterSlot::new(parts)))
+            }
+            _ => None,
+        })
+        .collect();
+
     // Rolling file sinks publish parts while they run: the parts of an earlier run go first
     // (other sinks replace them when they commit).
     for node in &stream.nodes {
@@ -141,7 +156,12 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                 }
                 NodeKind::Source(_) => {
                     let (config, splits, log) = splits[first].clone().expect("sources have splits");
-                    TaskInput::Source(Box::new(FileSource::new(config, splits, log, first, metrics.clone())))
+                    let join = config.join_filter.as_ref().and_then(|j| join_keys[j.join].clone());
+                    let source = FileSource::new(config, splits, log, first, metrics.clone());
+                    TaskInput::Source(Box::new(match join {
+                        Some(slot) => source.with_join_keys(slot),
+                        None => source,
+                    }))
                 }
                 _ => {
                     let q = &mut queues[t][i];
@@ -161,7 +181,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                 _ => MainOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
             };
             let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), metrics: metrics.clone() };
-            let operators = build_operators(exec, t, &metrics, &stop);
+            let operators = build_operators(exec, t, i, &join_keys, &metrics, &stop);
             let name = crate::plan::explain::subtask_name(exec, t, i);
             subtasks.push(Subtask { name, input, operators, output, context, first_node: first });
         }
@@ -192,25 +212,23 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
             .enumerate()
             .map(|(index, subtask)| {
                 let (first_error, pending, cancel) = (&first_error, &pending, &cancel);
-                std::thread::Builder::new()
-                    .name(format!("rivulet-subtask-{index}"))
-                    .spawn_scoped(scope, move || {
-                        let name = subtask.name.clone();
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| subtask.run())).unwrap_or_else(|panic| {
-                            Err(Error::execution("subtask", &name, format!("panicked (a bug in rivulet): {}", panic_message(panic.as_ref()))))
-                        });
-                        match result {
-                            Ok(commits) => pending.lock().expect("pending").extend(commits),
-                            Err(Error::Cancelled) => {}
-                            Err(e) => {
-                                let mut slot = first_error.lock().expect("error slot");
-                                if slot.is_none() {
-                                    *slot = Some(e);
-                                }
-                                cancel.store(true, Ordering::Relaxed);
+                std::thread::Builder::new().name(format!("rivulet-subtask-{index}")).spawn_scoped(scope, move || {
+                    let name = subtask.name.clone();
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| subtask.run())).unwrap_or_else(|panic| {
+                        Err(Error::execution("subtask", &name, format!("panicked (a bug in rivulet): {}", panic_message(panic.as_ref()))))
+                    });
+                    match result {
+                        Ok(commits) => pending.lock().expect("pending").extend(commits),
+                        Err(Error::Cancelled) => {}
+                        Err(e) => {
+                            let mut slot = first_error.lock().expect("error slot");
+                            if slot.is_none() {
+                                *slot = Some(e);
                             }
+                            cancel.store(true, Ordering::Relaxed);
                         }
-                    })
+                    }
+                })
             })
             .collect();
         for handle in handles {
@@ -244,8 +262,16 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     Ok(RunReport { metrics, elapsed: start.elapsed() })
 }
 
-/// The operators of task `t` between its input and its output, fused where possible.
-fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop: &StopRequest) -> Vec<Box<dyn Operator>> {
+/// The operators of subtask `subtask` of task `t` between its input and its output, fused
+/// where possible.
+fn build_operators(
+    exec: &ExecutionGraph,
+    t: usize,
+    subtask: usize,
+    join_keys: &[Option<Arc<JoinFilterSlot>>],
+    metrics: &Arc<Metrics>,
+    stop: &StopRequest,
+) -> Vec<Box<dyn Operator>> {
     let stream = &exec.job.stream;
     let mut ops: Vec<Box<dyn Operator>> = Vec::new();
     // The last operator built, when it is a lone filter that a partial aggregate right after
@@ -291,10 +317,17 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop
                         .map(|e| stream.nodes[e.from].schema.clone()),
                 };
                 let table = match (reduce, raw) {
-                    (Reduce::Aggregate(plan), Some(raw)) => HashAggregateOperator::new(node.name.clone(), group[0], plan, phase, stream.batch_rows, &raw, &state, metrics.clone()),
+                    (Reduce::Aggregate(plan), Some(raw)) => {
+                        HashAggregateOperator::new(node.name.clone(), group[0], plan, phase, stream.batch_rows, &raw, &state, metrics.clone())
+                    }
                     _ => None,
                 };
-                debug_assert_eq!(table.is_some(), node.notes.iter().any(|n| n.contains("state: hash table")), "{}: explain and the runtime disagree on the state", node.name);
+                debug_assert_eq!(
+                    table.is_some(),
+                    node.notes.iter().any(|n| n.contains("state: hash table")),
+                    "{}: explain and the runtime disagree on the state",
+                    node.name
+                );
                 if let Some(op) = table {
                     match filter_before {
                         Some(filter) if phase == Phase::Partial => {
@@ -311,17 +344,37 @@ fn build_operators(exec: &ExecutionGraph, t: usize, metrics: &Arc<Metrics>, stop
             NodeKind::Join(plan) => {
                 let schema_of = |port: usize| stream.inputs(group[0]).nth(port).map(|e| stream.nodes[e.from].schema.clone()).expect("joins have two inputs");
                 let op = JoinOperator::new(node.name.clone(), group[0], plan.clone(), schema_of(0), schema_of(1), stream.batch_rows, metrics.clone());
-                ops.push(Box::new(op));
+                ops.push(Box::new(match &join_keys[group[0]] {
+                    // Every subtask of a broadcast join holds all the keys: the first gives them.
+                    Some(slot) => op.with_keys_to(slot.clone(), if plan.strategy == Strategy::BroadcastRight { 0 } else { subtask }),
+                    None => op,
+                }));
             }
             NodeKind::Running { plan, ttl } => {
                 let op = RunningAggregate::new(node.name.clone(), group[0], plan.clone(), *ttl, stream.batch_rows, metrics.clone());
                 ops.push(Box::new(op));
             }
             NodeKind::Window(plan) => {
-                ops.push(Box::new(WindowOperator::new(node.name.clone(), group[0], plan.clone(), stream.batch_rows, metrics.clone(), stop.clone(), node.on_error)));
+                ops.push(Box::new(WindowOperator::new(
+                    node.name.clone(),
+                    group[0],
+                    plan.clone(),
+                    stream.batch_rows,
+                    metrics.clone(),
+                    stop.clone(),
+                    node.on_error,
+                )));
             }
             NodeKind::Watermark { time, max_delay, idle_timeout } => {
-                ops.push(Box::new(WatermarkOperator::new(node.name.clone(), group[0], time.clone(), *max_delay, *idle_timeout, node.on_error, metrics.clone())));
+                ops.push(Box::new(WatermarkOperator::new(
+                    node.name.clone(),
+                    group[0],
+                    time.clone(),
+                    *max_delay,
+                    *idle_timeout,
+                    node.on_error,
+                    metrics.clone(),
+                )));
             }
             // Sources and sinks are the task's input and output, and a side output's rows come
             // from its owner: none of them is a chained operator.

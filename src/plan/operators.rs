@@ -325,6 +325,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
                 strategy: chosen,
                 layout: Vec::new(),
                 build_first: false,
+                filter_key: None,
             };
             match plan.layout_for(&in_schema, &right_schema) {
                 Ok(layout) => plan.layout = layout,

@@ -23,7 +23,70 @@ pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     push_row_group_filter(&mut g);
     push_projection(&mut g)?;
     build_side_first(&mut g);
+    join_filters(&mut g);
     Ok(g)
+}
+
+/// Sends the keys of an inner or semi join's right side to the Parquet reader of its left side
+/// at run time (see [`crate::exec::join_filter`]), where the left input is a chain of filters
+/// from a source that feeds nothing else, on a key column the source stores as an integer or
+/// date. Filters that reject rows (`on_error`) must see every row, and stop the chain.
+fn join_filters(g: &mut LogicalGraph) {
+    use crate::exec::operators::join::How;
+    if g.nodes.iter().any(|n| matches!(&n.kind, NodeKind::Source(c) if c.follow.is_some())) {
+        return;
+    }
+    for join in 0..g.nodes.len() {
+        let NodeKind::Join(plan) = &g.nodes[join].kind else { continue };
+        let inputs: Vec<usize> = g.inputs(join).map(|e| e.from).collect();
+        let [left, right] = inputs[..] else { continue };
+        if !matches!(plan.how, How::Inner | How::Semi) {
+            continue;
+        }
+        let (mut node, mut between) = (left, Vec::new());
+        let source = loop {
+            if g.outputs(node).count() != 1 {
+                break None;
+            }
+            let inputs: Vec<usize> = g.inputs(node).map(|e| e.from).collect();
+            match (&g.nodes[node].kind, inputs.as_slice()) {
+                (NodeKind::Source(c), _) if c.format == crate::pipeline::SourceFormat::Parquet => break Some(node),
+                (NodeKind::Stateless(Step::Filter(_)), [input]) if g.nodes[node].on_error == crate::pipeline::OnError::Fail => {
+                    between.push(node);
+                    node = *input;
+                }
+                _ => break None,
+            }
+        };
+        let Some(source) = source else { continue };
+        let NodeKind::Source(config) = &g.nodes[source].kind else { continue };
+        let right_schema = &g.nodes[right].schema;
+        // A stored column (not cast on reading, nor a partition column) whose values are i64s.
+        let usable = |l: &String, r: &String| {
+            let stored = config.raw_schema.get(l).filter(|t| config.schema.get(l) == Some(*t));
+            stored.is_some_and(crate::exec::operators::hash_index::fits_i64) && right_schema.get(r).is_some_and(crate::exec::operators::hash_index::fits_i64)
+        };
+        let Some((column, key)) = plan.left_on.iter().zip(&plan.right_on).find(|(l, r)| usable(l, r)) else { continue };
+        // Parquet stores these as signed 32- or 64-bit integers, whose statistics order as i64
+        // does (a UInt32 above 2^31 is stored negative).
+        let statistics = config.raw_schema.get(column).is_some_and(|t| !matches!(t, DataType::UInt32));
+        let spec = crate::exec::sources::JoinFilterSpec { column: column.clone(), join, between, wait: plan.build_first, statistics };
+        let (column, key) = (column.clone(), key.clone());
+        let (source_name, join_name) = (g.nodes[source].name.clone(), g.nodes[join].name.clone());
+        let when = if spec.wait { "it reads nothing before they are known" } else { "it uses them once they are known" };
+        if let NodeKind::Source(config) = &mut g.nodes[source].kind {
+            config.join_filter = Some(spec);
+        }
+        g.nodes[source].notes.push(format!(
+            "join filter from '{join_name}': rows whose {column} is not among its right side's {key} values are dropped in the reader, and row groups whose {column} statistics hold none are skipped; {when}"
+        ));
+        if let NodeKind::Join(plan) = &mut g.nodes[join].kind {
+            plan.filter_key = Some(key.clone());
+        }
+        g.nodes[join].notes.push(format!(
+            "join filter: its right side's {key} values go to the reader of '{source_name}' (rows without a match are counted as filtered here)"
+        ));
+    }
 }
 
 /// Lets a bounded join read its right (build) side first when holding the left input back
@@ -113,7 +176,10 @@ fn copy_path_before(g: &mut LogicalGraph, path: &[usize], join: usize) {
         .map(|&n| {
             let mut node = g.nodes[n].clone();
             node.notes.push(if n == source {
-                format!("'{}' read again for join '{joined}': its left input then streams instead of being held until the right side is complete", g.nodes[n].name)
+                format!(
+                    "'{}' read again for join '{joined}': its left input then streams instead of being held until the right side is complete",
+                    g.nodes[n].name
+                )
             } else {
                 format!("a copy of '{}' on the second read of '{}'", g.nodes[n].name, g.nodes[source].name)
             });
@@ -282,7 +348,8 @@ fn push_row_group_filter(g: &mut LogicalGraph) {
         if config.format != crate::pipeline::SourceFormat::Parquet || config.follow.is_some() {
             continue;
         }
-        let stored: Schema = config.schema.iter().filter(|(n, t)| config.raw_schema.get(n) == Some(*t)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
+        let stored: Schema =
+            config.schema.iter().filter(|(n, t)| config.raw_schema.get(n) == Some(*t)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
         let bounds = statistics_bounds(&predicate, &stored);
         let reader_filter = reader_filter(&predicate, &stored, consumer);
         let mut notes = Vec::new();
@@ -292,7 +359,11 @@ fn push_row_group_filter(g: &mut LogicalGraph) {
             notes.push(format!("predicate pushed to reader: row groups skipped by min/max statistics where not {}", shown.join(" AND ")));
         }
         if let Some(filter) = reader_filter {
-            notes.push(format!("predicate evaluated in the reader: {} decoded first, the other columns only for rows where {:?}", filter.columns.join(", "), filter.predicate));
+            notes.push(format!(
+                "predicate evaluated in the reader: {} decoded first, the other columns only for rows where {:?}",
+                filter.columns.join(", "),
+                filter.predicate
+            ));
             config.reader_filter = Some(filter);
         }
         g.nodes[id].notes.extend(notes);

@@ -20,7 +20,7 @@ trait Key: Copy + Eq + std::hash::Hash {
 }
 
 /// A key column as i64 values (dates and narrower integers widened; an i64 column as it is).
-pub(super) fn as_i64(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
+pub(crate) fn as_i64(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
     let s = df.column(name)?.as_materialized_series().to_physical_repr();
     Ok(s.cast(&DataType::Int64)?.i64()?.rechunk().into_owned())
 }
@@ -49,7 +49,7 @@ impl Key for (i64, i64) {
 }
 
 /// True when a key column of this type fits in an i64 without loss.
-pub(super) fn fits_i64(dtype: &DataType) -> bool {
+pub(crate) fn fits_i64(dtype: &DataType) -> bool {
     use DataType::*;
     matches!(dtype, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Date)
 }
@@ -178,6 +178,7 @@ mod tests {
             strategy: Strategy::Hash,
             layout: vec![],
             build_first: true,
+            filter_key: None,
         };
         plan.apply(left.clone().lazy(), right.clone().lazy()).collect().unwrap()
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::exec::join_filter::JoinFilterSlot;
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operator::{Collector, Operator, emit_in_batches};
 use crate::exec::state::{StateReader, StateWriter, stack};
@@ -97,6 +98,9 @@ pub struct JoinPlan {
     /// left side waits upstream (backpressure) instead of being buffered here. Set by the
     /// optimizer where no other consumer depends on the left side's producers.
     pub build_first: bool,
+    /// The right key column whose values go to the left side's reader once the right side is
+    /// read (see [`crate::exec::join_filter`]). Set by the optimizer.
+    pub filter_key: Option<String>,
 }
 
 impl JoinPlan {
@@ -152,13 +156,58 @@ pub struct JoinOperator {
     pending_since: Option<Instant>,
     batch_rows: usize,
     metrics: Arc<Metrics>,
+    /// Where this subtask gives its right side's keys, and which part of them it holds.
+    keys_to: Option<(Arc<JoinFilterSlot>, usize)>,
+}
+
+impl Drop for JoinOperator {
+    /// A subtask that ends before giving its keys (the job failed) must not leave the left
+    /// side's reader waiting for them.
+    fn drop(&mut self) {
+        if let Some((slot, part)) = &self.keys_to {
+            slot.close(*part);
+        }
+    }
 }
 
 impl JoinOperator {
     /// A new join subtask for node `node` with inputs of the given schemas.
     pub fn new(name: String, node: usize, plan: JoinPlan, left_schema: SchemaRef, right_schema: SchemaRef, batch_rows: usize, metrics: Arc<Metrics>) -> Self {
         let pending_left = Vec::new();
-        JoinOperator { name, node, plan, right_schema, left_schema, right: Vec::new(), built: None, index: None, pending_left, pending_rows: 0, pending_since: None, batch_rows, metrics }
+        JoinOperator {
+            name,
+            node,
+            plan,
+            right_schema,
+            left_schema,
+            right: Vec::new(),
+            built: None,
+            index: None,
+            pending_left,
+            pending_rows: 0,
+            pending_since: None,
+            batch_rows,
+            metrics,
+            keys_to: None,
+        }
+    }
+
+    /// Gives the keys of the right side's `filter_key` to `slot` as part `part` once the right
+    /// side is read.
+    pub fn with_keys_to(mut self, slot: Arc<JoinFilterSlot>, part: usize) -> Self {
+        self.keys_to = Some((slot, part));
+        self
+    }
+
+    fn give_keys(&self, right: &DataFrame) {
+        let (Some((slot, part)), Some(key)) = (&self.keys_to, &self.plan.filter_key) else { return };
+        if slot.wants(*part) {
+            match super::hash_index::as_i64(right, key) {
+                Ok(keys) => slot.give(*part, keys),
+                // Keys that cannot be read filter nothing: the join sees every row.
+                Err(_) => slot.close(*part),
+            }
+        }
     }
 
     /// Joins the gathered left batches, in arrival order, with the complete right side.
@@ -239,6 +288,7 @@ impl Operator for JoinOperator {
             return Ok(());
         }
         let right = Self::concat(std::mem::take(&mut self.right), &self.right_schema).map_err(|e| self.fail(e))?;
+        self.give_keys(&right);
         let p = &self.plan;
         self.index = HashIndex::build(p.how, &p.left_on, &p.right_on, &p.suffix, &self.left_schema, &right).map_err(|e| self.fail(e))?;
         self.built = Some(right);
@@ -312,6 +362,7 @@ mod tests {
             strategy: Strategy::Hash,
             layout: vec![],
             build_first: false,
+            filter_key: None,
         };
         let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
         assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);

@@ -250,7 +250,7 @@ impl ChunkParser for CsvChunkParser {
             && (scan.longest <= c.max_line_bytes || !has_long_line(&chunk, c.max_line_bytes))
             && let Ok(df) = self.read(&chunk, Some(scan.count))
         {
-            return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 });
+            return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: Default::default() });
         }
         // Slow path: check record by record.
         let base = lines.line_at(offset);
@@ -262,7 +262,7 @@ impl ChunkParser for CsvChunkParser {
             rejected.push(Rejection::in_file(&split.path, base + span.line - 1, offset + span.start as u64, 1, ErrorKind::Type, message, raw));
         }
         rejected.sort_by_key(|r| r.offset);
-        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected, dropped: 0 })
+        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected, dropped: Default::default() })
     }
 }
 

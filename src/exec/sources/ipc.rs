@@ -66,7 +66,7 @@ impl SplitReader for IpcSplit {
         let Some(split) = self.split.take() else {
             return Ok(None);
         };
-        let reject = |kind: ErrorKind, message: String| Ok(Some(Parsed { df: None, rejected: vec![Rejection::of_file(&split.path, kind, message)], dropped: 0 }));
+        let reject = |kind: ErrorKind, message: String| Ok(Some(Parsed { df: None, rejected: vec![Rejection::of_file(&split.path, kind, message)], dropped: Default::default() }));
         let file = match File::open(&split.path) {
             Ok(f) => f,
             Err(e) => return reject(ErrorKind::Unreadable, format!("cannot open the file: {e}")),
@@ -78,7 +78,7 @@ impl SplitReader for IpcSplit {
             Err(p) => return reject(ErrorKind::CorruptIpc, format!("cannot read the file: {p}")),
         };
         match super::cast_declared(&self.config, df) {
-            Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 })),
+            Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new(), dropped: Default::default() })),
             Err(e) => {
                 Err(Error::execution("source", &self.config.name, format!("{}: cannot convert to the declared types: {}", split.path.display(), clean(&e))))
             }

@@ -83,7 +83,7 @@ impl ChunkParser for JsonChunkParser {
             && !has_control_byte(&chunk)
             && let Ok(df) = self.read(&chunk)
         {
-            return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 });
+            return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: Default::default() });
         }
         // Slow path: check line by line.
         let base = lines.line_at(offset);
@@ -120,7 +120,7 @@ impl ChunkParser for JsonChunkParser {
             ));
         }
         rejected.sort_by_key(|r| r.offset);
-        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected, dropped: 0 })
+        Ok(Parsed { df: concat_frames(frames).map_err(|e| Error::execution("source", &c.name, e))?, rejected, dropped: Default::default() })
     }
 }
 

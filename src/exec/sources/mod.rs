@@ -25,6 +25,7 @@ use polars::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::exec::dead_letter::{self, ErrorKind, Rejection};
+use crate::exec::join_filter::JoinFilterSlot;
 use crate::exec::metrics::{Metrics, NodeMetrics};
 use crate::exec::operators::stateless::SEQ_COLUMN;
 use crate::exec::source::{Poll, Source, SourceContext};
@@ -83,6 +84,38 @@ pub struct SourceConfig {
     pub row_group_filter: Vec<Expr>,
     /// Parquet: a filter right after the source, evaluated while reading (see [`ReaderFilter`]).
     pub reader_filter: Option<ReaderFilter>,
+    /// Parquet: the keys of the join the rows go to, once it has read its right side (see
+    /// [`crate::exec::join_filter`]).
+    pub join_filter: Option<JoinFilterSpec>,
+}
+
+/// Where a source's rows meet a join's keys at run time (see [`crate::exec::join_filter`]).
+#[derive(Clone, Debug)]
+pub struct JoinFilterSpec {
+    /// The source's column compared with the join's right keys.
+    pub column: String,
+    /// The join's node.
+    pub join: usize,
+    /// The nodes between the source and the join (filters): a row dropped for its key counts
+    /// as having passed them, and as filtered by the join.
+    pub between: Vec<usize>,
+    /// Read nothing before the keys are known (the join reads its right side first, so the
+    /// rows would wait anyway).
+    pub wait: bool,
+    /// The key column's Parquet statistics order values as i64 does, so a row group whose
+    /// min..max holds no key is skipped.
+    pub statistics: bool,
+}
+
+/// Rows a Parquet reader read but did not emit, and row groups it did not read.
+#[derive(Clone, Copy, Debug, Default)]
+struct ReaderDrops {
+    /// Failed the [`ReaderFilter`] (counted for its filter).
+    filtered: u64,
+    /// Passed it, but have a key the join does not hold (counted for the join).
+    unmatched: u64,
+    /// Row groups skipped by the key column's statistics.
+    row_groups: u64,
 }
 
 /// Late materialization: the reader decodes the columns of `predicate` first, and the other
@@ -206,6 +239,7 @@ impl SourceConfig {
             follow: None,
             row_group_filter: Vec::new(),
             reader_filter: None,
+            join_filter: None,
         }
     }
 
@@ -471,8 +505,8 @@ fn read_range(path: &std::path::Path, from: u64, to: u64) -> std::io::Result<Vec
 pub struct Parsed {
     df: Option<DataFrame>,
     rejected: Vec<Rejection>,
-    /// Rows read but dropped by the source's [`ReaderFilter`] (counted for its filter).
-    dropped: u64,
+    /// What the Parquet reader left out.
+    dropped: ReaderDrops,
 }
 
 /// Parses one chunk of a split into a frame and rejections that name file, line and column.
@@ -536,6 +570,10 @@ pub struct FileSource {
     split_ordinal: usize,
     /// File of the split being read (for its partition values).
     current_file: usize,
+    /// The keys of the join its rows go to (see [`JoinFilterSpec`]).
+    join_keys: Option<Arc<JoinFilterSlot>>,
+    /// The job's cancel flag (a reader waiting for join keys looks at it).
+    cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FileSource {
@@ -555,7 +593,16 @@ impl FileSource {
             split_rows: 0,
             split_ordinal: 0,
             current_file: 0,
+            join_keys: None,
+            cancel: Arc::default(),
         }
+    }
+
+    /// The source reads only rows whose key the join of its `join_filter` may hold, once
+    /// `slot` has the join's keys.
+    pub fn with_join_keys(mut self, slot: Arc<JoinFilterSlot>) -> Self {
+        self.join_keys = Some(slot);
+        self
     }
 
     fn open_split(&mut self, split: Split) -> Result<Box<dyn SplitReader>> {
@@ -570,7 +617,7 @@ impl FileSource {
         let shape = lines::CsvShape { width: c.schema.len(), delimiter: c.delimiter, quote: b'"' };
         let (parser, shape): (Box<dyn ChunkParser>, Option<lines::CsvShape>) = match c.format {
             SourceFormat::Parquet => {
-                return Ok(Box::new(parquet::ParquetSplit::new(c.clone(), split)));
+                return Ok(Box::new(parquet::ParquetSplit::new(c.clone(), split, self.join_keys.clone())));
             }
             SourceFormat::Ipc => return Ok(Box::new(ipc::IpcSplit::new(c.clone(), split))),
             SourceFormat::Csv => (Box::new(csv::CsvChunkParser::new(c.clone(), shape)), Some(shape)),
@@ -618,6 +665,30 @@ impl FileSource {
         apply_on_error(&self.config, &self.metrics.nodes[self.node], rejected, &mut self.rejected)
     }
 
+    /// Counts rows the reader read but dropped as the operators that would have seen them:
+    /// read by the source, then filtered by the filter after it, or passed through the nodes
+    /// before the join and filtered by the join.
+    fn count_drops(&self, metrics: &Metrics, d: ReaderDrops) {
+        let m = &metrics.nodes[self.node];
+        NodeMetrics::add(&m.pruned, d.row_groups);
+        NodeMetrics::add(&m.rows_in, d.filtered + d.unmatched);
+        NodeMetrics::add(&m.rows_out, d.filtered + d.unmatched);
+        if d.filtered > 0 {
+            let consumer = self.config.reader_filter.as_ref().map(|f| &metrics.nodes[f.consumer]).expect("only a reader filter filters rows");
+            NodeMetrics::add(&consumer.rows_in, d.filtered);
+            NodeMetrics::add(&consumer.filtered, d.filtered);
+        }
+        if d.unmatched > 0 {
+            let spec = self.config.join_filter.as_ref().expect("only a join filter drops unmatched rows");
+            for &n in &spec.between {
+                NodeMetrics::add(&metrics.nodes[n].rows_in, d.unmatched);
+                NodeMetrics::add(&metrics.nodes[n].rows_out, d.unmatched);
+            }
+            NodeMetrics::add(&metrics.nodes[spec.join].rows_in, d.unmatched);
+            NodeMetrics::add(&metrics.nodes[spec.join].filtered, d.unmatched);
+        }
+    }
+
     fn with_sequence(&mut self, mut df: DataFrame) -> Result<DataFrame> {
         if self.config.with_sequence {
             let base = ((self.split_ordinal as u64) << 40) + self.split_rows;
@@ -632,6 +703,7 @@ impl FileSource {
 impl Source for FileSource {
     fn open(&mut self, ctx: &SourceContext) -> Result<()> {
         self.batch_rows = ctx.batch_rows;
+        self.cancel = ctx.cancel.clone();
         Ok(())
     }
 
@@ -653,6 +725,12 @@ impl Source for FileSource {
                     }
                 },
             };
+            if let (Some(slot), Some(spec)) = (&self.join_keys, &self.config.join_filter)
+                && spec.wait
+            {
+                // Not counted as the source's time: it is idle.
+                slot.wait(&self.cancel);
+            }
             let start = Instant::now();
             let next = reader.next()?;
             let metrics = self.metrics.clone();
@@ -666,14 +744,7 @@ impl Source for FileSource {
                 }
                 Some(parsed) => {
                     self.reject(parsed.rejected)?;
-                    if parsed.dropped > 0 {
-                        // Read, then filtered in the reader for the filter operator after it.
-                        NodeMetrics::add(&m.rows_in, parsed.dropped);
-                        NodeMetrics::add(&m.rows_out, parsed.dropped);
-                        let consumer = self.config.reader_filter.as_ref().map(|f| &metrics.nodes[f.consumer]).expect("only a reader filter drops rows");
-                        NodeMetrics::add(&consumer.rows_in, parsed.dropped);
-                        NodeMetrics::add(&consumer.filtered, parsed.dropped);
-                    }
+                    self.count_drops(&metrics, parsed.dropped);
                     parsed.df
                 }
             };

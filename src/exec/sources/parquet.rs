@@ -10,10 +10,11 @@ use polars::prelude::*;
 use polars_arrow::datatypes::ArrowSchema;
 
 use super::discover::Split;
-use super::{Parsed, ReaderFilter, SourceConfig, SplitReader};
+use super::{Parsed, ReaderDrops, ReaderFilter, SourceConfig, SplitReader};
 use crate::error::{Error, Result};
 use crate::exec::dead_letter::{ErrorKind, Rejection};
 use crate::exec::guard::catch_panic;
+use crate::exec::join_filter::{JoinFilterSlot, KeyFilter};
 use crate::exec::operators::row_eval;
 use crate::pipeline::OnError;
 use crate::plan::expr::clean;
@@ -192,13 +193,34 @@ fn check_column_chunk(path: &Path, file_len: u64, range: std::ops::Range<u64>, t
 pub struct ParquetSplit {
     config: Arc<SourceConfig>,
     split: Option<Split>,
+    /// Where the keys of the source's `join_filter` arrive.
+    join_keys: Option<Arc<JoinFilterSlot>>,
 }
 
 impl ParquetSplit {
     /// A reader of `split`.
-    pub fn new(config: Arc<SourceConfig>, split: Split) -> Self {
-        ParquetSplit { config, split: Some(split) }
+    pub fn new(config: Arc<SourceConfig>, split: Split, join_keys: Option<Arc<JoinFilterSlot>>) -> Self {
+        ParquetSplit { config, split: Some(split), join_keys }
     }
+
+    /// The join's keys, if they are known, with the column they apply to.
+    fn keys(&self) -> Option<(&str, Arc<KeyFilter>)> {
+        let spec = self.config.join_filter.as_ref()?;
+        Some((spec.column.as_str(), self.join_keys.as_ref()?.get()?))
+    }
+}
+
+/// True when the statistics of row group `rg`'s `column` show that none of its values is a
+/// key. Missing or unreadable statistics show nothing.
+fn no_key_in_row_group(meta: &FileMetadata, rg: usize, column: &str, keys: &KeyFilter) -> bool {
+    use polars_parquet::parquet::statistics::Statistics;
+    let Some(chunk) = meta.row_groups[rg].columns_under_root_iter(column).and_then(|mut c| c.next()) else { return false };
+    let bounds = match chunk.statistics(&meta.footer_buf) {
+        Some(Ok(Statistics::Int32(s))) => s.min_value.map(i64::from).zip(s.max_value.map(i64::from)),
+        Some(Ok(Statistics::Int64(s))) => s.min_value.zip(s.max_value),
+        _ => None,
+    };
+    bounds.is_some_and(|(min, max)| !keys.any_in(min, max))
 }
 
 impl SplitReader for ParquetSplit {
@@ -206,10 +228,11 @@ impl SplitReader for ParquetSplit {
         let Some(split) = self.split.take() else {
             return Ok(None);
         };
+        let keys = self.keys();
         let rows = format!("rows {}..{}", split.start, split.end);
         let reject = |kind: ErrorKind, message: String| {
             let r = Rejection::of_file(&split.path, kind, message);
-            Ok(Some(Parsed { df: None, rejected: vec![r], dropped: 0 }))
+            Ok(Some(Parsed { df: None, rejected: vec![r], dropped: ReaderDrops::default() }))
         };
         let mut reader = match open(&split.path) {
             Ok(r) => r,
@@ -248,6 +271,13 @@ impl SplitReader for ParquetSplit {
             first_row += n;
         }
         if let Some(rg) = row_group {
+            let spec = self.config.join_filter.as_ref();
+            if let Some((column, keys)) = &keys
+                && spec.is_some_and(|s| s.statistics)
+                && catch_panic(|| no_key_in_row_group(&meta, rg, column, keys)).unwrap_or(false)
+            {
+                return Ok(Some(Parsed { df: None, rejected: Vec::new(), dropped: ReaderDrops { row_groups: 1, ..Default::default() } }));
+            }
             let fields = match reader.schema() {
                 Ok(f) => f,
                 Err(e) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
@@ -255,7 +285,8 @@ impl SplitReader for ParquetSplit {
             let projection: Vec<String> = columns.unwrap_or_else(|| fields.iter_names().map(|n| n.to_string()).collect());
             let path = split.path.clone();
             let filter = self.config.reader_filter.as_ref();
-            let read = catch_panic(|| read_row_group(&path, &meta, rg, &fields, &projection, filter));
+            let join = keys.as_ref().map(|(c, k)| (*c, &**k));
+            let read = catch_panic(|| read_row_group(&path, &meta, rg, &fields, &projection, filter, join));
             let (df, dropped) = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
@@ -283,7 +314,7 @@ impl SplitReader for ParquetSplit {
             }
         };
         match super::cast_declared(&self.config, df) {
-            Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new(), dropped: 0 })),
+            Ok(df) => Ok(Some(Parsed { df: Some(df), rejected: Vec::new(), dropped: ReaderDrops::default() })),
             Err(e) => Err(Error::execution(
                 "source",
                 &self.config.name,
@@ -298,9 +329,10 @@ impl SplitReader for ParquetSplit {
 /// subtasks for the cores and allocate memory that the subtasks then free (measured: TPC-H Q3
 /// on Parquet spent a third of its time clearing fresh pages, half of them the pool's).
 ///
-/// With a `filter`, the predicate's columns are decoded first, and the others only at the rows
-/// that pass, unless most rows pass (then everything is decoded and the filter operator does
-/// the work). Returns the rows and how many were dropped.
+/// With a `filter`, or the keys of a `join` on a column, the predicate's columns and the key
+/// column are decoded first, and the others only at the rows that pass and may have a match,
+/// unless most rows do (then everything is decoded, and the filter operator and the join do
+/// the work). Returns the rows and what was dropped.
 fn read_row_group(
     path: &Path,
     meta: &FileMetadata,
@@ -308,7 +340,8 @@ fn read_row_group(
     fields: &ArrowSchema,
     projection: &[String],
     filter: Option<&ReaderFilter>,
-) -> PolarsResult<(DataFrame, u64)> {
+    join: Option<(&str, &KeyFilter)>,
+) -> PolarsResult<(DataFrame, ReaderDrops)> {
     use polars::io::mmap::ReaderBytes;
     use polars_parquet::read::Filter;
     let md = &meta.row_groups[rg];
@@ -332,15 +365,29 @@ fn read_row_group(
         let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks, field.clone(), filter)?;
         Ok(Series::try_from((field, arrays))?.into_column())
     };
-    let Some(filter) = filter else {
+    if filter.is_none() && join.is_none() {
         let columns = projection.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
-        return Ok((DataFrame::new(rows, columns)?, 0));
-    };
-    let live = filter.columns.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
+        return Ok((DataFrame::new(rows, columns)?, ReaderDrops::default()));
+    }
+    let mut first: Vec<&str> = filter.map(|f| f.columns.iter().map(String::as_str).collect()).unwrap_or_default();
+    if let Some((key, _)) = join
+        && !first.contains(&key)
+    {
+        first.push(key);
+    }
+    let live = first.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
     let live = DataFrame::new(rows, live)?;
     // A predicate that fails here (a decimal overflow) is left to the filter operator, which
     // reports it under its own name and `on_error`: the rows then go on unfiltered.
-    let pass = row_eval::eval_condition(&filter.predicate, &live).unwrap_or_else(|_| BooleanChunked::full("pass".into(), true, rows));
+    let predicate = filter.map(|f| row_eval::eval_condition(&f.predicate, &live).unwrap_or_else(|_| BooleanChunked::full("pass".into(), true, rows)));
+    let matched = join.map(|(key, keys)| PolarsResult::Ok(keys.mask(&crate::exec::operators::hash_index::as_i64(&live, key)?))).transpose()?;
+    let passed = predicate.as_ref().map_or(rows, |p| row_eval::true_rows(p).set_bits());
+    let pass = match (predicate, matched) {
+        (Some(p), Some(m)) => &p & &m,
+        (Some(p), None) => p,
+        (None, Some(m)) => m,
+        (None, None) => unreachable!("a filter or a join"),
+    };
     let mask = row_eval::true_rows(&pass);
     let kept = mask.set_bits();
     // Decoding at a mask pays when it skips most rows.
@@ -357,6 +404,9 @@ fn read_row_group(
         };
         out.push(column);
     }
-    let height = if dense { rows } else { kept };
-    Ok((DataFrame::new(height, out)?, (rows - height) as u64))
+    if dense {
+        return Ok((DataFrame::new(rows, out)?, ReaderDrops::default()));
+    }
+    let drops = ReaderDrops { filtered: (rows - passed) as u64, unmatched: (passed - kept) as u64, row_groups: 0 };
+    Ok((DataFrame::new(kept, out)?, drops))
 }

@@ -162,7 +162,7 @@ impl ChunkParser for TextChunkParser {
             df = df.select(p.iter().map(String::as_str)).map_err(fail)?;
         }
         let df = super::cast_declared(c, df).map_err(fail)?;
-        Ok(Parsed { df: Some(df), rejected, dropped: 0 })
+        Ok(Parsed { df: Some(df), rejected, dropped: Default::default() })
     }
 }
 

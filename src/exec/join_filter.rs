@@ -21,6 +21,8 @@ const SMALL_BITMAP_BITS: u64 = 1 << 16;
 /// Bloom filter size: 16 bits a key, three bits set in one 64-bit word per key, for about 1%
 /// false positives at one cache line read per probe.
 const BLOOM_BITS_PER_KEY: usize = 16;
+/// Most keys kept sorted for row-group ranges (8 MiB).
+const MOST_SORTED_KEYS: u64 = 1 << 20;
 
 /// A set of i64 keys, probed once per row read.
 #[derive(Debug)]
@@ -33,8 +35,9 @@ enum Repr {
     /// One bit per value of `min..=max`.
     Bitmap { min: i64, max: i64, words: Vec<u64> },
     /// A Bloom filter of `words.len()` (a power of two) words, each key setting three bits in
-    /// the word its hash's top bits name (`64 - shift` of them); the keys sorted (for ranges).
-    Bloom { min: i64, max: i64, words: Vec<u64>, shift: u32, sorted: Vec<i64> },
+    /// the word its hash's top bits name (`64 - shift` of them); the keys sorted (for ranges),
+    /// unless there are more than [`MOST_SORTED_KEYS`].
+    Bloom { min: i64, max: i64, words: Vec<u64>, shift: u32, sorted: Option<Vec<i64>> },
 }
 
 /// A 64-bit mix of a key (splitmix64's finalizer): consecutive keys land far apart.
@@ -54,6 +57,11 @@ fn bloom_slot(h: u64, shift: u32) -> (usize, u64) {
 impl KeyFilter {
     /// The set of the non-null values of `parts`.
     pub fn new(parts: &[Int64Chunked]) -> Self {
+        Self::build(parts, MOST_SORTED_KEYS)
+    }
+
+    /// The set, with the keys sorted when there are at most `most_sorted`.
+    fn build(parts: &[Int64Chunked], most_sorted: u64) -> Self {
         let values = || parts.iter().flat_map(|ca| ca.iter().flatten());
         let (mut min, mut max, mut count) = (i64::MAX, i64::MIN, 0u64);
         for v in values() {
@@ -74,13 +82,18 @@ impl KeyFilter {
         let n = (count as usize * BLOOM_BITS_PER_KEY / 64).next_power_of_two();
         let shift = 64 - n.trailing_zeros();
         let mut words = vec![0u64; n];
-        let mut sorted: Vec<i64> = values().collect();
-        for &v in &sorted {
+        for v in values() {
             let (w, bits) = bloom_slot(mix(v), shift);
             words[w] |= bits;
         }
-        sorted.sort_unstable();
-        sorted.dedup();
+        // The reader waits while this is built: sorting many keys would take longer than the
+        // row groups it could skip (many keys rarely leave a row group without one).
+        let sorted = (count <= most_sorted).then(|| {
+            let mut sorted: Vec<i64> = values().collect();
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted
+        });
         KeyFilter(Repr::Bloom { min, max, words, shift, sorted })
     }
 
@@ -103,7 +116,8 @@ impl KeyFilter {
         }
     }
 
-    /// True when some key lies in `lo..=hi` (exactly, not by the Bloom filter).
+    /// True when some key may lie in `lo..=hi` (exact, unless there are too many keys to sort:
+    /// then true when the range meets the keys' min..max).
     pub fn any_in(&self, lo: i64, hi: i64) -> bool {
         match &self.0 {
             Repr::Empty => false,
@@ -121,7 +135,8 @@ impl KeyFilter {
                 }
                 words[wa] & low != 0 || words[wa + 1..wb].iter().any(|&w| w != 0) || words[wb] & high != 0
             }
-            Repr::Bloom { sorted, .. } => {
+            Repr::Bloom { min, max, sorted: None, .. } => lo <= *max && hi >= *min,
+            Repr::Bloom { sorted: Some(sorted), .. } => {
                 let i = sorted.partition_point(|&k| k < lo);
                 i < sorted.len() && sorted[i] <= hi
             }
@@ -266,6 +281,16 @@ mod tests {
         // False positives are rare: about 1% at 16 bits a key.
         let wrong = (0..100_000).filter(|i| f.contains(i * 1_000_003 + 500_000)).count();
         assert!(wrong < 3_000, "{wrong} of 100000 absent keys pass");
+    }
+
+    #[test]
+    fn without_sorted_keys_a_range_is_checked_against_min_and_max() {
+        let keys = [10i64, 1_000_000_000, 2_000_000_000];
+        let f = KeyFilter::build(&[Int64Chunked::from_slice("k".into(), &keys)], 2);
+        assert!(matches!(&f.0, Repr::Bloom { sorted: None, .. }));
+        assert!(keys.iter().all(|&k| f.contains(k)));
+        assert!(f.any_in(11, 20) && f.any_in(i64::MIN, 10) && f.any_in(2_000_000_000, i64::MAX));
+        assert!(!f.any_in(i64::MIN, 9) && !f.any_in(2_000_000_001, i64::MAX));
     }
 
     #[test]

@@ -381,9 +381,9 @@ fn reader_filter(predicate: &Expr, stored: &Schema, consumer: usize) -> Option<c
             !cols.is_empty() && cols.iter().all(|c| stored.contains(c)) && row_eval::supported(c, stored)
         })
         .collect();
-    let predicate = parts.into_iter().reduce(|a, b| a.and(b))?;
+    let predicate = parts.iter().cloned().reduce(|a, b| a.and(b))?;
     let columns = columns_of(&predicate).into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-    Some(crate::exec::sources::ReaderFilter { predicate, columns, consumer })
+    Some(crate::exec::sources::ReaderFilter { predicate, parts, columns, consumer })
 }
 
 /// Splits every reduction (aggregate, sort, distinct) into a partial phase (same parallelism

@@ -17,7 +17,7 @@ use crate::exec::guard::catch_panic;
 use crate::exec::join_filter::{JoinFilterSlot, KeyFilter};
 use crate::exec::operators::row_eval;
 use crate::pipeline::OnError;
-use crate::plan::expr::clean;
+use crate::plan::expr::{clean, columns_of};
 
 fn open(path: &Path) -> std::result::Result<ParquetReader<File>, String> {
     let file = File::open(path).map_err(|e| format!("cannot open the file: {e}"))?;
@@ -365,48 +365,119 @@ fn read_row_group(
         let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks, field.clone(), filter)?;
         Ok(Series::try_from((field, arrays))?.into_column())
     };
-    if filter.is_none() && join.is_none() {
+    let everything = || -> PolarsResult<(DataFrame, ReaderDrops)> {
         let columns = projection.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
-        return Ok((DataFrame::new(rows, columns)?, ReaderDrops::default()));
-    }
-    let mut first: Vec<&str> = filter.map(|f| f.columns.iter().map(String::as_str).collect()).unwrap_or_default();
-    if let Some((key, _)) = join
-        && !first.contains(&key)
-    {
-        first.push(key);
-    }
-    let live = first.iter().map(|c| decode(c, None)).collect::<PolarsResult<Vec<_>>>()?;
-    let live = DataFrame::new(rows, live)?;
-    // A predicate that fails here (a decimal overflow) is left to the filter operator, which
-    // reports it under its own name and `on_error`: the rows then go on unfiltered.
-    let predicate = filter.map(|f| row_eval::eval_condition(&f.predicate, &live).unwrap_or_else(|_| BooleanChunked::full("pass".into(), true, rows)));
-    let matched = join.map(|(key, keys)| PolarsResult::Ok(keys.mask(&crate::exec::operators::hash_index::as_i64(&live, key)?))).transpose()?;
-    let passed = predicate.as_ref().map_or(rows, |p| row_eval::true_rows(p).set_bits());
-    let pass = match (predicate, matched) {
-        (Some(p), Some(m)) => &p & &m,
-        (Some(p), None) => p,
-        (None, Some(m)) => m,
-        (None, None) => unreachable!("a filter or a join"),
+        Ok((DataFrame::new(rows, columns)?, ReaderDrops::default()))
     };
-    let mask = row_eval::true_rows(&pass);
-    let kept = mask.set_bits();
-    // Decoding at a mask pays when it skips most rows.
-    let dense = kept * 2 > rows;
+    if filter.is_none() && join.is_none() {
+        return everything();
+    }
+    // The rows that passed so far, and the columns decoded for them.
+    let mut sel = Selection { live: DataFrame::empty_with_height(rows), pass: None, mask: None, kept: rows };
+    let conditions = filter.map_or(&[][..], |f| f.parts.as_slice());
+    for part in conditions {
+        for c in columns_of(part) {
+            sel.decode(&c, fields, &decode)?;
+        }
+        // A condition that fails here (a decimal overflow) is left to the filter operator,
+        // which reports it under its own name and `on_error`: every row goes on unfiltered
+        // (dropping some for their join key could hide the failing row).
+        let Ok(pass) = row_eval::eval_condition(part, &sel.live) else {
+            return everything();
+        };
+        sel.narrow(pass, rows)?;
+    }
+    let passed = sel.kept;
+    if let Some((key, keys)) = join {
+        sel.decode(key, fields, &decode)?;
+        let matched = keys.mask(&crate::exec::operators::hash_index::as_i64(&sel.live, key)?);
+        sel.narrow(matched, rows)?;
+    }
     let mut out = Vec::with_capacity(projection.len());
     for name in projection {
-        let column = match live.column(name) {
-            Ok(c) if dense => c.clone(),
-            Ok(c) => c.filter(&pass)?,
-            Err(_) if dense => decode(name, None)?,
-            Err(_) if kept == 0 => Column::new_empty(name.as_str().into(), &DataType::from_arrow_field(fields.get(name).expect("decoded above"))),
-            Err(_) if fields.get(name).is_some_and(|f| f.dtype().is_nested()) => decode(name, None)?.filter(&pass)?,
-            Err(_) => decode(name, Some(Filter::Mask(mask.clone())))?,
-        };
-        out.push(column);
+        sel.decode(name, fields, &decode)?;
+        out.push(sel.live.column(name)?.clone());
     }
-    if dense {
+    if sel.mask.is_none() {
+        // Most rows passed: all go on, and the filter operator and the join do the work.
         return Ok((DataFrame::new(rows, out)?, ReaderDrops::default()));
     }
-    let drops = ReaderDrops { filtered: (rows - passed) as u64, unmatched: (passed - kept) as u64, row_groups: 0 };
-    Ok((DataFrame::new(kept, out)?, drops))
+    let drops = ReaderDrops { filtered: (rows - passed) as u64, unmatched: (passed - sel.kept) as u64, row_groups: 0 };
+    Ok((DataFrame::new(sel.kept, out)?, drops))
+}
+
+/// The rows of a row group that passed the conditions evaluated so far. While most rows pass,
+/// columns are decoded at every row; once at most half do, only at those rows (decoding at a
+/// mask pays when it skips most rows), so a selective first condition spares the columns of
+/// the next ones most of their decoding.
+struct Selection {
+    /// The decoded columns: at every row while `mask` is None, else at the rows of `mask`.
+    live: DataFrame,
+    /// While every row is decoded: the rows that passed (None: all).
+    pass: Option<BooleanChunked>,
+    /// Once at most half the rows passed: those rows.
+    mask: Option<polars_arrow::bitmap::Bitmap>,
+    /// How many rows passed.
+    kept: usize,
+}
+
+impl Selection {
+    /// Decodes column `name` (unless it is decoded already) at the rows `live` holds.
+    fn decode(
+        &mut self,
+        name: &str,
+        fields: &ArrowSchema,
+        decode: &dyn Fn(&str, Option<polars_parquet::read::Filter>) -> PolarsResult<Column>,
+    ) -> PolarsResult<()> {
+        if self.live.column(name).is_ok() {
+            return Ok(());
+        }
+        let field = fields.get(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
+        let column = match &self.mask {
+            None => decode(name, None)?,
+            Some(_) if self.kept == 0 => Column::new_empty(name.into(), &DataType::from_arrow_field(field)),
+            // Nested columns are not decoded at a mask.
+            Some(mask) if field.dtype().is_nested() => decode(name, None)?.filter(&bool_column(mask))?,
+            Some(mask) => decode(name, Some(polars_parquet::read::Filter::Mask(mask.clone())))?,
+        };
+        self.live.with_column(column)?;
+        Ok(())
+    }
+
+    /// Keeps the rows where `pass` (one value per row `live` holds) is true.
+    fn narrow(&mut self, pass: BooleanChunked, rows: usize) -> PolarsResult<()> {
+        match &self.mask {
+            None => {
+                let pass = match self.pass.take() {
+                    Some(before) => &before & &pass,
+                    None => pass,
+                };
+                let bits = row_eval::true_rows(&pass);
+                self.kept = bits.set_bits();
+                if self.kept * 2 > rows {
+                    self.pass = Some(pass);
+                } else {
+                    self.live = self.live.filter(&pass)?;
+                    self.mask = Some(bits);
+                }
+            }
+            Some(mask) => {
+                let bits = row_eval::true_rows(&pass);
+                self.live = self.live.filter(&pass)?;
+                let mut narrowed = polars_arrow::bitmap::MutableBitmap::from_len_zeroed(rows);
+                for (i, row) in mask.true_idx_iter().enumerate() {
+                    if bits.get_bit(i) {
+                        narrowed.set(row, true);
+                    }
+                }
+                self.kept = bits.set_bits();
+                self.mask = Some(narrowed.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bool_column(mask: &polars_arrow::bitmap::Bitmap) -> BooleanChunked {
+    BooleanChunked::from_chunk_iter("mask".into(), [polars_arrow::array::BooleanArray::from_data_default(mask.clone(), None)])
 }

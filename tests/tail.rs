@@ -232,8 +232,8 @@ path = "out"
                 }
                 std::thread::sleep(Duration::from_millis(800));
                 crate::common::interrupt(&child);
-                let status = child.wait().unwrap();
-                assert!(status.success());
+                let o = child.wait_with_output().unwrap();
+                assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
             }
             let mut rows = rows(&tmp.path().join("out"));
             rows.sort();

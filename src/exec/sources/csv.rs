@@ -32,11 +32,13 @@ pub fn infer(
     tolerant: bool,
 ) -> std::result::Result<Schema, DataProblem> {
     let unreadable = |e: std::io::Error| DataProblem { kind: Some(ErrorKind::Unreadable), message: format!("{}: {e}", path.display()) };
-    if std::fs::metadata(path).map_err(unreadable)?.len() == 0 {
-        return Err(DataProblem { kind: Some(ErrorKind::EmptyFile), message: format!("{}: the file is empty (expected a header line)", path.display()) });
-    }
+    // Without a header the declared columns are the schema: an empty file is just no rows yet
+    // (a log that `tail` waits on).
     if !header {
         return Ok(declared.iter().map(|(n, t)| Field::new(n.as_str().into(), t.clone())).collect());
+    }
+    if std::fs::metadata(path).map_err(unreadable)?.len() == 0 {
+        return Err(DataProblem { kind: Some(ErrorKind::EmptyFile), message: format!("{}: the file is empty (expected a header line)", path.display()) });
     }
     // Read only the sample: polars would map the whole file.
     let mut sample = super::lines::head_lines(path, infer_rows + 1, Some(b'"')).map_err(unreadable)?;
@@ -230,8 +232,7 @@ impl CsvChunkParser {
             Some(n) => n,
             None => self.shape.complete_records(bytes).ok_or_else(|| polars_err!(ComputeError: "a record has the wrong number of fields"))?,
         };
-        let mut df =
-            csv_internal::read_chunk(bytes, &d.options, &d.schema, false, &d.projection, 0, records, None, usize::MAX, bytes.len(), Some(0))?;
+        let mut df = csv_internal::read_chunk(bytes, &d.options, &d.schema, false, &d.projection, 0, records, None, usize::MAX, bytes.len(), Some(0))?;
         csv_internal::cast_columns(&mut df, &d.to_cast, false, false)?;
         if df.height() != records {
             polars_bail!(ComputeError: "CSV malformed: expected {records} rows, found {}", df.height());
@@ -364,6 +365,16 @@ fn field_starts(line: &[u8], delimiter: u8) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_file_needs_a_header_only_when_it_has_one() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let declared = [("t".to_string(), DataType::Int64), ("k".to_string(), DataType::String)];
+        let schema = infer(tmp.path(), false, b',', 100, &declared, false).unwrap();
+        assert_eq!(schema.iter_names().map(|n| n.as_str()).collect::<Vec<_>>(), ["t", "k"]);
+        let e = infer(tmp.path(), true, b',', 100, &declared, false).unwrap_err();
+        assert_eq!(e.kind, Some(ErrorKind::EmptyFile));
+    }
 
     #[test]
     fn field_starts_respect_quotes() {

@@ -42,6 +42,24 @@ fn a_filter_on_partition_columns_prunes_files_before_reading() {
     assert!(text.contains("optimizer: partitions pruned: 4/9 files kept"), "{text}");
 }
 
+/// A lone filter before a partial aggregate kept in a hash table runs inside it; one with
+/// `on_error` other than "fail" (it must count its rejections) stays an operator of its own.
+#[test]
+fn a_filter_run_by_the_aggregate_after_it_is_shown() {
+    let shown = "filter 'errors' evaluated by 'by_path/partial' as it folds the rows";
+    let text = explain("pipelines/errors_by_path.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains(shown), "{text}");
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = std::fs::read_to_string(crate::common::root().join("pipelines/errors_by_path.toml")).unwrap();
+    let skipping = pipeline.replacen("filter = ", "on_error = \"skip\"\nfilter = ", 1);
+    assert_ne!(skipping, pipeline);
+    std::fs::write(tmp.path().join("p.toml"), skipping).unwrap();
+    let data = format!("source.access.path={}/data/access/*.csv", crate::common::root().display());
+    let o = crate::common::run_in(tmp.path(), &["explain", "p.toml", "--graph", "job", "-p", "2", "--set", &data]);
+    let text = crate::common::stdout(&o);
+    assert!(text.contains("by_path/partial") && !text.contains(shown), "{text}{}", crate::common::stderr(&o));
+}
+
 #[test]
 fn a_union_breaks_the_chain_for_its_inputs() {
     let text = explain("tests/golden/union_by_name/pipeline.toml", &["--graph", "job", "-p", "2"]);

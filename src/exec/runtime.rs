@@ -20,7 +20,6 @@ use super::operator::Operator;
 use super::operators::hash_aggregate::{HashAggregateOperator, Prefilter};
 use super::operators::join::{JoinOperator, Strategy};
 use super::operators::reduce::{Phase, Reduce, ReduceOperator};
-use super::operators::row_eval;
 use super::operators::running::RunningAggregate;
 use super::operators::stateless::{FusedStep, StatelessOperator, Step};
 use super::operators::watermark::WatermarkOperator;
@@ -274,21 +273,13 @@ fn build_operators(
 ) -> Vec<Box<dyn Operator>> {
     let stream = &exec.job.stream;
     let mut ops: Vec<Box<dyn Operator>> = Vec::new();
-    // The last operator built, when it is a lone filter that a partial aggregate right after
-    // it can run itself (see `Prefilter`).
-    let mut lone_filter: Option<Prefilter> = None;
+    // Lone filters that the partial aggregate right after them runs itself (see `Prefilter`).
+    let prefilters = exec.job.prefilters(t);
     for group in exec.job.fused_groups(t) {
         let node = &stream.nodes[group[0]];
         let input_schema = stream.inputs(group[0]).next().map(|e| stream.nodes[e.from].schema.clone());
-        let filter_before = lone_filter.take();
         match &node.kind {
-            NodeKind::Stateless(step) => {
-                if let (Step::Filter(predicate), [id], Some(input)) = (step, group.as_slice(), &input_schema)
-                    && node.on_error == crate::pipeline::OnError::Fail
-                    && row_eval::supported(predicate, input)
-                {
-                    lone_filter = Some(Prefilter { node: *id, name: node.name.clone(), predicate: predicate.clone() });
-                }
+            NodeKind::Stateless(_) => {
                 let steps = group
                     .iter()
                     .map(|&id| match &stream.nodes[id].kind {
@@ -329,12 +320,14 @@ fn build_operators(
                     node.name
                 );
                 if let Some(op) = table {
-                    match filter_before {
-                        Some(filter) if phase == Phase::Partial => {
+                    match prefilters.iter().find(|(_, aggregate)| *aggregate == group[0]) {
+                        Some(&(filter, _)) => {
+                            let NodeKind::Stateless(Step::Filter(predicate)) = &stream.nodes[filter].kind else { unreachable!("a prefilter is a filter") };
                             ops.pop().expect("the filter was the last operator built");
+                            let filter = Prefilter { node: filter, name: stream.nodes[filter].name.clone(), predicate: predicate.clone() };
                             ops.push(Box::new(op.with_prefilter(filter)));
                         }
-                        _ => ops.push(Box::new(op)),
+                        None => ops.push(Box::new(op)),
                     }
                     continue;
                 }

@@ -124,6 +124,29 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
 }
 
 impl JobGraph {
+    /// Lone filters that the partial aggregate chained right after them runs itself (see
+    /// [`crate::exec::operators::hash_aggregate::Prefilter`]), as (filter, aggregate) nodes: a
+    /// filter group of one node with `on_error = "fail"` and a condition the row evaluator
+    /// computes, before a partial aggregate kept in a hash table.
+    pub fn prefilters(&self, vertex: usize) -> Vec<(usize, usize)> {
+        use crate::exec::operators::reduce::Reduce;
+        use crate::exec::operators::stateless::Step;
+        let nodes = &self.stream.nodes;
+        let groups = self.fused_groups(vertex);
+        groups
+            .windows(2)
+            .filter_map(|w| {
+                let ([filter], [aggregate]) = (w[0].as_slice(), w[1].as_slice()) else { return None };
+                let NodeKind::Stateless(Step::Filter(predicate)) = &nodes[*filter].kind else { return None };
+                let input = self.stream.inputs(*filter).next().map(|e| &nodes[e.from].schema)?;
+                let fits = nodes[*filter].on_error == crate::pipeline::OnError::Fail && crate::exec::operators::row_eval::supported(predicate, input);
+                let hashed = matches!(nodes[*aggregate].kind, NodeKind::PartialReduce(Reduce::Aggregate(_)))
+                    && nodes[*aggregate].notes.iter().any(|n| n.contains("state: hash table"));
+                (fits && hashed).then_some((*filter, *aggregate))
+            })
+            .collect()
+    }
+
     /// Groups of consecutive stateless nodes of a task that run as one polars pass per batch
     /// (at most one filter each, so every operator's row counts stay exact; a parse ends one).
     pub fn fused_groups(&self, vertex: usize) -> Vec<Vec<usize>> {

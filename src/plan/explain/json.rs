@@ -36,6 +36,8 @@ pub fn render(logical: &LogicalGraph, exec: &ExecutionGraph, kinds: &[GraphKind]
                         }).collect::<Vec<_>>(),
                         "fused": job.fused_groups(t).into_iter().filter(|g| g.len() > 1)
                             .map(|g| g.iter().map(|&n| job.stream.nodes[n].name.clone()).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                        "filters_in_aggregates": job.prefilters(t).into_iter()
+                            .map(|(f, a)| json!({"filter": job.stream.nodes[f].name, "aggregate": job.stream.nodes[a].name})).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "exchanges": job.edges.iter().map(|e| json!({
                         "from": e.from, "to": e.to, "partitioning": e.partitioning.to_string(), "chain_break": e.reason,

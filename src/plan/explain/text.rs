@@ -50,6 +50,10 @@ fn job_text(s: &mut String, exec: &ExecutionGraph) {
                 let _ = writeln!(s, "    fused into one polars pass: {}", names.join(" + "));
             }
         }
+        for (filter, aggregate) in job.prefilters(t) {
+            let (f, a) = (&g.nodes[filter].name, &g.nodes[aggregate].name);
+            let _ = writeln!(s, "    filter '{f}' evaluated by '{a}' as it folds the rows (the rows are not copied into a filtered batch first)");
+        }
         for &n in &v.nodes {
             let node = &g.nodes[n];
             let _ = writeln!(s, "    {}  {}  {}", node.name, node.label, node.detail);

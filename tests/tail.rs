@@ -219,7 +219,7 @@ path = "out"
                 assert!(o.status.success(), "{}", stderr(&o));
             } else {
                 std::fs::write(&log, "").unwrap();
-                let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-q", "-p", "2", "--drain"]);
+                let child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-q", "-p", "2", "--drain"]);
                 let bytes = text.as_bytes();
                 let mut pos = 0;
                 let mut r = 99u64;

@@ -120,9 +120,9 @@ struct ReaderDrops {
 
 /// Late materialization: the reader evaluates the conjuncts one after another, decoding the
 /// columns of each as it comes to it, and the other columns only for the rows that pass (once
-/// at most half the rows pass, columns are decoded at those rows only). The filter operator (node `consumer`) still runs on
-/// what the reader emits; the rows dropped here are counted as rows it received and filtered,
-/// so the summary reads as if it had seen them.
+/// at most half the rows pass, columns are decoded at those rows only). The filter operator
+/// (node `consumer`) still runs on what the reader emits; the rows dropped here are counted as
+/// rows it received and filtered, so the summary reads as if it had seen them.
 #[derive(Clone, Debug)]
 pub struct ReaderFilter {
     /// The conjuncts of the filter that read stored columns only, ANDed.

@@ -24,13 +24,49 @@ fn open(path: &Path) -> std::result::Result<ParquetReader<File>, String> {
     Ok(ParquetReader::new(file))
 }
 
+/// A file's footer: its metadata, and the Arrow schema polars derives from it.
+struct Footer {
+    meta: Arc<FileMetadata>,
+    fields: Arc<ArrowSchema>,
+}
+
+/// The length and modification time of a file, and the footer read from it.
+type CachedFooter = ((u64, Option<std::time::SystemTime>), Arc<Footer>);
+
+/// Footers this process has read. Planning reads a file's footer for its schema, its row
+/// groups and their statistics, and the reader of each row group needs it again: TPC-H's
+/// lineitem footer was parsed 68 times a run. A file whose length or modification time
+/// changed is read again.
+static FOOTERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, CachedFooter>>> = std::sync::LazyLock::new(Default::default);
+
+/// Most footers kept (a long tail-mode run over many files must not grow without bound).
+const MOST_FOOTERS: usize = 4096;
+
+/// The footer of a Parquet file, or why it cannot be read.
+fn footer(path: &Path) -> std::result::Result<Arc<Footer>, (ErrorKind, String)> {
+    let stamp = std::fs::metadata(path).map(|m| (m.len(), m.modified().ok())).map_err(|e| (ErrorKind::Unreadable, format!("cannot open the file: {e}")))?;
+    let cache = || FOOTERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((at, footer)) = cache().get(path)
+        && *at == stamp
+    {
+        return Ok(footer.clone());
+    }
+    let mut reader = open(path).map_err(|m| (ErrorKind::Unreadable, m))?;
+    let corrupt = |m: String| (ErrorKind::CorruptParquet, format!("not a readable Parquet file: {m}"));
+    let meta = catch_panic(|| reader.get_metadata().cloned()).map_err(corrupt)?.map_err(|e| corrupt(clean(&e)))?;
+    let fields = catch_panic(|| reader.schema()).map_err(corrupt)?.map_err(|e| corrupt(clean(&e)))?;
+    let footer = Arc::new(Footer { meta, fields });
+    let mut cache = cache();
+    if cache.len() >= MOST_FOOTERS {
+        cache.clear();
+    }
+    cache.insert(path.to_path_buf(), (stamp, footer.clone()));
+    Ok(footer)
+}
+
 /// The schema stored in a Parquet file's footer, or why it cannot be read.
 fn footer_schema(path: &Path) -> std::result::Result<Schema, (ErrorKind, String)> {
-    let mut reader = open(path).map_err(|m| (ErrorKind::Unreadable, m))?;
-    let arrow = catch_panic(|| reader.schema())
-        .map_err(|p| (ErrorKind::CorruptParquet, format!("not a readable Parquet file: {p}")))?
-        .map_err(|e| (ErrorKind::CorruptParquet, format!("not a readable Parquet file: {}", clean(&e))))?;
-    Ok(Schema::from_arrow_schema(&arrow))
+    footer(path).map(|f| Schema::from_arrow_schema(&f.fields))
 }
 
 /// The schema stored in a Parquet file's footer.
@@ -53,34 +89,27 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
             splits.push(Split { file_index, path: path.clone(), start: 0, end: 0, ordinal: splits.len(), problem: Some(Box::new(problem)) });
             Ok(())
         };
-        let schema = match footer_schema(path) {
-            Ok(s) => s,
+        let footer = match footer(path) {
+            Ok(f) => f,
             Err((kind, message)) => {
                 reject(&mut splits, kind, message)?;
                 continue;
             }
         };
+        let schema = Schema::from_arrow_schema(&footer.fields);
         if schema != *config.raw_schema {
             let names = |s: &Schema| s.iter().map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>().join(", ");
             let message = format!("schema [{}] differs from [{}] of source '{}'", names(&schema), names(&config.raw_schema), config.name);
             reject(&mut splits, ErrorKind::SchemaMismatch, message)?;
             continue;
         }
-        let meta = open(path)
-            .and_then(|mut r| catch_panic(move || r.get_metadata().cloned()).map_err(|p| format!("not a readable Parquet file: {p}"))?.map_err(|e| clean(&e)));
-        let meta = match meta {
-            Ok(m) => m,
-            Err(message) => {
-                reject(&mut splits, ErrorKind::CorruptParquet, message)?;
-                continue;
-            }
-        };
-        let fields = if config.row_group_filter.is_empty() { None } else { open(path).ok().and_then(|mut r| r.schema().ok()) };
+        let meta = &footer.meta;
+        let fields = (!config.row_group_filter.is_empty()).then_some(&footer.fields);
         let mut start = 0u64;
         for (i, rg) in meta.row_groups.iter().enumerate() {
             let rows = rg.num_rows() as u64;
             // Statistics polars cannot decode (it may panic on some) refute nothing.
-            let refuted = fields.as_ref().is_some_and(|f| catch_panic(|| statistics_refute(config, f, &meta, i)).unwrap_or(false));
+            let refuted = fields.as_ref().is_some_and(|f| catch_panic(|| statistics_refute(config, f, meta, i)).unwrap_or(false));
             if refuted {
                 pruned += 1;
             } else if rows > 0 {
@@ -234,18 +263,15 @@ impl SplitReader for ParquetSplit {
             let r = Rejection::of_file(&split.path, kind, message);
             Ok(Some(Parsed { df: None, rejected: vec![r], dropped: ReaderDrops::default() }))
         };
-        let mut reader = match open(&split.path) {
-            Ok(r) => r,
-            Err(m) => return reject(ErrorKind::Unreadable, m),
+        let footer = match footer(&split.path) {
+            Ok(f) => f,
+            Err((ErrorKind::Unreadable, m)) => return reject(ErrorKind::Unreadable, m),
+            Err((kind, m)) => return reject(kind, format!("cannot read {rows}: {m}")),
         };
+        let meta = &footer.meta;
         let columns = self.config.file_projection();
         // polars trusts page headers (a negative value count made it abort on a huge
         // allocation): check those of the columns read, first.
-        let meta = match catch_panic(|| reader.get_metadata().cloned()) {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
-            Err(p) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {p}")),
-        };
         let file_len = std::fs::metadata(&split.path).map_or(0, |m| m.len());
         let mut first_row = 0u64;
         let mut row_group = None;
@@ -274,19 +300,16 @@ impl SplitReader for ParquetSplit {
             let spec = self.config.join_filter.as_ref();
             if let Some((column, keys)) = &keys
                 && spec.is_some_and(|s| s.statistics)
-                && catch_panic(|| no_key_in_row_group(&meta, rg, column, keys)).unwrap_or(false)
+                && catch_panic(|| no_key_in_row_group(meta, rg, column, keys)).unwrap_or(false)
             {
                 return Ok(Some(Parsed { df: None, rejected: Vec::new(), dropped: ReaderDrops { row_groups: 1, ..Default::default() } }));
             }
-            let fields = match reader.schema() {
-                Ok(f) => f,
-                Err(e) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
-            };
+            let fields = &footer.fields;
             let projection: Vec<String> = columns.unwrap_or_else(|| fields.iter_names().map(|n| n.to_string()).collect());
             let path = split.path.clone();
             let filter = self.config.reader_filter.as_ref();
             let join = keys.as_ref().map(|(c, k)| (*c, &**k));
-            let read = catch_panic(|| read_row_group(&path, &meta, rg, &fields, &projection, filter, join));
+            let read = catch_panic(|| read_row_group(&path, meta, rg, fields, &projection, filter, join));
             let (df, dropped) = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
@@ -303,6 +326,10 @@ impl SplitReader for ParquetSplit {
         }
         // A split that is not one row group of the file as it is now (the file changed since
         // it was listed): polars' reader takes the rows.
+        let reader = match open(&split.path) {
+            Ok(r) => r,
+            Err(m) => return reject(ErrorKind::Unreadable, m),
+        };
         let (start, len) = (split.start as usize, (split.end - split.start) as usize);
         let df = match catch_panic(move || reader.with_slice(Some((start, len))).with_columns(columns).finish()) {
             Ok(Ok(df)) => df,
@@ -480,4 +507,30 @@ impl Selection {
 
 fn bool_column(mask: &polars_arrow::bitmap::Bitmap) -> BooleanChunked {
     BooleanChunked::from_chunk_iter("mask".into(), [polars_arrow::array::BooleanArray::from_data_default(mask.clone(), None)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, mut df: DataFrame) {
+        ParquetWriter::new(File::create(path).unwrap()).finish(&mut df).unwrap();
+    }
+
+    #[test]
+    fn a_footer_is_read_once_and_again_when_the_file_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.parquet");
+        write(&path, df!("a" => [1i64, 2, 3]).unwrap());
+        let first = footer(&path).unwrap();
+        assert!(Arc::ptr_eq(&first, &footer(&path).unwrap()), "read twice");
+        write(&path, df!("a" => [1i64, 2, 3], "b" => ["x", "y", "z"]).unwrap());
+        let second = footer(&path).unwrap();
+        assert_eq!(second.fields.len(), 2);
+        assert_eq!(footer_schema(&path).unwrap().len(), 2);
+        std::fs::write(&path, b"not parquet").unwrap();
+        assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::CorruptParquet));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::Unreadable));
+    }
 }

@@ -64,6 +64,16 @@ fn footer(path: &Path) -> std::result::Result<Arc<Footer>, (ErrorKind, String)> 
     Ok(footer)
 }
 
+/// The bytes of a file, mapped.
+fn map(path: &Path) -> std::io::Result<polars_buffer::Buffer<u8>> {
+    use polars::io::mmap::ReaderBytes;
+    let mut file = File::open(path)?;
+    Ok(match ReaderBytes::from(&mut file) {
+        ReaderBytes::Owned(mapped) => mapped,
+        ReaderBytes::Borrowed(b) => polars_buffer::Buffer::from_vec(b.to_vec()),
+    })
+}
+
 /// The schema stored in a Parquet file's footer, or why it cannot be read.
 fn footer_schema(path: &Path) -> std::result::Result<Schema, (ErrorKind, String)> {
     footer(path).map(|f| Schema::from_arrow_schema(&f.fields))
@@ -168,34 +178,22 @@ fn statistics_refute(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMet
 /// Checks the page headers of one column chunk (bytes `range` of the file): every size and value
 /// count is non-negative, the pages lie inside the chunk, and they hold at most `total` values
 /// (itself at most `most`).
-fn check_column_chunk(path: &Path, file_len: u64, range: std::ops::Range<u64>, total: i64, most: i64) -> std::result::Result<(), String> {
+fn check_column_chunk(file: &[u8], range: std::ops::Range<u64>, total: i64, most: i64) -> std::result::Result<(), String> {
     use polars_parquet_format::thrift::protocol::TCompactInputProtocol;
-    use std::io::{Read, Seek, SeekFrom};
+    let file_len = file.len() as u64;
     if range.start > range.end || range.end > file_len {
         return Err(format!("its bytes {}..{} lie outside the file ({file_len} bytes)", range.start, range.end));
     }
     if !(0..=most).contains(&total) {
         return Err(format!("it claims {total} values (at most {most} fit)"));
     }
-    let mut file = File::open(path).map_err(|e| e.to_string())?;
     let (mut pos, mut seen) = (range.start, 0i64);
-    let mut buf = Vec::new();
     while seen < total && pos < range.end {
-        let mut want = 1 << 10;
-        let (header, used) = loop {
-            let take = want.min((range.end - pos) as usize);
-            buf.resize(take, 0);
-            file.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
-            file.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            let mut slice: &[u8] = &buf;
-            let mut protocol = TCompactInputProtocol::new(&mut slice, take);
-            match polars_parquet_format::PageHeader::read_from_in_protocol(&mut protocol) {
-                Ok(h) => break (h, take - slice.len()),
-                // A header longer than what was read (large statistics): read more.
-                Err(_) if take == want && want < 16 << 20 => want *= 16,
-                Err(e) => return Err(format!("page header at byte {pos}: {e}")),
-            }
-        };
+        let mut slice = &file[pos as usize..range.end as usize];
+        let left = slice.len();
+        let mut protocol = TCompactInputProtocol::new(&mut slice, left);
+        let header = polars_parquet_format::PageHeader::read_from_in_protocol(&mut protocol).map_err(|e| format!("page header at byte {pos}: {e}"))?;
+        let used = left - slice.len();
         let values = [header.data_page_header.as_ref().map(|h| h.num_values), header.data_page_header_v2.as_ref().map(|h| h.num_values)];
         let data_values: i64 = values.iter().flatten().map(|&n| i64::from(n)).sum();
         let dict_values = header.dictionary_page_header.as_ref().map_or(0, |h| i64::from(h.num_values));
@@ -272,7 +270,12 @@ impl SplitReader for ParquetSplit {
         let columns = self.config.file_projection();
         // polars trusts page headers (a negative value count made it abort on a huge
         // allocation): check those of the columns read, first.
-        let file_len = std::fs::metadata(&split.path).map_or(0, |m| m.len());
+        // The file is mapped, as polars' reader does: the column chunks are the page cache's
+        // pages, not copies in freshly allocated memory.
+        let bytes = match map(&split.path) {
+            Ok(b) => b,
+            Err(e) => return reject(ErrorKind::Unreadable, format!("cannot open the file: {e}")),
+        };
         let mut first_row = 0u64;
         let mut row_group = None;
         for (i, rg) in meta.row_groups.iter().enumerate() {
@@ -286,7 +289,7 @@ impl SplitReader for ParquetSplit {
                     }
                     let flat = c.descriptor().descriptor.max_rep_level == 0;
                     let most = if flat { n as i64 } else { 1 << 40 };
-                    check_column_chunk(&split.path, file_len, c.byte_range(), c.num_values(), most)
+                    check_column_chunk(&bytes, c.byte_range(), c.num_values(), most)
                         .map_err(|m| format!("row group {i} ({rows}), column '{}': {m}", c.descriptor().path_in_schema.join(".")))
                 });
                 if let Err(message) = checked {
@@ -306,10 +309,9 @@ impl SplitReader for ParquetSplit {
             }
             let fields = &footer.fields;
             let projection: Vec<String> = columns.unwrap_or_else(|| fields.iter_names().map(|n| n.to_string()).collect());
-            let path = split.path.clone();
             let filter = self.config.reader_filter.as_ref();
             let join = keys.as_ref().map(|(c, k)| (*c, &**k));
-            let read = catch_panic(|| read_row_group(&path, meta, rg, fields, &projection, filter, join));
+            let read = catch_panic(|| read_row_group(&bytes, meta, rg, fields, &projection, filter, join));
             let (df, dropped) = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
@@ -351,17 +353,18 @@ impl SplitReader for ParquetSplit {
     }
 }
 
-/// Reads row group `rg` of `path` (its `projection` columns) on the calling thread: polars'
-/// reader would decode the columns on its own thread pool, whose threads compete with the
-/// subtasks for the cores and allocate memory that the subtasks then free (measured: TPC-H Q3
-/// on Parquet spent a third of its time clearing fresh pages, half of them the pool's).
+/// Reads row group `rg` of a file (mapped as `bytes`; its `projection` columns) on the calling
+/// thread: polars' reader would decode the columns on its own thread pool, whose threads
+/// compete with the subtasks for the cores and allocate memory that the subtasks then free
+/// (measured: TPC-H Q3 on Parquet spent a third of its time clearing fresh pages, half of them
+/// the pool's).
 ///
 /// With a `filter`, or the keys of a `join` on a column, the predicate's columns and the key
 /// column are decoded first, and the others only at the rows that pass and may have a match,
 /// unless most rows do (then everything is decoded, and the filter operator and the join do
 /// the work). Returns the rows and what was dropped.
 fn read_row_group(
-    path: &Path,
+    bytes: &polars_buffer::Buffer<u8>,
     meta: &FileMetadata,
     rg: usize,
     fields: &ArrowSchema,
@@ -369,17 +372,9 @@ fn read_row_group(
     filter: Option<&ReaderFilter>,
     join: Option<(&str, &KeyFilter)>,
 ) -> PolarsResult<(DataFrame, ReaderDrops)> {
-    use polars::io::mmap::ReaderBytes;
     use polars_parquet::read::Filter;
     let md = &meta.row_groups[rg];
     let rows = md.num_rows();
-    let mut file = File::open(path)?;
-    // The file is mapped, as polars' reader does: the column chunks are the page cache's pages,
-    // not copies in freshly allocated memory.
-    let bytes = match ReaderBytes::from(&mut file) {
-        ReaderBytes::Owned(mapped) => mapped,
-        ReaderBytes::Borrowed(b) => polars_buffer::Buffer::from_vec(b.to_vec()),
-    };
     let decode = |name: &str, filter: Option<Filter>| -> PolarsResult<Column> {
         let field = fields.get(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
         let chunks = md.columns_under_root_iter(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;

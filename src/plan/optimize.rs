@@ -40,7 +40,10 @@ fn join_filters(g: &mut LogicalGraph) {
         let NodeKind::Join(plan) = &g.nodes[join].kind else { continue };
         let inputs: Vec<usize> = g.inputs(join).map(|e| e.from).collect();
         let [left, right] = inputs[..] else { continue };
-        if !matches!(plan.how, How::Inner | How::Semi) {
+        // The reader waits for the keys: only safe where the join reads its right side first
+        // (nothing the right side needs waits on the left side's source), which a chain of
+        // filters from a source that feeds nothing else gives in a bounded run.
+        if !matches!(plan.how, How::Inner | How::Semi) || !plan.build_first {
             continue;
         }
         let (mut node, mut between) = (left, Vec::new());
@@ -70,15 +73,14 @@ fn join_filters(g: &mut LogicalGraph) {
         // Parquet stores these as signed 32- or 64-bit integers, whose statistics order as i64
         // does (a UInt32 above 2^31 is stored negative).
         let statistics = config.raw_schema.get(column).is_some_and(|t| !matches!(t, DataType::UInt32));
-        let spec = crate::exec::sources::JoinFilterSpec { column: column.clone(), join, between, wait: plan.build_first, statistics };
+        let spec = crate::exec::sources::JoinFilterSpec { column: column.clone(), join, between, statistics };
         let (column, key) = (column.clone(), key.clone());
         let (source_name, join_name) = (g.nodes[source].name.clone(), g.nodes[join].name.clone());
-        let when = if spec.wait { "it reads nothing before they are known" } else { "it uses them once they are known" };
         if let NodeKind::Source(config) = &mut g.nodes[source].kind {
             config.join_filter = Some(spec);
         }
         g.nodes[source].notes.push(format!(
-            "join filter from '{join_name}': rows whose {column} is not among its right side's {key} values are dropped in the reader, and row groups whose {column} statistics hold none are skipped; {when}"
+            "join filter from '{join_name}': rows whose {column} is not among its right side's {key} values are dropped in the reader, and row groups whose {column} statistics hold none are skipped; it reads nothing before they are known"
         ));
         if let NodeKind::Join(plan) = &mut g.nodes[join].kind {
             plan.filter_key = Some(key.clone());
@@ -359,10 +361,11 @@ fn push_row_group_filter(g: &mut LogicalGraph) {
             notes.push(format!("predicate pushed to reader: row groups skipped by min/max statistics where not {}", shown.join(" AND ")));
         }
         if let Some(filter) = reader_filter {
+            let read: BTreeSet<String> = filter.parts.iter().flat_map(columns_of).collect();
+            let shown = filter.parts.iter().cloned().reduce(|a, b| a.and(b)).expect("a reader filter has parts");
             notes.push(format!(
-                "predicate evaluated in the reader: {} decoded first, the other columns only for rows where {:?}",
-                filter.columns.join(", "),
-                filter.predicate
+                "predicate evaluated in the reader: {} decoded first, the other columns only for rows where {shown:?}",
+                read.into_iter().collect::<Vec<_>>().join(", ")
             ));
             config.reader_filter = Some(filter);
         }
@@ -381,9 +384,7 @@ fn reader_filter(predicate: &Expr, stored: &Schema, consumer: usize) -> Option<c
             !cols.is_empty() && cols.iter().all(|c| stored.contains(c)) && row_eval::supported(c, stored)
         })
         .collect();
-    let predicate = parts.iter().cloned().reduce(|a, b| a.and(b))?;
-    let columns = columns_of(&predicate).into_iter().collect::<BTreeSet<_>>().into_iter().collect();
-    Some(crate::exec::sources::ReaderFilter { predicate, parts, columns, consumer })
+    (!parts.is_empty()).then_some(crate::exec::sources::ReaderFilter { parts, consumer })
 }
 
 /// Splits every reduction (aggregate, sort, distinct) into a partial phase (same parallelism

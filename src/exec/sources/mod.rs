@@ -89,7 +89,8 @@ pub struct SourceConfig {
     pub join_filter: Option<JoinFilterSpec>,
 }
 
-/// Where a source's rows meet a join's keys at run time (see [`crate::exec::join_filter`]).
+/// Where a source's rows meet a join's keys at run time (see [`crate::exec::join_filter`]). The
+/// source reads nothing before the keys are known.
 #[derive(Clone, Debug)]
 pub struct JoinFilterSpec {
     /// The source's column compared with the join's right keys.
@@ -99,9 +100,6 @@ pub struct JoinFilterSpec {
     /// The nodes between the source and the join (filters): a row dropped for its key counts
     /// as having passed them, and as filtered by the join.
     pub between: Vec<usize>,
-    /// Read nothing before the keys are known (the join reads its right side first, so the
-    /// rows would wait anyway).
-    pub wait: bool,
     /// The key column's Parquet statistics order values as i64 does, so a row group whose
     /// min..max holds no key is skipped.
     pub statistics: bool,
@@ -125,12 +123,9 @@ struct ReaderDrops {
 /// rows it received and filtered, so the summary reads as if it had seen them.
 #[derive(Clone, Debug)]
 pub struct ReaderFilter {
-    /// The conjuncts of the filter that read stored columns only, ANDed.
-    pub predicate: Expr,
-    /// The same conjuncts, in the filter's order: the reader evaluates them one after another.
+    /// The conjuncts of the filter that read stored columns only, in the filter's order: the
+    /// reader evaluates them one after another.
     pub parts: Vec<Expr>,
-    /// The columns the predicate reads.
-    pub columns: Vec<String>,
     /// The filter operator's node.
     pub consumer: usize,
 }
@@ -728,10 +723,9 @@ impl Source for FileSource {
                     }
                 },
             };
-            if let (Some(slot), Some(spec)) = (&self.join_keys, &self.config.join_filter)
-                && spec.wait
-            {
-                // Not counted as the source's time: it is idle.
+            if let Some(slot) = &self.join_keys {
+                // The join reads its right side first, so the rows would wait anyway: read
+                // nothing before its keys are known. Not counted as the source's time: it is idle.
                 slot.wait(&self.cancel);
             }
             let start = Instant::now();

@@ -60,6 +60,24 @@ fn a_filter_run_by_the_aggregate_after_it_is_shown() {
     assert!(text.contains("by_path/partial") && !text.contains(shown), "{text}{}", crate::common::stderr(&o));
 }
 
+/// String keys of a hash aggregate are read as dictionary codes from Parquet, unless something
+/// before the aggregate (or an aggregate's argument) reads them as strings.
+#[test]
+fn string_keys_read_as_dictionary_codes_are_shown() {
+    let case = "tests/golden/agg_string_keys_parquet_codes";
+    let text = explain(&format!("{case}/pipeline.toml"), &["--graph", "job", "-p", "2"]);
+    assert!(text.contains("optimizer: string keys read as dictionary codes: status, kind (for 'per_status/partial'"), "{text}");
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = std::fs::read_to_string(root().join(case).join("pipeline.toml")).unwrap();
+    let reading = pipeline.replacen("filter = \"amount > -5\"", "filter = \"amount > -5 AND kind <> 'x'\"", 1).replacen("count(note)", "count(status)", 1);
+    assert!(reading.contains("kind <> 'x'") && reading.contains("count(status)"));
+    std::fs::write(tmp.path().join("p.toml"), reading).unwrap();
+    let data = format!("source.events.path={}/{case}/input/*.parquet", root().display());
+    let o = crate::common::run_in(tmp.path(), &["explain", "p.toml", "--graph", "job", "-p", "2", "--set", &data]);
+    let text = stdout(&o);
+    assert!(text.contains("state: hash table") && !text.contains("dictionary codes"), "{text}{}", stderr(&o));
+}
+
 #[test]
 fn a_union_breaks_the_chain_for_its_inputs() {
     let text = explain("tests/golden/union_by_name/pipeline.toml", &["--graph", "job", "-p", "2"]);

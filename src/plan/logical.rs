@@ -441,6 +441,7 @@ impl Builder<'_> {
             row_group_filter: Vec::new(),
             reader_filter: None,
             join_filter: None,
+            key_codes: Vec::new(),
         };
         let detail = match &config.follow {
             Some(f) if matches!(f.input, FollowInput::Stdin) => "standard input".to_string(),

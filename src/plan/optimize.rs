@@ -24,7 +24,60 @@ pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     push_projection(&mut g)?;
     build_side_first(&mut g);
     join_filters(&mut g);
+    key_codes(&mut g);
     Ok(g)
+}
+
+/// Lets the Parquet reader hand a hash aggregate its string keys as dictionary codes (see
+/// [`crate::exec::sources::SourceConfig::key_codes`]) where the aggregate's input is a chain of
+/// filters from a source that feeds nothing else, and the key is a stored column (not declared,
+/// nor a partition column) that nothing on the way reads: the filters, the reader's own filter
+/// and the aggregates' arguments see strings only.
+fn key_codes(g: &mut LogicalGraph) {
+    use crate::exec::operators::reduce::Reduce;
+    for aggregate in 0..g.nodes.len() {
+        let NodeKind::PartialReduce(Reduce::Aggregate(plan)) = &g.nodes[aggregate].kind else { continue };
+        if !g.nodes[aggregate].notes.iter().any(|n| n.contains("state: hash table")) {
+            continue;
+        }
+        let mut read: BTreeSet<String> = plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of).collect();
+        let mut node = aggregate;
+        let source = loop {
+            let inputs: Vec<usize> = g.inputs(node).map(|e| e.from).collect();
+            let [input] = inputs[..] else { break None };
+            if g.outputs(input).count() != 1 {
+                break None;
+            }
+            match &g.nodes[input].kind {
+                NodeKind::Source(c) if c.format == crate::pipeline::SourceFormat::Parquet && c.follow.is_none() => break Some(input),
+                NodeKind::Stateless(Step::Filter(predicate)) if g.nodes[input].on_error == crate::pipeline::OnError::Fail => {
+                    read.extend(columns_of(predicate));
+                    node = input;
+                }
+                _ => break None,
+            }
+        };
+        let Some(source) = source else { continue };
+        let NodeKind::Source(config) = &g.nodes[source].kind else { continue };
+        let stored_string = |k: &String| {
+            config.raw_schema.get(k) == Some(&DataType::String)
+                && config.schema.get(k) == Some(&DataType::String)
+                && !config.declared.contains(k)
+                && config.file_projection().is_none_or(|p| p.contains(k))
+        };
+        let codes: Vec<String> = plan.keys.iter().filter(|k| stored_string(k) && !read.contains(*k)).cloned().collect();
+        if codes.is_empty() {
+            continue;
+        }
+        let aggregate_name = g.nodes[aggregate].name.clone();
+        g.nodes[source].notes.push(format!(
+            "string keys read as dictionary codes: {} (for '{aggregate_name}', where a row group's pages are all dictionary-encoded)",
+            codes.join(", ")
+        ));
+        if let NodeKind::Source(config) = &mut g.nodes[source].kind {
+            config.key_codes.extend(codes);
+        }
+    }
 }
 
 /// Sends the keys of an inner or semi join's right side to the Parquet reader of its left side

@@ -117,6 +117,29 @@ impl Dictionary {
         Int64Chunked::from_vec_validity(column.name().clone(), codes, validity)
     }
 
+    /// The code of each row of `column`, an `Enum` column (a Parquet column read as its
+    /// dictionary's codes, see [`crate::exec::sources::SourceConfig::key_codes`]): the
+    /// categories are encoded once each, and every row takes its category's code.
+    pub fn encode_categories(&mut self, column: &Column) -> PolarsResult<Int64Chunked> {
+        let DataType::Enum(categories, _) = column.dtype() else {
+            polars_bail!(SchemaMismatch: "column '{}' is {}, not a string or categorical key", column.name(), column.dtype())
+        };
+        let lut: Vec<i64> = categories.categories().values_iter().map(|s| self.code(s.as_bytes()) as i64).collect();
+        fn gather(lut: &[i64], ids: impl Iterator<Item = usize>, codes: &mut Vec<i64>) {
+            // A row under a null has no category: its code is never read.
+            codes.extend(ids.map(|i| lut.get(i).copied().unwrap_or(0)));
+        }
+        let physical = column.as_materialized_series().to_physical_repr();
+        let mut codes = Vec::with_capacity(column.len());
+        match physical.dtype() {
+            DataType::UInt8 => physical.u8()?.downcast_iter().for_each(|a| gather(&lut, a.values().iter().map(|&i| i as usize), &mut codes)),
+            DataType::UInt16 => physical.u16()?.downcast_iter().for_each(|a| gather(&lut, a.values().iter().map(|&i| i as usize), &mut codes)),
+            _ => physical.u32()?.downcast_iter().for_each(|a| gather(&lut, a.values().iter().map(|&i| i as usize), &mut codes)),
+        }
+        let validity = (physical.null_count() > 0).then(|| Bitmap::from_iter(physical.is_not_null().iter().map(|v| v == Some(true))));
+        Ok(Int64Chunked::from_vec_validity(column.name().clone(), codes, validity))
+    }
+
     /// The strings of `codes` (None where `valid` says null).
     pub fn decode(&self, name: PlSmallStr, codes: &[i64], valid: &[bool]) -> StringChunked {
         let strings = codes.iter().zip(valid).map(|(&c, &ok)| {
@@ -196,6 +219,21 @@ mod tests {
         let mut d = Dictionary::default();
         assert_eq!(d.encode(&column).into_no_null_iter().collect::<Vec<_>>(), [0, 0, 0, 1]);
         assert_eq!(d.decode("k".into(), &[0, 1], &[true, true]).iter().collect::<Vec<_>>(), [Some("R"), Some("RX")]);
+    }
+
+    #[test]
+    fn categories_take_the_codes_of_their_strings() {
+        let mut d = Dictionary::default();
+        d.encode(&StringChunked::from_iter_values("k".into(), ["a"].into_iter()));
+        // An Enum column of categories ["b", "a"]: rows b, a, null, b.
+        let categories = FrozenCategories::new(["b", "a"]).unwrap();
+        let ids = UInt8Chunked::from_iter_options("k".into(), [Some(0), Some(1), None, Some(0)].into_iter());
+        // SAFETY: every id is a category.
+        let column =
+            unsafe { Categorical8Chunked::from_cats_and_dtype_unchecked(ids, DataType::from_frozen_categories(categories)) }.into_series().into_column();
+        assert_eq!(d.encode_categories(&column).unwrap().iter().collect::<Vec<_>>(), [Some(1), Some(0), None, Some(1)]);
+        assert_eq!(d.decode("k".into(), &[0, 1], &[true, true]).iter().collect::<Vec<_>>(), [Some("a"), Some("b")]);
+        assert!(d.encode_categories(&Column::new("k".into(), ["a"])).is_err());
     }
 
     #[test]

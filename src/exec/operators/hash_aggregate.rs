@@ -368,6 +368,8 @@ impl<const N: usize> Groups for GroupMap<N> {
             if self.direct.is_empty() {
                 self.direct = vec![u32::MAX; 1 << (8 * N)];
             }
+            // A row indexes every key column, the mask and the row's key.
+            #[allow(clippy::needless_range_loop)]
             for i in 0..rows {
                 if left_out(i) {
                     ids.push(LEFT_OUT);
@@ -647,7 +649,14 @@ impl AggregateTable {
             .iter()
             .zip(&mut self.dictionaries)
             .map(|(k, dictionary)| match dictionary {
-                Some(d) => Ok(d.encode(df.column(k)?.str()?).rechunk().into_owned()),
+                Some(d) => {
+                    let column = df.column(k)?;
+                    let codes = match column.dtype() {
+                        DataType::Enum(..) => d.encode_categories(column)?,
+                        _ => d.encode(column.str()?),
+                    };
+                    Ok(codes.rechunk().into_owned())
+                }
                 None => as_i64(df, k),
             })
             .collect::<PolarsResult<Vec<_>>>()?;
@@ -750,8 +759,9 @@ impl AggregateTable {
         let inputs = self.evaluate(batch)?;
         let rows = batch.height();
         let mut columns = Vec::with_capacity(self.keys.len() + self.slots.len());
-        for k in &self.keys {
-            columns.push(batch.column(k)?.clone());
+        for (k, dtype) in self.keys.iter().zip(&self.key_types) {
+            // A key read as dictionary codes goes on as strings, as the state's schema says.
+            columns.push(batch.column(k)?.cast(dtype)?);
         }
         for slot in &self.slots {
             let input = || slot.raw.1.map(|i| &inputs[i]).expect("values have an input");

@@ -87,6 +87,11 @@ pub struct SourceConfig {
     /// Parquet: the keys of the join the rows go to, once it has read its right side (see
     /// [`crate::exec::join_filter`]).
     pub join_filter: Option<JoinFilterSpec>,
+    /// Parquet: string columns that only a hash aggregate's keys read, decoded as the row
+    /// group's dictionary codes (an `Enum` column whose categories are the dictionary) where
+    /// every page of the column chunk is dictionary-encoded; the aggregate maps the few
+    /// dictionary values to its own codes instead of hashing each row's string.
+    pub key_codes: Vec<String>,
 }
 
 /// Where a source's rows meet a join's keys at run time (see [`crate::exec::join_filter`]). The
@@ -238,6 +243,7 @@ impl SourceConfig {
             row_group_filter: Vec::new(),
             reader_filter: None,
             join_filter: None,
+            key_codes: Vec::new(),
         }
     }
 

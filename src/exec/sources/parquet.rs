@@ -177,8 +177,10 @@ fn statistics_refute(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMet
 
 /// Checks the page headers of one column chunk (bytes `range` of the file): every size and value
 /// count is non-negative, the pages lie inside the chunk, and they hold at most `total` values
-/// (itself at most `most`).
-fn check_column_chunk(file: &[u8], range: std::ops::Range<u64>, total: i64, most: i64) -> std::result::Result<(), String> {
+/// (itself at most `most`). Returns the size of the chunk's dictionary when every data page
+/// is dictionary-encoded (its rows can be read as dictionary codes).
+fn check_column_chunk(file: &[u8], range: std::ops::Range<u64>, total: i64, most: i64) -> std::result::Result<Option<usize>, String> {
+    use polars_parquet_format::Encoding;
     use polars_parquet_format::thrift::protocol::TCompactInputProtocol;
     let file_len = file.len() as u64;
     if range.start > range.end || range.end > file_len {
@@ -188,6 +190,7 @@ fn check_column_chunk(file: &[u8], range: std::ops::Range<u64>, total: i64, most
         return Err(format!("it claims {total} values (at most {most} fit)"));
     }
     let (mut pos, mut seen) = (range.start, 0i64);
+    let (mut dictionary, mut dictionaries, mut coded) = (0, 0, true);
     while seen < total && pos < range.end {
         let mut slice = &file[pos as usize..range.end as usize];
         let left = slice.len();
@@ -212,8 +215,14 @@ fn check_column_chunk(file: &[u8], range: std::ops::Range<u64>, total: i64, most
         }
         seen += data_values;
         pos += used as u64 + header.compressed_page_size as u64;
+        let encodings = [header.data_page_header.as_ref().map(|h| h.encoding), header.data_page_header_v2.as_ref().map(|h| h.encoding)];
+        coded &= encodings.into_iter().flatten().all(|e| e == Encoding::RLE_DICTIONARY || e == Encoding::PLAIN_DICTIONARY);
+        if header.dictionary_page_header.is_some() {
+            dictionary = dict_values as usize;
+            dictionaries += 1;
+        }
     }
-    Ok(())
+    Ok((coded && dictionaries == 1).then_some(dictionary))
 }
 
 /// Reads one row group.
@@ -278,19 +287,26 @@ impl SplitReader for ParquetSplit {
         };
         let mut first_row = 0u64;
         let mut row_group = None;
+        // The key columns whose chunk can be read as dictionary codes, with the dictionary's size.
+        let mut codes = Vec::new();
         for (i, rg) in meta.row_groups.iter().enumerate() {
             let n = rg.num_rows() as u64;
             if first_row == split.start {
                 row_group = (first_row + n == split.end).then_some(i);
                 let checked = rg.parquet_columns().iter().try_for_each(|c| {
-                    let root = c.descriptor().path_in_schema.first().map(|s| s.as_str()).unwrap_or("");
+                    let path = &c.descriptor().path_in_schema;
+                    let root = path.first().map(|s| s.as_str()).unwrap_or("");
                     if columns.as_ref().is_some_and(|p| !p.iter().any(|name| name == root)) {
                         return Ok(());
                     }
                     let flat = c.descriptor().descriptor.max_rep_level == 0;
                     let most = if flat { n as i64 } else { 1 << 40 };
-                    check_column_chunk(&bytes, c.byte_range(), c.num_values(), most)
-                        .map_err(|m| format!("row group {i} ({rows}), column '{}': {m}", c.descriptor().path_in_schema.join(".")))
+                    let dictionary = check_column_chunk(&bytes, c.byte_range(), c.num_values(), most)
+                        .map_err(|m| format!("row group {i} ({rows}), column '{}': {m}", path.join(".")))?;
+                    if let Some(size) = dictionary.filter(|_| flat && path.len() == 1 && self.config.key_codes.iter().any(|k| k == root)) {
+                        codes.push((root.to_string(), size));
+                    }
+                    Ok(())
                 });
                 if let Err(message) = checked {
                     return reject(ErrorKind::CorruptParquet, message);
@@ -311,7 +327,7 @@ impl SplitReader for ParquetSplit {
             let projection: Vec<String> = columns.unwrap_or_else(|| fields.iter_names().map(|n| n.to_string()).collect());
             let filter = self.config.reader_filter.as_ref();
             let join = keys.as_ref().map(|(c, k)| (*c, &**k));
-            let read = catch_panic(|| read_row_group(&bytes, meta, rg, fields, &projection, filter, join));
+            let read = catch_panic(|| read_row_group(&bytes, meta, rg, fields, &projection, filter, join, &codes));
             let (df, dropped) = match read {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return reject(ErrorKind::CorruptParquet, format!("cannot read {rows}: {}", clean(&e))),
@@ -362,7 +378,9 @@ impl SplitReader for ParquetSplit {
 /// With a `filter`, or the keys of a `join` on a column, the predicate's columns and the key
 /// column are decoded first, and the others only at the rows that pass and may have a match,
 /// unless most rows do (then everything is decoded, and the filter operator and the join do
-/// the work). Returns the rows and what was dropped.
+/// the work). The `codes` columns (with their dictionary's size) are read as dictionary codes
+/// where they can be (see [`decode_codes`]). Returns the rows and what was dropped.
+#[allow(clippy::too_many_arguments)]
 fn read_row_group(
     bytes: &polars_buffer::Buffer<u8>,
     meta: &FileMetadata,
@@ -371,20 +389,28 @@ fn read_row_group(
     projection: &[String],
     filter: Option<&ReaderFilter>,
     join: Option<(&str, &KeyFilter)>,
+    codes: &[(String, usize)],
 ) -> PolarsResult<(DataFrame, ReaderDrops)> {
     use polars_parquet::read::Filter;
     let md = &meta.row_groups[rg];
     let rows = md.num_rows();
     let decode = |name: &str, filter: Option<Filter>| -> PolarsResult<Column> {
         let field = fields.get(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
-        let chunks = md.columns_under_root_iter(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
-        let chunks = chunks
-            .map(|c| {
-                let range = c.byte_range();
-                (c, bytes.clone().sliced(range.start as usize..range.end as usize))
-            })
-            .collect::<Vec<_>>();
-        let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks, field.clone(), filter)?;
+        let chunks = || -> PolarsResult<Vec<_>> {
+            let chunks = md.columns_under_root_iter(name).ok_or_else(|| polars_err!(ColumnNotFound: "{name}"))?;
+            Ok(chunks
+                .map(|c| {
+                    let range = c.byte_range();
+                    (c, bytes.clone().sliced(range.start as usize..range.end as usize))
+                })
+                .collect())
+        };
+        if let Some((_, size)) = codes.iter().find(|(c, _)| c == name)
+            && let Some(column) = decode_codes(chunks()?, field, *size, filter.clone())
+        {
+            return Ok(column);
+        }
+        let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks()?, field.clone(), filter)?;
         Ok(Series::try_from((field, arrays))?.into_column())
     };
     let everything = || -> PolarsResult<(DataFrame, ReaderDrops)> {
@@ -426,6 +452,65 @@ fn read_row_group(
     }
     let drops = ReaderDrops { filtered: (rows - passed) as u64, unmatched: (passed - sel.kept) as u64, row_groups: 0 };
     Ok((DataFrame::new(sel.kept, out)?, drops))
+}
+
+/// A string column chunk whose data pages are all dictionary-encoded (with `size` values in its
+/// dictionary), as the dictionary's codes: an `Enum` column whose categories are the
+/// dictionary, one byte a row for up to 255 values. None when it cannot be read so (a
+/// dictionary with repeated values, or too many), and it is then read as strings: the values
+/// are the same either way.
+fn decode_codes(
+    chunks: Vec<(&polars_parquet::parquet::metadata::ColumnChunkMetadata, polars_buffer::Buffer<u8>)>,
+    field: &polars_arrow::datatypes::Field,
+    size: usize,
+    filter: Option<polars_parquet::read::Filter>,
+) -> Option<Column> {
+    use polars_arrow::array::{Array, DictionaryArray, DictionaryKey, PrimitiveArray, Utf8ViewArray};
+    use polars_arrow::datatypes::{ArrowDataType, DTYPE_CATEGORICAL_NEW, IntegerType};
+    use polars_arrow::types::NativeType;
+    /// The Enum column of one decoded chunk, keys of type `K` (`C` its polars type).
+    fn column<K, C>(name: &PlSmallStr, array: &dyn Array) -> Option<Column>
+    where
+        K: DictionaryKey + NativeType + Into<usize>,
+        C: PolarsCategoricalType,
+        C::PolarsPhysical: PolarsDataType<Array = PrimitiveArray<K>>,
+    {
+        let array = array.as_any().downcast_ref::<DictionaryArray<K>>()?;
+        let values = array.values().as_any().downcast_ref::<Utf8ViewArray>()?;
+        if values.null_count() > 0 {
+            return None;
+        }
+        // The decoder checks the codes against the dictionary; checked again here, as a code
+        // out of range would read past the categories.
+        if array.keys().values().iter().any(|&k| k.into() >= values.len()) {
+            return None;
+        }
+        let categories = FrozenCategories::new(values.values_iter()).ok()?;
+        if categories.physical() != C::physical() {
+            return None;
+        }
+        let keys = ChunkedArray::<C::PolarsPhysical>::with_chunk(name.clone(), array.keys().clone());
+        // SAFETY: every code is below the number of categories, of the categories' physical type.
+        let codes = unsafe { CategoricalChunked::<C>::from_cats_and_dtype_unchecked(keys, DataType::from_frozen_categories(categories)) };
+        Some(codes.into_series().into_column())
+    }
+    if field.dtype() != &ArrowDataType::Utf8View || chunks.len() != 1 {
+        return None;
+    }
+    let key = match size {
+        0..=255 => IntegerType::UInt8,
+        256..=65535 => IntegerType::UInt16,
+        _ => return None,
+    };
+    let metadata = [(PlSmallStr::from_static(DTYPE_CATEGORICAL_NEW), PlSmallStr::EMPTY)].into_iter().collect();
+    let as_codes = polars_arrow::datatypes::Field::new(field.name.clone(), ArrowDataType::Dictionary(key, Box::new(ArrowDataType::Utf8View), false), true)
+        .with_metadata(metadata);
+    let (arrays, _) = polars::io::parquet::read::_internal::to_deserializer(chunks, as_codes, filter).ok()?;
+    let [array] = arrays.as_slice() else { return None };
+    match key {
+        IntegerType::UInt8 => column::<u8, Categorical8Type>(&field.name, array.as_ref()),
+        _ => column::<u16, Categorical16Type>(&field.name, array.as_ref()),
+    }
 }
 
 /// The rows of a row group that passed the conditions evaluated so far. While most rows pass,
@@ -527,5 +612,41 @@ mod tests {
         assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::CorruptParquet));
         std::fs::remove_file(&path).unwrap();
         assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::Unreadable));
+    }
+
+    #[test]
+    fn dictionary_encoded_string_columns_are_read_as_codes_with_the_same_values() {
+        // part-1's string columns are dictionary-encoded in each of its three row groups;
+        // part-2's pages are plain (see the golden case's pipeline.toml).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/agg_string_keys_parquet_codes/input");
+        for (file, coded) in [("part-1.parquet", true), ("part-2.parquet", false)] {
+            let path = dir.join(file);
+            let footer = footer(&path).unwrap();
+            let bytes = map(&path).unwrap();
+            let projection: Vec<String> = ["status", "kind", "amount"].map(String::from).to_vec();
+            for rg in 0..footer.meta.row_groups.len() {
+                let md = &footer.meta.row_groups[rg];
+                let codes: Vec<(String, usize)> = ["status", "kind"]
+                    .iter()
+                    .filter_map(|name| {
+                        let c = md.columns_under_root_iter(name).unwrap().next().unwrap();
+                        let size = check_column_chunk(&bytes, c.byte_range(), c.num_values(), md.num_rows() as i64).unwrap();
+                        size.map(|n| (name.to_string(), n))
+                    })
+                    .collect();
+                assert_eq!(codes.len(), if coded { 2 } else { 0 }, "{file} row group {rg}");
+                // Every row, and the rows of a filter that keeps a quarter (decoded at a mask).
+                for filter in [None, Some(ReaderFilter { parts: vec![col("amount").gt(lit(60))], consumer: 0 })] {
+                    let read = |codes| read_row_group(&bytes, &footer.meta, rg, &footer.fields, &projection, filter.as_ref(), None, codes).unwrap().0;
+                    let (strings, read) = (read(&[]), read(&codes));
+                    assert!(read.height() > 0 && read.height() == strings.height());
+                    for name in ["status", "kind"] {
+                        let column = read.column(name).unwrap();
+                        assert_eq!(matches!(column.dtype(), DataType::Enum(..)), coded, "{file} {rg} {name}");
+                        assert!(column.cast(&DataType::String).unwrap().equals_missing(strings.column(name).unwrap()), "{file} {rg} {name}");
+                    }
+                }
+            }
+        }
     }
 }

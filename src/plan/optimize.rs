@@ -63,7 +63,7 @@ fn key_codes(g: &mut LogicalGraph) {
             config.raw_schema.get(k) == Some(&DataType::String)
                 && config.schema.get(k) == Some(&DataType::String)
                 && !config.declared.contains(k)
-                && config.file_projection().is_none_or(|p| p.contains(k))
+                && !config.hive.iter().any(|(h, _)| h == k)
         };
         let codes: Vec<String> = plan.keys.iter().filter(|k| stored_string(k) && !read.contains(*k)).cloned().collect();
         if codes.is_empty() {

@@ -54,6 +54,11 @@ enum Acc {
 }
 
 impl Acc {
+    /// True when both hold values of the same type.
+    fn same_kind(&self, other: &Acc) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+
     /// Forgets every group's value (keeping the capacity).
     fn clear(&mut self) {
         match self {
@@ -549,16 +554,26 @@ impl AggregateTable {
         let mut slots = Vec::new();
         let empty = DataFrame::empty_with_schema(input_schema).lazy();
         let computed = shared.iter().fold(empty, |lf, e| lf.with_column(e.clone()));
+        // Each distinct argument once (TPC-H Q1 sums a column for `sum` and again for `avg`).
+        let mut distinct_args: Vec<Expr> = Vec::new();
         for (i, (a, arg)) in plan.aggs.iter().zip(args).enumerate() {
-            let input = arg.map(|arg| {
-                inputs.push(arg.alias(format!("__in{}", inputs.len())));
-                inputs.len() - 1
+            let input = arg.map(|arg| match distinct_args.iter().position(|e| e == &arg) {
+                Some(j) => j,
+                None => {
+                    inputs.push(arg.clone().alias(format!("__in{}", inputs.len())));
+                    distinct_args.push(arg);
+                    inputs.len() - 1
+                }
             });
             let arg_type = match input {
-                Some(j) => Some(computed.clone().select([inputs[j].clone()]).collect_schema().ok()?.get_at_index(0)?.1.clone()),
+                Some(j) if j < input_types.len() => Some(input_types[j].clone()),
+                Some(j) => {
+                    let dtype = computed.clone().select([inputs[j].clone()]).collect_schema().ok()?.get_at_index(0)?.1.clone();
+                    input_types.push(dtype.clone());
+                    Some(dtype)
+                }
                 None => None,
             };
-            input_types.extend(arg_type.clone());
             let v = format!("__a{i}_v");
             let n = format!("__a{i}_n");
             let mut slot = |name: &str, raw: Op, input: Option<usize>, merge: Op| -> Option<()> {
@@ -718,7 +733,18 @@ impl AggregateTable {
         // The batch's rows per group, when small: every count of rows or of values without
         // nulls adds it instead of passing over the rows again (TPC-H Q1 has seven of them).
         let mut rows_per_group: Option<Vec<i64>> = None;
-        for slot in &mut self.slots {
+        for j in 0..self.slots.len() {
+            let (done, rest) = self.slots.split_at_mut(j);
+            let slot = &mut rest[0];
+            // A slot folding what an earlier one folds (the same operation on the same input)
+            // always holds what that one holds: with few groups, a copy costs less than a pass.
+            if groups <= LANE_GROUPS
+                && let Some(twin) = done.iter().find(|d| d.raw == slot.raw && d.acc.same_kind(&slot.acc))
+            {
+                slot.acc = twin.acc.clone();
+                slot.seen.clone_from(&twin.seen);
+                continue;
+            }
             let (op, input) = slot.raw;
             let input = input.map(|i| &inputs[i]);
             let counts_rows = op == Op::Rows || (op == Op::Valid && input.is_some_and(|c| c.null_count() == 0));
@@ -1384,6 +1410,29 @@ mod tests {
         let twice = || col("x") * lit(2);
         let aggs = vec![spec("a", Sum, Some(twice())), spec("b", Sum, Some(twice() + lit(1))), spec("m", Mean, Some(twice()))];
         check(&plan(&["k"], aggs), &data());
+    }
+
+    #[test]
+    fn an_argument_of_several_aggregates_is_read_once_and_equal_slots_are_copied() {
+        // sum and mean of the same decimal, twice each, and two counts of rows: two inputs.
+        let aggs = vec![
+            spec("s", Sum, Some(col("price"))),
+            spec("m", Mean, Some(col("price"))),
+            spec("n", Count, None),
+            spec("s2", Sum, Some(col("price"))),
+            spec("n2", Count, None),
+            spec("lo", Min, Some(col("price"))),
+            spec("lo2", Min, Some(col("price"))),
+            spec("x", Sum, Some(col("x"))),
+        ];
+        let p = plan(&["k"], aggs);
+        let table = AggregateTable::new(&p, data().schema(), &state_schema(&p, &data())).unwrap();
+        let Inputs::Plain(columns) = &table.inputs else { panic!("plain columns") };
+        assert_eq!(columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["price", "x"]);
+        check(&p, &data());
+        for keys in [&[][..], &["k"], &["d"]] {
+            check(&plan(keys, every_aggregate()), &data());
+        }
     }
 
     #[test]

@@ -716,7 +716,7 @@ impl AggregateTable {
     /// folded the usual way.
     pub fn update_raw_kept(&mut self, batch: &DataFrame, keep: &BooleanChunked) -> PolarsResult<()> {
         let Ok(inputs) = self.evaluate(batch) else {
-            return self.update_raw(&batch.filter(keep)?);
+            return self.update_raw(&batch.filter_seq(keep)?);
         };
         self.fold_raw(batch, &inputs, Some(&row_eval::true_rows(keep)))
     }

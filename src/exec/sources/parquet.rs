@@ -551,7 +551,9 @@ impl Selection {
         Ok(())
     }
 
-    /// Keeps the rows where `pass` (one value per row `live` holds) is true.
+    /// Keeps the rows where `pass` (one value per row `live` holds) is true. On this thread:
+    /// polars' `filter` hands each column to its own thread pool, whose threads then compete
+    /// with the subtasks for the cores (and cost a switch each way).
     fn narrow(&mut self, pass: BooleanChunked, rows: usize) -> PolarsResult<()> {
         match &self.mask {
             None => {
@@ -564,13 +566,13 @@ impl Selection {
                 if self.kept * 2 > rows {
                     self.pass = Some(pass);
                 } else {
-                    self.live = self.live.filter(&pass)?;
+                    self.live = self.live.filter_seq(&pass)?;
                     self.mask = Some(bits);
                 }
             }
             Some(mask) => {
                 let bits = row_eval::true_rows(&pass);
-                self.live = self.live.filter(&pass)?;
+                self.live = self.live.filter_seq(&pass)?;
                 self.kept = bits.set_bits();
                 self.mask = Some(deposit(mask, &bits));
             }

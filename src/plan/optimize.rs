@@ -40,25 +40,19 @@ fn key_codes(g: &mut LogicalGraph) {
         if !g.nodes[aggregate].notes.iter().any(|n| n.contains("state: hash table")) {
             continue;
         }
-        let mut read: BTreeSet<String> = plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of).collect();
-        let mut node = aggregate;
-        let source = loop {
-            let inputs: Vec<usize> = g.inputs(node).map(|e| e.from).collect();
-            let [input] = inputs[..] else { break None };
-            if g.outputs(input).count() != 1 {
-                break None;
-            }
-            match &g.nodes[input].kind {
-                NodeKind::Source(c) if c.format == crate::pipeline::SourceFormat::Parquet && c.follow.is_none() => break Some(input),
-                NodeKind::Stateless(Step::Filter(predicate)) if g.nodes[input].on_error == crate::pipeline::OnError::Fail => {
-                    read.extend(columns_of(predicate));
-                    node = input;
-                }
-                _ => break None,
-            }
-        };
-        let Some(source) = source else { continue };
+        let inputs: Vec<usize> = g.inputs(aggregate).map(|e| e.from).collect();
+        let [input] = inputs[..] else { continue };
+        let Some((source, filters)) = filters_from_parquet(g, input) else { continue };
         let NodeKind::Source(config) = &g.nodes[source].kind else { continue };
+        if config.follow.is_some() {
+            continue;
+        }
+        let mut read: BTreeSet<String> = plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of).collect();
+        for f in filters {
+            if let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[f].kind {
+                read.extend(columns_of(predicate));
+            }
+        }
         let stored_string = |k: &String| {
             config.raw_schema.get(k) == Some(&DataType::String)
                 && config.schema.get(k) == Some(&DataType::String)
@@ -76,6 +70,27 @@ fn key_codes(g: &mut LogicalGraph) {
         ));
         if let NodeKind::Source(config) = &mut g.nodes[source].kind {
             config.key_codes.extend(codes);
+        }
+    }
+}
+
+/// Where `node` is a Parquet source, or a chain of filters from one, in which every node feeds
+/// only the next (the last feeds only what `node` feeds): the source and the filters, from
+/// `node` up. Filters that reject rows (`on_error`) must see every row, and stop the chain.
+fn filters_from_parquet(g: &LogicalGraph, mut node: usize) -> Option<(usize, Vec<usize>)> {
+    let mut filters = Vec::new();
+    loop {
+        if g.outputs(node).count() != 1 {
+            return None;
+        }
+        let inputs: Vec<usize> = g.inputs(node).map(|e| e.from).collect();
+        match (&g.nodes[node].kind, inputs.as_slice()) {
+            (NodeKind::Source(c), _) if c.format == crate::pipeline::SourceFormat::Parquet => return Some((node, filters)),
+            (NodeKind::Stateless(Step::Filter(_)), [input]) if g.nodes[node].on_error == crate::pipeline::OnError::Fail => {
+                filters.push(node);
+                node = *input;
+            }
+            _ => return None,
         }
     }
 }
@@ -99,22 +114,7 @@ fn join_filters(g: &mut LogicalGraph) {
         if !matches!(plan.how, How::Inner | How::Semi) || !plan.build_first {
             continue;
         }
-        let (mut node, mut between) = (left, Vec::new());
-        let source = loop {
-            if g.outputs(node).count() != 1 {
-                break None;
-            }
-            let inputs: Vec<usize> = g.inputs(node).map(|e| e.from).collect();
-            match (&g.nodes[node].kind, inputs.as_slice()) {
-                (NodeKind::Source(c), _) if c.format == crate::pipeline::SourceFormat::Parquet => break Some(node),
-                (NodeKind::Stateless(Step::Filter(_)), [input]) if g.nodes[node].on_error == crate::pipeline::OnError::Fail => {
-                    between.push(node);
-                    node = *input;
-                }
-                _ => break None,
-            }
-        };
-        let Some(source) = source else { continue };
+        let Some((source, between)) = filters_from_parquet(g, left) else { continue };
         let NodeKind::Source(config) = &g.nodes[source].kind else { continue };
         let right_schema = &g.nodes[right].schema;
         // A stored column (not cast on reading, nor a partition column) whose values are i64s.

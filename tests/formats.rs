@@ -142,3 +142,84 @@ path = "out.csv"
         }
     }
 }
+
+/// An aggregate over a Parquet source whose key statistics show each row group holding whole
+/// groups runs where the rows are read, without an exchange (`explain` says so), and gives the
+/// same answer as the hash exchange at parallelism 1 and 4. Row groups that share a key at
+/// their boundary, hold a null key, or overlap (two files) keep the exchange.
+#[test]
+fn parquet_groups_complete_per_row_group_are_aggregated_where_read() {
+    use polars::prelude::*;
+    use std::collections::BTreeMap;
+    // (case, rows of key per file, keys expected complete per row group)
+    type Keys = Vec<Option<i64>>;
+    let rows = 1000i64;
+    // Cut between keys (4 rows a key, row groups of 100); within a row group, out of order.
+    let cut: Keys = (0..rows).map(|i| Some((i / 100) * 25 + (i * 7) % 25)).collect();
+    // 3 rows a key: key 33 spans rows 99..=101, in row groups 0 and 1.
+    let shared: Keys = (0..rows).map(|i| Some(i / 3)).collect();
+    let with_null: Keys = (0..rows).map(|i| if i == 500 { None } else { Some(i / 4) }).collect();
+    let cases: [(&str, Vec<Keys>, bool); 4] = [
+        ("cut", vec![cut.clone()], true),
+        ("shared", vec![shared], false),
+        ("null", vec![with_null], false),
+        // Each file's row groups are disjoint, but the second file's meet the first's.
+        ("overlap", vec![cut.clone(), cut.iter().map(|k| k.map(|k| k + 10)).collect()], false),
+    ];
+    for (case, files, clustered) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("in")).unwrap();
+        let mut expected: BTreeMap<Option<i64>, (i64, i64)> = BTreeMap::new();
+        for (f, keys) in files.iter().enumerate() {
+            let v: Vec<i64> = (0..rows).map(|i| (i * 7919 + f as i64) % 1000).collect();
+            for (k, &v) in keys.iter().zip(&v) {
+                if v != 3 {
+                    let e = expected.entry(*k).or_default();
+                    *e = (e.0 + 1, e.1 + v);
+                }
+            }
+            let mut df = df!("k" => keys, "v" => v).unwrap();
+            let file = std::fs::File::create(tmp.path().join(format!("in/{f}.parquet"))).unwrap();
+            ParquetWriter::new(file).with_row_group_size(Some(100)).with_statistics(StatisticsOptions::full()).finish(&mut df).unwrap();
+        }
+        let pipeline = r#"
+name = "clustered"
+[[source]]
+name = "t"
+format = "parquet"
+path = "in/*.parquet"
+
+[[op]]
+name = "kept"
+input = "t"
+filter = "v <> 3"
+
+[[op]]
+name = "per_key"
+input = "kept"
+key_by = ["k"]
+aggregate = { n = "count(*)", total = "sum(v)" }
+
+[[sink]]
+input = "per_key"
+format = "stdout"
+style = "csv"
+"#;
+        std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+        let explain = stdout(&run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]));
+        assert_eq!(explain.contains("groups complete per row group"), clustered, "{case}: {explain}");
+        assert_eq!(explain.contains("hash exchange on [k]"), !clustered, "{case}: {explain}");
+        let want: Vec<String> = expected.iter().map(|(k, (n, t))| format!("{},{n},{t}", k.map_or(String::new(), |k| k.to_string()))).collect();
+        for p in ["1", "4"] {
+            let out = run_in(tmp.path(), &["run", "p.toml", "-q", "-p", p]);
+            assert!(out.status.success(), "{case}: {}", stderr(&out));
+            let text = stdout(&out);
+            let mut lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.remove(0), "k,n,total", "{case}");
+            let mut got: Vec<(Option<i64>, String)> = lines.iter().map(|l| (l.split(',').next().unwrap().parse().ok(), l.to_string())).collect();
+            got.sort();
+            let got: Vec<String> = got.into_iter().map(|(_, l)| l).collect();
+            assert_eq!(got, want, "{case} at -p {p}");
+        }
+    }
+}

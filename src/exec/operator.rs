@@ -19,6 +19,12 @@ pub trait Collector {
         Ok(())
     }
 
+    /// Says downstream that the source finished a split: everything of it was emitted before.
+    /// The task's output ignores it (it does not cross exchanges).
+    fn end_of_split(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Passes checkpoint barrier `checkpoint` on: everything emitted before it belongs to the
     /// checkpoint, everything after to the next.
     fn barrier(&mut self, _checkpoint: u64) -> Result<()> {
@@ -61,6 +67,13 @@ pub trait Operator: Send {
     /// Event time advanced; windowed operators fire here. The default forwards it.
     fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
         out.watermark(watermark)
+    }
+
+    /// The source this operator is chained to finished a split, and every row of it has been
+    /// processed. The default forwards it; an aggregate whose groups are complete at the end of
+    /// each split emits them here (see `optimize::clustered_aggregation`).
+    fn on_split_end(&mut self, out: &mut dyn Collector) -> Result<()> {
+        out.end_of_split()
     }
 
     /// The input went idle. The default forwards it.
@@ -162,6 +175,13 @@ impl Collector for Chain<'_> {
         match self.ops.split_first_mut() {
             None => self.output.idle(),
             Some((head, rest)) => head.on_idle(&mut Chain { ops: rest, output: &mut *self.output }),
+        }
+    }
+
+    fn end_of_split(&mut self) -> Result<()> {
+        match self.ops.split_first_mut() {
+            None => self.output.end_of_split(),
+            Some((head, rest)) => head.on_split_end(&mut Chain { ops: rest, output: &mut *self.output }),
         }
     }
 

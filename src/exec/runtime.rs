@@ -32,7 +32,7 @@ use super::sources::{FileSource, FollowInput, FollowSource, SourceConfig, SplitL
 use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
-use crate::plan::logical::NodeKind;
+use crate::plan::logical::{NodeKind, Partitioning};
 
 /// What a finished run reports.
 pub struct RunReport {
@@ -319,6 +319,17 @@ fn build_operators(
                     "{}: explain and the runtime disagree on the state",
                     node.name
                 );
+                // A partial and a final phase joined by a forward edge aggregate a source whose
+                // splits hold whole groups (see `optimize::clustered_aggregation`).
+                let clustered = match phase {
+                    Phase::Partial => {
+                        stream.outputs(group[0]).any(|e| e.partitioning == Partitioning::Forward && matches!(stream.nodes[e.to].kind, NodeKind::FinalReduce(_)))
+                    }
+                    Phase::Final => stream
+                        .inputs(group[0])
+                        .any(|e| e.partitioning == Partitioning::Forward && matches!(stream.nodes[e.from].kind, NodeKind::PartialReduce(_))),
+                };
+                let table = table.map(|op| if clustered { op.per_split() } else { op });
                 if let Some(op) = table {
                     match prefilters.iter().find(|(_, aggregate)| *aggregate == group[0]) {
                         Some(&(filter, _)) => {

@@ -13,6 +13,9 @@ pub enum Poll {
     Batch(DataFrame),
     /// Records that could not be read, as a dead-letter frame for the side output.
     Rejected(DataFrame),
+    /// Every row of a split (a Parquet row group, a file, a byte range) has been returned: the
+    /// operators chained after the source hear of it (see [`crate::exec::operator::Operator::on_split_end`]).
+    SplitEnd,
     /// Nothing available right now (tail mode); poll again later.
     Idle,
     /// No more data will ever come (bounded input done).

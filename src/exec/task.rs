@@ -180,6 +180,7 @@ impl Subtask {
                             chain.tick()?;
                             std::thread::sleep(Duration::from_millis(5));
                         }
+                        Poll::SplitEnd => chain.end_of_split()?,
                         Poll::Finished => break,
                     }
                 }

@@ -1075,6 +1075,10 @@ pub struct HashAggregateOperator {
     metrics: Arc<Metrics>,
     /// A filter just before a partial phase, run inside it (see [`Prefilter`]).
     prefilter: Option<Prefilter>,
+    /// Every group is complete at the end of each split of the source this operator is
+    /// chained to (`optimize::clustered_aggregation`): both phases empty the table there, the
+    /// final one into final values.
+    per_split: bool,
 }
 
 /// A filter chained just before the partial phase, with `on_error = "fail"` and a condition
@@ -1118,7 +1122,14 @@ impl HashAggregateOperator {
             batch_rows,
             metrics,
             prefilter: None,
+            per_split: false,
         })
+    }
+
+    /// Empties the table at the end of every split of the source (see the field).
+    pub fn per_split(mut self) -> Self {
+        self.per_split = true;
+        self
     }
 
     /// Runs `filter` (a partial phase's chained filter) inside this operator.
@@ -1160,6 +1171,23 @@ impl HashAggregateOperator {
         Error::execution("operator", &self.name, clean(&e))
     }
 
+    /// Sends the partial table on, and decides from what it held how to fold from now on.
+    fn flush(&mut self, out: &mut dyn Collector) -> Result<()> {
+        let (groups, runs) = (self.table.len(), self.table.take_runs());
+        let switch = !self.by_runs && {
+            self.pass_on = 2 * groups > self.folded;
+            // The table merged fewer than one run in ten with an earlier one.
+            !self.pass_on && runs > 0 && 10 * groups >= 9 * runs
+        };
+        self.folded = 0;
+        self.emit(out)?;
+        if switch {
+            self.by_runs = true;
+            self.table.group_by_runs();
+        }
+        Ok(())
+    }
+
     /// Sends the table on (partial phase) or its final values (final phase), and empties it.
     fn emit(&mut self, out: &mut dyn Collector) -> Result<()> {
         if self.table.is_empty() {
@@ -1178,7 +1206,13 @@ impl HashAggregateOperator {
                 self.table.clear();
                 state
             }
-            // A final phase emits once, at the end of its input.
+            // Per split, the table is emptied for the next split's groups, keeping its memory.
+            Phase::Final if self.per_split => {
+                let state = self.table.state().map_err(|e| self.fail(e))?;
+                self.table.clear();
+                self.plan.finalize(state.lazy()).collect().map_err(|e| self.fail(e))?
+            }
+            // Otherwise a final phase emits once, at the end of its input.
             Phase::Final => {
                 let state = self.table.take_state().map_err(|e| self.fail(e))?;
                 self.plan.finalize(state.lazy()).collect().map_err(|e| self.fail(e))?
@@ -1210,19 +1244,28 @@ impl Operator for HashAggregateOperator {
         self.folded += rows;
         self.metrics.nodes[self.node].add_time(start.elapsed());
         if self.phase == Phase::Partial && (self.by_runs || self.table.len() >= self.flush_at) {
-            let (groups, runs) = (self.table.len(), self.table.take_runs());
-            let switch = !self.by_runs && {
-                self.pass_on = 2 * groups > self.folded;
-                // The table merged fewer than one run in ten with an earlier one.
-                !self.pass_on && runs > 0 && 10 * groups >= 9 * runs
-            };
-            self.folded = 0;
-            self.emit(out)?;
-            if switch {
-                self.by_runs = true;
-                self.table.group_by_runs();
-            }
+            self.flush(out)?;
         }
+        Ok(())
+    }
+
+    fn on_split_end(&mut self, out: &mut dyn Collector) -> Result<()> {
+        if !self.per_split {
+            return out.end_of_split();
+        }
+        let start = Instant::now();
+        match self.phase {
+            // The final phase must get every state of the split before it hears of its end.
+            Phase::Partial => {
+                if !self.table.is_empty() {
+                    self.flush(out)?;
+                }
+                out.end_of_split()?;
+            }
+            // It ends here: after it, no operator's groups are known to be complete.
+            Phase::Final => self.emit(out)?,
+        }
+        self.metrics.nodes[self.node].add_time(start.elapsed());
         Ok(())
     }
 
@@ -1590,5 +1633,31 @@ mod tests {
             let want = sorted(p.single_phase(input.lazy()).collect().unwrap(), &["k"]);
             assert!(got.equals_missing(&want), "got\n{got}\nwant\n{want}");
         }
+    }
+
+    /// Chained per split, the partial phase sends its table on at the end of each split and the
+    /// final phase answers that split's groups there, with an empty table after.
+    #[test]
+    fn per_split_phases_answer_each_split_at_its_end() {
+        use crate::exec::operator::{Chain, Collected, Collector, Operator};
+        let p = plan(&["k"], vec![spec("n", Count, None), spec("s", Sum, Some(col("x")))]);
+        let splits = [df!("k" => [1i64, 2, 1], "x" => [10i64, 20, 30]).unwrap(), df!("k" => [3i64, 3], "x" => [1i64, 2]).unwrap()];
+        let state = state_schema(&p, &splits[0]);
+        let metrics = Arc::new(Metrics::new(1));
+        let new = |phase| HashAggregateOperator::new("agg".into(), 0, &p, phase, 1000, splits[0].schema(), &state, metrics.clone()).unwrap().per_split();
+        let mut ops: Vec<Box<dyn Operator>> = vec![Box::new(new(Phase::Partial)), Box::new(new(Phase::Final))];
+        let mut out = Collected::default();
+        let mut answers = Vec::new();
+        for split in &splits {
+            let mut chain = Chain::new(&mut ops, &mut out);
+            chain.collect(split.clone()).unwrap();
+            chain.end_of_split().unwrap();
+            let batch = out.batches.drain(..).reduce(|a, b| a.vstack(&b).unwrap()).expect("answered at the split's end");
+            answers.push(sorted(batch, &["k"]));
+        }
+        Chain::new(&mut ops, &mut out).finish().unwrap();
+        assert!(out.batches.is_empty(), "nothing left at the end");
+        assert_eq!(answers[0], df!("k" => [1i64, 2], "n" => [2i64, 1], "s" => [40i64, 20]).unwrap());
+        assert_eq!(answers[1], df!("k" => [3i64], "n" => [2i64], "s" => [3i64]).unwrap());
     }
 }

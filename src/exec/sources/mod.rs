@@ -33,6 +33,7 @@ use crate::pipeline::{OnError, SourceFormat};
 use discover::Split;
 use records::LineCounter;
 
+pub use parquet::disjoint_row_groups;
 pub use tail::{FollowSource, StreamSource};
 pub use values::truncate as truncate_text;
 
@@ -743,7 +744,8 @@ impl Source for FileSource {
                 None => {
                     self.current = None;
                     NodeMetrics::add(&m.splits, 1);
-                    None
+                    // Nothing of the split is pending: every batch of it went out before.
+                    return Ok(Poll::SplitEnd);
                 }
                 Some(parsed) => {
                     self.reject(parsed.rejected)?;
@@ -878,6 +880,7 @@ mod vanished {
             loop {
                 match source.poll()? {
                     Poll::Finished => return Ok(polls),
+                    Poll::SplitEnd => {}
                     p => polls.push(p),
                 }
             }

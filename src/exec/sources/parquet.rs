@@ -131,6 +131,35 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
     Ok((splits, pruned))
 }
 
+/// How many row groups `files` hold, when the statistics of their integer (or date) `column`
+/// show that no two row groups share a value, nor hold a null: every value of the column then
+/// lives in one row group (files written sorted by it, with row groups cut between values, as
+/// TPC-H's lineitem by order). None when a file cannot be read, a row group has no such
+/// statistics, or two ranges meet.
+pub fn disjoint_row_groups(files: &[std::path::PathBuf], column: &str) -> Option<usize> {
+    use polars_parquet::parquet::statistics::Statistics;
+    let mut ranges = Vec::new();
+    for path in files {
+        let footer = footer(path).ok()?;
+        let meta = &footer.meta;
+        for rg in &meta.row_groups {
+            if rg.num_rows() == 0 {
+                continue;
+            }
+            let chunk = rg.columns_under_root_iter(column).and_then(|mut c| c.next())?;
+            // Statistics polars cannot decode (it may panic on some) show nothing.
+            let range = catch_panic(|| match chunk.statistics(&meta.footer_buf) {
+                Some(Ok(Statistics::Int32(s))) if s.null_count == Some(0) => s.min_value.map(i64::from).zip(s.max_value.map(i64::from)),
+                Some(Ok(Statistics::Int64(s))) if s.null_count == Some(0) => s.min_value.zip(s.max_value),
+                _ => None,
+            });
+            ranges.push(range.ok().flatten()?);
+        }
+    }
+    ranges.sort_unstable();
+    ranges.windows(2).all(|w| w[0].1 < w[1].0).then_some(ranges.len())
+}
+
 /// True when the min/max statistics of row group `rg` show that no row of it passes one of the
 /// source's `row_group_filter` bounds. Missing or unreadable statistics refute nothing.
 fn statistics_refute(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMetadata, row_group: usize) -> bool {

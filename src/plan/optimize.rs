@@ -48,13 +48,8 @@ fn clustered_aggregation(g: &mut LogicalGraph) {
         if !matches!(g.edges[edge].partitioning, Partitioning::Hash(_)) || g.nodes[fin].parallelism != g.nodes[partial].parallelism {
             continue;
         }
-        let inputs: Vec<usize> = g.inputs(partial).map(|e| e.from).collect();
-        let [input] = inputs[..] else { continue };
-        let Some((source, _)) = filters_from_parquet(g, input) else { continue };
+        let Some((source, _)) = bounded_parquet_input(g, partial) else { continue };
         let NodeKind::Source(config) = &g.nodes[source].kind else { continue };
-        if config.follow.is_some() {
-            continue;
-        }
         let stored = |k: &&String| config.raw_schema.contains(k) && !config.declared.contains(*k) && !config.hive.iter().any(|(h, _)| h == *k);
         let Some((key, row_groups)) =
             plan.keys.iter().filter(stored).find_map(|k| crate::exec::sources::disjoint_row_groups(&config.files, k).map(|n| (k.clone(), n)))
@@ -81,13 +76,8 @@ fn key_codes(g: &mut LogicalGraph) {
         if !g.nodes[aggregate].notes.iter().any(|n| n.contains("state: hash table")) {
             continue;
         }
-        let inputs: Vec<usize> = g.inputs(aggregate).map(|e| e.from).collect();
-        let [input] = inputs[..] else { continue };
-        let Some((source, filters)) = filters_from_parquet(g, input) else { continue };
+        let Some((source, filters)) = bounded_parquet_input(g, aggregate) else { continue };
         let NodeKind::Source(config) = &g.nodes[source].kind else { continue };
-        if config.follow.is_some() {
-            continue;
-        }
         let mut read: BTreeSet<String> = plan.aggs.iter().filter_map(|a| a.arg.as_ref()).flat_map(columns_of).collect();
         for f in filters {
             if let NodeKind::Stateless(Step::Filter(predicate)) = &g.nodes[f].kind {
@@ -133,6 +123,18 @@ fn filters_from_parquet(g: &LogicalGraph, mut node: usize) -> Option<(usize, Vec
             }
             _ => return None,
         }
+    }
+}
+
+/// The Parquet source, not followed (tail mode), and the filters after it, that the one
+/// input of `node` comes from (see [`filters_from_parquet`]).
+fn bounded_parquet_input(g: &LogicalGraph, node: usize) -> Option<(usize, Vec<usize>)> {
+    let inputs: Vec<usize> = g.inputs(node).map(|e| e.from).collect();
+    let [input] = inputs[..] else { return None };
+    let (source, filters) = filters_from_parquet(g, input)?;
+    match &g.nodes[source].kind {
+        NodeKind::Source(config) if config.follow.is_none() => Some((source, filters)),
+        _ => None,
     }
 }
 

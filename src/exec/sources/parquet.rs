@@ -153,7 +153,9 @@ pub fn disjoint_row_groups(files: &[std::path::PathBuf], column: &str) -> Option
                 Some(Ok(Statistics::Int64(s))) if s.null_count == Some(0) => s.min_value.zip(s.max_value),
                 _ => None,
             });
-            ranges.push(range.ok().flatten()?);
+            // A writer that ordered the values as unsigned gives a negative max above a
+            // non-negative min: such a range says nothing of the values between.
+            ranges.push(range.ok().flatten().filter(|(min, max)| min <= max)?);
         }
     }
     ranges.sort_unstable();

@@ -18,7 +18,7 @@ use super::message::Envelope;
 use super::metrics::{Metrics, NodeMetrics};
 use super::operator::Operator;
 use super::operators::hash_aggregate::{HashAggregateOperator, Prefilter};
-use super::operators::join::{JoinOperator, Strategy};
+use super::operators::join::{JoinOperator, SharedBuild, Strategy};
 use super::operators::reduce::{Phase, Reduce, ReduceOperator};
 use super::operators::running::RunningAggregate;
 use super::operators::stateless::{FusedStep, StatelessOperator, Step};
@@ -127,6 +127,15 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
             _ => None,
         })
         .collect();
+    // Per broadcast join: the build its subtasks share.
+    let shared_builds: Vec<Option<Arc<SharedBuild>>> = stream
+        .nodes
+        .iter()
+        .map(|n| match &n.kind {
+            NodeKind::Join(plan) if plan.strategy == Strategy::BroadcastRight && n.parallelism > 1 => Some(Arc::default()),
+            _ => None,
+        })
+        .collect();
 
     // Rolling file sinks publish parts while they run: the parts of an earlier run go first
     // (other sinks replace them when they commit).
@@ -180,7 +189,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                 _ => MainOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
             };
             let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), metrics: metrics.clone() };
-            let operators = build_operators(exec, t, i, &join_keys, &metrics, &stop);
+            let operators = build_operators(exec, t, i, &join_keys, &shared_builds, &metrics, &stop);
             let name = crate::plan::explain::subtask_name(exec, t, i);
             subtasks.push(Subtask { name, input, operators, output, context, first_node: first });
         }
@@ -268,6 +277,7 @@ fn build_operators(
     t: usize,
     subtask: usize,
     join_keys: &[Option<Arc<JoinFilterSlot>>],
+    shared_builds: &[Option<Arc<SharedBuild>>],
     metrics: &Arc<Metrics>,
     stop: &StopRequest,
 ) -> Vec<Box<dyn Operator>> {
@@ -348,6 +358,10 @@ fn build_operators(
             NodeKind::Join(plan) => {
                 let schema_of = |port: usize| stream.inputs(group[0]).nth(port).map(|e| stream.nodes[e.from].schema.clone()).expect("joins have two inputs");
                 let op = JoinOperator::new(node.name.clone(), group[0], plan.clone(), schema_of(0), schema_of(1), stream.batch_rows, metrics.clone());
+                let op = match &shared_builds[group[0]] {
+                    Some(slot) => op.with_shared_build(slot.clone()),
+                    None => op,
+                };
                 ops.push(Box::new(match &join_keys[group[0]] {
                     // Every subtask of a broadcast join holds all the keys: the first gives them.
                     Some(slot) => op.with_keys_to(slot.clone(), if plan.strategy == Strategy::BroadcastRight { 0 } else { subtask }),

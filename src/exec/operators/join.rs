@@ -7,7 +7,7 @@
 //! Right and full joins also need the left rows that never matched, so they join once at the
 //! end. Inputs arrive either hash-partitioned on the keys (both sides) or with the right side
 //! broadcast to every subtask.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use polars::prelude::*;
@@ -138,6 +138,10 @@ pub const MAX_GATHER_ROWS: usize = 1 << 20;
 /// Longest a gathered left row waits (tail mode: output latency stays low).
 pub const MAX_GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The right side of a broadcast join and its index, built once for all its subtasks: each
+/// gets the same rows, and building the same index in every subtask was 5% of TPC-H Q3's CPU.
+pub type SharedBuild = Mutex<Option<(DataFrame, Option<Arc<HashIndex>>)>>;
+
 /// One subtask of a join.
 pub struct JoinOperator {
     name: String,
@@ -148,7 +152,9 @@ pub struct JoinOperator {
     right: Vec<DataFrame>,
     built: Option<DataFrame>,
     /// The built right side indexed once by its keys, where the keys allow it.
-    index: Option<HashIndex>,
+    index: Option<Arc<HashIndex>>,
+    /// Where the subtasks of a broadcast join share their build (see [`SharedBuild`]).
+    shared: Option<Arc<SharedBuild>>,
     /// Left batches not joined yet: before the right side is complete, or being gathered.
     pending_left: Vec<DataFrame>,
     pending_rows: usize,
@@ -189,7 +195,21 @@ impl JoinOperator {
             batch_rows,
             metrics,
             keys_to: None,
+            shared: None,
         }
+    }
+
+    /// Shares the build with the other subtasks of a broadcast join through `slot`.
+    pub fn with_shared_build(mut self, slot: Arc<SharedBuild>) -> Self {
+        self.shared = Some(slot);
+        self
+    }
+
+    /// The index of `right`, where its keys allow one.
+    fn build(&self, right: &DataFrame) -> Result<Option<Arc<HashIndex>>> {
+        let p = &self.plan;
+        let index = HashIndex::build(p.how, &p.left_on, &p.right_on, &p.suffix, &self.left_schema, right).map_err(|e| self.fail(e))?;
+        Ok(index.map(Arc::new))
     }
 
     /// Gives the keys of the right side's `filter_key` to `slot` as part `part` once the right
@@ -289,8 +309,26 @@ impl Operator for JoinOperator {
         }
         let right = Self::concat(std::mem::take(&mut self.right), &self.right_schema).map_err(|e| self.fail(e))?;
         self.give_keys(&right);
-        let p = &self.plan;
-        self.index = HashIndex::build(p.how, &p.left_on, &p.right_on, &p.suffix, &self.left_schema, &right).map_err(|e| self.fail(e))?;
+        let (right, index) = match self.shared.clone() {
+            // The first subtask to have read the right side builds; the others wait for it and
+            // take its build (the same rows, perhaps in another order), freeing their own.
+            Some(slot) => {
+                let mut shared = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                match &*shared {
+                    Some((built, index)) => (built.clone(), index.clone()),
+                    None => {
+                        let index = self.build(&right)?;
+                        *shared = Some((right.clone(), index.clone()));
+                        (right, index)
+                    }
+                }
+            }
+            None => {
+                let index = self.build(&right)?;
+                (right, index)
+            }
+        };
+        self.index = index;
         self.built = Some(right);
         if self.plan.how.streams_left() {
             self.join_pending(out)?;
@@ -325,8 +363,7 @@ impl Operator for JoinOperator {
         self.right = r.frame("right")?.into_iter().collect();
         self.built = r.frame("built")?;
         if let Some(right) = &self.built {
-            let p = &self.plan;
-            self.index = HashIndex::build(p.how, &p.left_on, &p.right_on, &p.suffix, &self.left_schema, right).map_err(|e| self.fail(e))?;
+            self.index = self.build(right)?;
         }
         self.pending_left = r.frame("pending_left")?.into_iter().collect();
         self.pending_rows = self.pending_left.iter().map(DataFrame::height).sum();
@@ -367,5 +404,59 @@ mod tests {
         let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
         assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);
         assert_eq!(out.column("k").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    }
+
+    /// The subtasks of a broadcast join share one build: the first to end its right input
+    /// builds, the other takes that index, and each joins its own left rows with it.
+    #[test]
+    fn broadcast_subtasks_share_one_build() {
+        use crate::exec::operator::Collected;
+        let plan = JoinPlan {
+            how: How::Inner,
+            left_on: vec!["k".into()],
+            right_on: vec!["id".into()],
+            suffix: "_right".into(),
+            strategy: Strategy::BroadcastRight,
+            layout: vec![],
+            build_first: true,
+            filter_key: None,
+        };
+        let left = df!("k" => [1i64, 2, 5]).unwrap();
+        let right = df!("id" => [2i64, 5, 7], "w" => ["b", "e", "g"]).unwrap();
+        let slot: Arc<SharedBuild> = Arc::default();
+        let metrics = Arc::new(Metrics::new(1));
+        let new = || {
+            let layout = plan.layout_for(left.schema(), right.schema()).unwrap();
+            JoinOperator::new("j".into(), 0, JoinPlan { layout, ..plan.clone() }, left.schema().clone(), right.schema().clone(), 100, metrics.clone())
+                .with_shared_build(slot.clone())
+        };
+        let (mut a, mut b) = (new(), new());
+        let mut out = Collected::default();
+        // Each gets the whole right side, in its own order.
+        a.process_port(1, right.slice(0, 2), &mut out).unwrap();
+        a.process_port(1, right.slice(2, 1), &mut out).unwrap();
+        b.process_port(1, right.slice(2, 1), &mut out).unwrap();
+        b.process_port(1, right.slice(0, 2), &mut out).unwrap();
+        a.end_of_input(1, &mut out).unwrap();
+        b.end_of_input(1, &mut out).unwrap();
+        assert!(Arc::ptr_eq(a.index.as_ref().unwrap(), b.index.as_ref().unwrap()), "one index");
+        for (op, rows) in [(&mut a, left.slice(0, 2)), (&mut b, left.slice(2, 1))] {
+            op.process_port(0, rows, &mut out).unwrap();
+        }
+        let mut joined: Vec<(i64, String)> = out
+            .batches
+            .iter()
+            .flat_map(|d| {
+                d.column("k")
+                    .unwrap()
+                    .i64()
+                    .unwrap()
+                    .into_no_null_iter()
+                    .zip(d.column("w").unwrap().str().unwrap().iter().map(|w| w.unwrap().to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        joined.sort();
+        assert_eq!(joined, [(2, "b".to_string()), (5, "e".to_string())]);
     }
 }

@@ -137,29 +137,38 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
 /// TPC-H's lineitem by order). None when a file cannot be read, a row group has no such
 /// statistics, or two ranges meet.
 pub fn disjoint_row_groups(files: &[std::path::PathBuf], column: &str) -> Option<usize> {
-    use polars_parquet::parquet::statistics::Statistics;
     let mut ranges = Vec::new();
     for path in files {
         let footer = footer(path).ok()?;
         let meta = &footer.meta;
-        for rg in &meta.row_groups {
-            if rg.num_rows() == 0 {
+        for (rg, group) in meta.row_groups.iter().enumerate() {
+            if group.num_rows() == 0 {
                 continue;
             }
-            let chunk = rg.columns_under_root_iter(column).and_then(|mut c| c.next())?;
             // Statistics polars cannot decode (it may panic on some) show nothing.
-            let range = catch_panic(|| match chunk.statistics(&meta.footer_buf) {
-                Some(Ok(Statistics::Int32(s))) if s.null_count == Some(0) => s.min_value.map(i64::from).zip(s.max_value.map(i64::from)),
-                Some(Ok(Statistics::Int64(s))) if s.null_count == Some(0) => s.min_value.zip(s.max_value),
-                _ => None,
-            });
+            let (min, max, nulls) = catch_panic(|| integer_statistics(meta, rg, column)).ok().flatten()?;
             // A writer that ordered the values as unsigned gives a negative max above a
             // non-negative min: such a range says nothing of the values between.
-            ranges.push(range.ok().flatten().filter(|(min, max)| min <= max)?);
+            if nulls != Some(0) || min > max {
+                return None;
+            }
+            ranges.push((min, max));
         }
     }
     ranges.sort_unstable();
     ranges.windows(2).all(|w| w[0].1 < w[1].0).then_some(ranges.len())
+}
+
+/// The min, max and null count that row group `rg`'s statistics give for its integer (or
+/// date) `column`, as i64s; None without a column chunk or min/max statistics of that kind.
+fn integer_statistics(meta: &FileMetadata, rg: usize, column: &str) -> Option<(i64, i64, Option<i64>)> {
+    use polars_parquet::parquet::statistics::Statistics;
+    let chunk = meta.row_groups[rg].columns_under_root_iter(column).and_then(|mut c| c.next())?;
+    match chunk.statistics(&meta.footer_buf) {
+        Some(Ok(Statistics::Int32(s))) => Some((i64::from(s.min_value?), i64::from(s.max_value?), s.null_count)),
+        Some(Ok(Statistics::Int64(s))) => Some((s.min_value?, s.max_value?, s.null_count)),
+        _ => None,
+    }
 }
 
 /// True when the min/max statistics of row group `rg` show that no row of it passes one of the
@@ -280,14 +289,7 @@ impl ParquetSplit {
 /// True when the statistics of row group `rg`'s `column` show that none of its values is a
 /// key. Missing or unreadable statistics show nothing.
 fn no_key_in_row_group(meta: &FileMetadata, rg: usize, column: &str, keys: &KeyFilter) -> bool {
-    use polars_parquet::parquet::statistics::Statistics;
-    let Some(chunk) = meta.row_groups[rg].columns_under_root_iter(column).and_then(|mut c| c.next()) else { return false };
-    let bounds = match chunk.statistics(&meta.footer_buf) {
-        Some(Ok(Statistics::Int32(s))) => s.min_value.map(i64::from).zip(s.max_value.map(i64::from)),
-        Some(Ok(Statistics::Int64(s))) => s.min_value.zip(s.max_value),
-        _ => None,
-    };
-    bounds.is_some_and(|(min, max)| !keys.any_in(min, max))
+    integer_statistics(meta, rg, column).is_some_and(|(min, max, _)| !keys.any_in(min, max))
 }
 
 impl SplitReader for ParquetSplit {

@@ -205,6 +205,15 @@ impl JoinOperator {
         self
     }
 
+    /// The right side read so far, put together, with its keys given to the join filter (before
+    /// the index is built: the reader waits for them), and its index.
+    fn build_right(&mut self) -> Result<(DataFrame, Option<Arc<HashIndex>>)> {
+        let right = Self::concat(std::mem::take(&mut self.right), &self.right_schema).map_err(|e| self.fail(e))?;
+        self.give_keys(&right);
+        let index = self.build(&right)?;
+        Ok((right, index))
+    }
+
     /// The index of `right`, where its keys allow one.
     fn build(&self, right: &DataFrame) -> Result<Option<Arc<HashIndex>>> {
         let p = &self.plan;
@@ -307,26 +316,26 @@ impl Operator for JoinOperator {
         if port != 1 {
             return Ok(());
         }
-        let right = Self::concat(std::mem::take(&mut self.right), &self.right_schema).map_err(|e| self.fail(e))?;
-        self.give_keys(&right);
         let (right, index) = match self.shared.clone() {
             // The first subtask to have read the right side builds; the others wait for it and
-            // take its build (the same rows, perhaps in another order), freeing their own.
+            // take its build (the same rows, perhaps in another order), dropping their own
+            // batches without putting them together.
             Some(slot) => {
                 let mut shared = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 match &*shared {
-                    Some((built, index)) => (built.clone(), index.clone()),
+                    Some((built, index)) => {
+                        self.right.clear();
+                        self.give_keys(built);
+                        (built.clone(), index.clone())
+                    }
                     None => {
-                        let index = self.build(&right)?;
+                        let (right, index) = self.build_right()?;
                         *shared = Some((right.clone(), index.clone()));
                         (right, index)
                     }
                 }
             }
-            None => {
-                let index = self.build(&right)?;
-                (right, index)
-            }
+            None => self.build_right()?,
         };
         self.index = index;
         self.built = Some(right);
@@ -387,20 +396,25 @@ impl Operator for JoinOperator {
 mod tests {
     use super::*;
 
+    /// A join of left `k` with right `id`, without layout.
+    fn plan(how: How, strategy: Strategy) -> JoinPlan {
+        JoinPlan {
+            how,
+            left_on: vec!["k".into()],
+            right_on: vec!["id".into()],
+            suffix: "_right".into(),
+            strategy,
+            layout: vec![],
+            build_first: false,
+            filter_key: None,
+        }
+    }
+
     #[test]
     fn key_columns_appear_once_and_clashes_get_the_suffix() {
         let left = df!("k" => [1, 2, 3], "v" => ["a", "b", "c"]).unwrap();
         let right = df!("id" => [2, 3, 4], "v" => ["x", "y", "z"]).unwrap();
-        let plan = JoinPlan {
-            how: How::Full,
-            left_on: vec!["k".into()],
-            right_on: vec!["id".into()],
-            suffix: "_right".into(),
-            strategy: Strategy::Hash,
-            layout: vec![],
-            build_first: false,
-            filter_key: None,
-        };
+        let plan = plan(How::Full, Strategy::Hash);
         let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
         assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);
         assert_eq!(out.column("k").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
@@ -411,16 +425,7 @@ mod tests {
     #[test]
     fn broadcast_subtasks_share_one_build() {
         use crate::exec::operator::Collected;
-        let plan = JoinPlan {
-            how: How::Inner,
-            left_on: vec!["k".into()],
-            right_on: vec!["id".into()],
-            suffix: "_right".into(),
-            strategy: Strategy::BroadcastRight,
-            layout: vec![],
-            build_first: true,
-            filter_key: None,
-        };
+        let plan = JoinPlan { build_first: true, ..plan(How::Inner, Strategy::BroadcastRight) };
         let left = df!("k" => [1i64, 2, 5]).unwrap();
         let right = df!("id" => [2i64, 5, 7], "w" => ["b", "e", "g"]).unwrap();
         let slot: Arc<SharedBuild> = Arc::default();

@@ -123,7 +123,9 @@ pub fn exact_decimals(e: Expr, schema: &Schema) -> Expr {
                 _ => Expr::BinaryExpr { left, op, right },
             }
         }
-        Expr::BinaryExpr { mut left, op, mut right } if matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) => {
+        Expr::BinaryExpr { mut left, op, mut right }
+            if matches!(op, Operator::Eq | Operator::NotEq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq) =>
+        {
             if let Some(l) = scale(&left).and_then(|s| decimal_literal(&right, s)) {
                 right = Arc::new(l);
             } else if let Some(r) = scale(&right).and_then(|s| decimal_literal(&left, s)) {
@@ -232,7 +234,20 @@ mod tests {
         let schema = df.schema().clone();
         let product = |text: &str| {
             let e = exact_decimals(compile(&Located::new(text.to_string(), Origin::at(1, 1))).unwrap(), &schema);
-            df.clone().lazy().select([e.alias("x")]).collect().unwrap().column("x").unwrap().cast(&DataType::String).unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+            df.clone()
+                .lazy()
+                .select([e.alias("x")])
+                .collect()
+                .unwrap()
+                .column("x")
+                .unwrap()
+                .cast(&DataType::String)
+                .unwrap()
+                .str()
+                .unwrap()
+                .iter()
+                .map(|v| v.unwrap().to_string())
+                .collect::<Vec<_>>()
         };
         // 12.25 * 0.05 = 0.6125 (polars alone gives 0.61); 0.03 * 0.07 = 0.0021 (polars: 0.00).
         assert_eq!(product("p * d"), ["0.6125", "0.0021"]);
@@ -241,7 +256,12 @@ mod tests {
         assert_eq!(product("p * i"), ["24.50", "0.09"]);
         // Comparisons with float literals the scale holds become decimal comparisons; others
         // (0.125 at scale 2) stay float comparisons. Both give the same answer.
-        for (text, want) in [("p >= 0.03", ["true", "true"]), ("d BETWEEN 0.05 AND 0.06", ["true", "false"]), ("d < 0.065", ["true", "false"]), ("p = 12.25", ["true", "false"])] {
+        for (text, want) in [
+            ("p >= 0.03", ["true", "true"]),
+            ("d BETWEEN 0.05 AND 0.06", ["true", "false"]),
+            ("d < 0.065", ["true", "false"]),
+            ("p = 12.25", ["true", "false"]),
+        ] {
             let e = compile(&Located::new(text.to_string(), Origin::at(1, 1))).unwrap();
             let rewritten = format!("{:?}", exact_decimals(e, &schema));
             assert_eq!(rewritten.contains("dyn float"), text.contains("0.065"), "{text}: {rewritten}");

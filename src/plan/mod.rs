@@ -1,8 +1,8 @@
 //! From the spec to something that runs: the logical graph, the job graph (chains), the
 //! execution graph (subtasks and channels), the physical placement (slots), and `explain`.
+pub mod decimal;
 pub mod execution;
 pub mod explain;
-pub mod decimal;
 pub mod expr;
 pub mod job_graph;
 pub mod logical;
@@ -27,6 +27,7 @@ pub struct Compiled {
 /// line's `-p`, which overrides the file's default; without either, the number of cores.
 /// `follow` plans tail mode: file sources follow their files until stopped.
 pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>, follow: bool) -> Result<Compiled> {
+    let _inline = InlinePolars::new();
     // A pipeline file that cannot be read is a wrong command line (exit 2), not a data error.
     let text = std::fs::read_to_string(path).map_err(|e| Error::Usage(format!("cannot read pipeline file {}: {e}", path.display())))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -49,4 +50,40 @@ pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>, 
     let stream = optimize::optimize(&logical).map_err(|e| Error::execution("pipeline", &logical.name, optimize::describe(&e)))?;
     let job = job_graph::build(stream);
     Ok(Compiled { logical, execution: execution::ExecutionGraph::build(job) })
+}
+
+/// While alive, polars runs what the current thread asks of it on this thread instead of its
+/// pool. Planning runs each operator on empty frames; handing those tiny jobs to the pool's
+/// threads and waiting for them cost more than the jobs.
+struct InlinePolars(bool);
+
+impl InlinePolars {
+    fn new() -> Self {
+        InlinePolars(polars_async::executor::ALLOW_RAYON_THREADS.replace(false))
+    }
+}
+
+impl Drop for InlinePolars {
+    fn drop(&mut self) {
+        polars_async::executor::ALLOW_RAYON_THREADS.set(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polars_runs_inline_only_while_planning() {
+        use polars_async::executor::ALLOW_RAYON_THREADS;
+        assert!(ALLOW_RAYON_THREADS.get());
+        {
+            let _inline = InlinePolars::new();
+            assert!(!ALLOW_RAYON_THREADS.get());
+            // Work polars does meanwhile still gets done, on this thread.
+            let df = polars::df!("k" => [1, 2, 1]).unwrap();
+            assert_eq!(polars::prelude::IntoLazy::lazy(df).group_by([polars::prelude::col("k")]).agg([]).collect().unwrap().height(), 2);
+        }
+        assert!(ALLOW_RAYON_THREADS.get());
+    }
 }

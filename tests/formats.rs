@@ -80,13 +80,17 @@ fn parquet_row_groups_are_skipped_by_their_statistics() {
         "day" => (0..1000).map(|i| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(i / 10)).collect::<Vec<_>>(),
         "v" => (0..1000i64).map(|i| (i * 7919) % 1000).collect::<Vec<_>>(),
         "code" => (0..1000i64).map(|i| i.to_string()).collect::<Vec<_>>(),
+        "price" => (0..1000).map(|i| i as f64 / 100.0).collect::<Vec<_>>(),
     )
     .unwrap();
+    // Parquet stores a decimal's statistics as unscaled integers.
+    df.apply("price", |s| s.cast(&DataType::Decimal(10, 2)).unwrap()).unwrap();
     let file = std::fs::File::create(tmp.path().join("in/t.parquet")).unwrap();
     ParquetWriter::new(file).with_row_group_size(Some(100)).with_statistics(StatisticsOptions::full()).finish(&mut df).unwrap();
     // (filter, row groups skipped, rows that pass, their sum of v)
     let sum = |r: std::ops::Range<i64>| r.map(|i| (i * 7919) % 1000).sum::<i64>();
-    let cases: [(&str, usize, i64, i64); 6] = [
+    let cases: [(&str, usize, i64, i64); 7] = [
+        ("price >= 7.5", 7, 250, sum(750..1000)),
         ("ts >= 250 AND ts < 420", 7, 170, sum(250..420)),
         ("ts = 555", 9, 1, sum(555..556)),
         ("500 < ts", 5, 499, sum(501..1000)),

@@ -15,7 +15,7 @@ use super::exchange::{ExchangeOutput, Target};
 use super::guard::panic_message;
 use super::join_filter::JoinFilterSlot;
 use super::message::Envelope;
-use super::metrics::{Metrics, NodeMetrics};
+use super::metrics::Metrics;
 use super::operator::Operator;
 use super::operators::hash_aggregate::{HashAggregateOperator, Prefilter};
 use super::operators::join::{JoinOperator, SharedBuild, Strategy};
@@ -27,8 +27,7 @@ use super::operators::window::WindowOperator;
 use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::{SourceContext, StopRequest};
-use super::sources::discover::Split;
-use super::sources::{FileSource, FollowInput, FollowSource, SourceConfig, SplitLog, StreamSource};
+use super::sources::{FileSource, FollowInput, FollowSource, SourceSplits, StreamSource};
 use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
@@ -98,21 +97,15 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         }
     }
 
-    // Per source, once for all its subtasks: the shared config, the splits and their log.
-    type SourceShare = (Arc<SourceConfig>, Arc<Vec<Split>>, Arc<SplitLog>);
-    let splits: Vec<Option<SourceShare>> = stream
+    // Per source, once for all its subtasks: the splits, listed when first asked for.
+    let splits: Vec<Option<Arc<SourceSplits>>> = stream
         .nodes
         .iter()
-        .enumerate()
-        .map(|(id, n)| match &n.kind {
-            NodeKind::Source(config) => config.splits_and_pruned().map(|(s, pruned)| {
-                NodeMetrics::add(&metrics.nodes[id].pruned, pruned);
-                let log = Arc::new(SplitLog::new(s.len()));
-                Some((Arc::new(config.clone()), Arc::new(s), log))
-            }),
-            _ => Ok(None),
+        .map(|n| match &n.kind {
+            NodeKind::Source(config) => Some(Arc::new(SourceSplits::new(Arc::new(config.clone())))),
+            _ => None,
         })
-        .collect::<Result<_>>()?;
+        .collect();
 
     // Per join that filters its left side's reader: where its keys go (see `join_filter`).
     let join_keys: Vec<Option<Arc<JoinFilterSlot>>> = stream
@@ -163,9 +156,9 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                     TaskInput::Source(source)
                 }
                 NodeKind::Source(_) => {
-                    let (config, splits, log) = splits[first].clone().expect("sources have splits");
-                    let join = config.join_filter.as_ref().and_then(|j| join_keys[j.join].clone());
-                    let source = FileSource::new(config, splits, log, first, metrics.clone());
+                    let splits = splits[first].clone().expect("sources have splits");
+                    let join = splits.config().join_filter.as_ref().and_then(|j| join_keys[j.join].clone());
+                    let source = FileSource::new(splits, first, metrics.clone());
                     TaskInput::Source(Box::new(match join {
                         Some(slot) => source.with_join_keys(slot),
                         None => source,
@@ -256,10 +249,10 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     let error = first_error.into_inner().expect("error slot");
     let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled)).or_else(|| {
         // Every text file must have been read exactly once, end to end.
-        splits.iter().flatten().find_map(|(config, splits, log)| match config.format {
-            crate::pipeline::SourceFormat::Parquet | crate::pipeline::SourceFormat::Ipc => None,
-            _ if config.follow.is_some() => None,
-            _ => log.verify(splits, config).err(),
+        splits.iter().flatten().find_map(|s| match (s.config().format, s.listed()) {
+            (crate::pipeline::SourceFormat::Parquet | crate::pipeline::SourceFormat::Ipc, _) | (_, None) => None,
+            _ if s.config().follow.is_some() => None,
+            (_, Some(listed)) => listed.log.verify(&listed.splits, s.config()).err(),
         })
     });
     if let Some(e) = error {

@@ -411,6 +411,59 @@ fn cast_declared(config: &SourceConfig, df: DataFrame) -> PolarsResult<DataFrame
     df.lazy().with_columns(casts).collect()
 }
 
+/// A source's splits, listed by the first of its subtasks to ask, while the others wait: for
+/// Parquet, listing reads every file's footer, which done before the job started delayed every
+/// source (TPC-H Q3: 2 ms of footers of lineitem, whose reader waits for its join's keys
+/// anyway).
+pub struct SourceSplits {
+    config: Arc<SourceConfig>,
+    listed: std::sync::OnceLock<Option<Listed>>,
+    /// Why listing failed, for the subtask that listed (the others stop as cancelled).
+    error: std::sync::Mutex<Option<Error>>,
+}
+
+/// The splits of a source, and the log of what each covered.
+#[derive(Clone)]
+pub struct Listed {
+    /// In source order.
+    pub splits: Arc<Vec<Split>>,
+    /// Which split is next, and what each one read.
+    pub log: Arc<SplitLog>,
+}
+
+impl SourceSplits {
+    /// The splits of `config`, not listed yet.
+    pub fn new(config: Arc<SourceConfig>) -> Self {
+        SourceSplits { config, listed: Default::default(), error: Default::default() }
+    }
+
+    /// The source's config.
+    pub fn config(&self) -> &Arc<SourceConfig> {
+        &self.config
+    }
+
+    /// The splits, listing them on the first call (counting the row groups that statistics
+    /// leave out as `pruned` of `metrics`).
+    pub fn get(&self, metrics: &NodeMetrics) -> Result<Listed> {
+        let listed = self.listed.get_or_init(|| match self.config.splits_and_pruned() {
+            Ok((splits, pruned)) => {
+                NodeMetrics::add(&metrics.pruned, pruned);
+                Some(Listed { log: Arc::new(SplitLog::new(splits.len())), splits: Arc::new(splits) })
+            }
+            Err(e) => {
+                *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                None
+            }
+        });
+        listed.clone().ok_or_else(|| self.error.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(Error::Cancelled))
+    }
+
+    /// The splits, if they were listed.
+    pub fn listed(&self) -> Option<&Listed> {
+        self.listed.get().and_then(Option::as_ref)
+    }
+}
+
 /// Where each text split really started and stopped reading. A split starts at the first
 /// record boundary after its nominal start, which for CSV with quoted newlines is a guess; this
 /// log checks after the run that the splits of every file met exactly and covered it all, so a
@@ -561,8 +614,9 @@ impl SplitReader for NoRows {
 /// A file source subtask: reads the splits it takes, one after another.
 pub struct FileSource {
     config: Arc<SourceConfig>,
-    all_splits: Arc<Vec<Split>>,
-    log: Arc<SplitLog>,
+    source_splits: Arc<SourceSplits>,
+    /// The splits, once this subtask has asked for them.
+    listed: Option<Listed>,
     current: Option<Box<dyn SplitReader>>,
     pending: VecDeque<DataFrame>,
     /// Dead-letter frames not yet handed out.
@@ -582,13 +636,12 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// A source subtask over `config`, for node `node`; `splits` are the source's splits
-    /// (computed once for all subtasks) and `log` records what each really covered.
-    pub fn new(config: Arc<SourceConfig>, splits: Arc<Vec<Split>>, log: Arc<SplitLog>, node: usize, metrics: Arc<Metrics>) -> Self {
+    /// A source subtask for node `node`, reading `splits` (shared by all its subtasks).
+    pub fn new(splits: Arc<SourceSplits>, node: usize, metrics: Arc<Metrics>) -> Self {
         FileSource {
-            config,
-            all_splits: splits,
-            log,
+            config: splits.config().clone(),
+            source_splits: splits,
+            listed: None,
             current: None,
             pending: VecDeque::new(),
             rejected: VecDeque::new(),
@@ -610,7 +663,7 @@ impl FileSource {
         self
     }
 
-    fn open_split(&mut self, split: Split) -> Result<Box<dyn SplitReader>> {
+    fn open_split(&mut self, split: Split, log: &Arc<SplitLog>) -> Result<Box<dyn SplitReader>> {
         self.split_rows = 0;
         self.split_ordinal = split.ordinal;
         self.current_file = split.file_index;
@@ -635,7 +688,7 @@ impl FileSource {
             Err(e) => {
                 // Every split reports what it could not read (a file can vanish between them).
                 self.reject(vec![unreadable(e)])?;
-                self.log.record(split.ordinal, (split.start, split.end));
+                log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
             }
         };
@@ -656,12 +709,12 @@ impl FileSource {
                 let own = split.start == 0 || problem.kind == ErrorKind::Unreadable;
                 self.reject(if own { vec![*problem] } else { Vec::new() })?;
                 // The whole file is rejected: its splits count as read.
-                self.log.record(split.ordinal, (split.start, split.end));
+                log.record(split.ordinal, (split.start, split.end));
                 return Ok(Box::new(NoRows));
             }
         }
-        let lines = LineCounter::shared(&split.path, self.log.lines.clone());
-        Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node, log: self.log.clone(), lines }))
+        let lines = LineCounter::shared(&split.path, log.lines.clone());
+        Ok(Box::new(TextSplit { split, chunker, parser, metrics: self.metrics.clone(), node: self.node, log: log.clone(), lines }))
     }
 
     /// Applies the source's `on_error` to rejected records: the first one fails the run, or
@@ -722,13 +775,19 @@ impl Source for FileSource {
             }
             let reader = match &mut self.current {
                 Some(r) => r,
-                None => match self.all_splits.get(self.log.take()).cloned() {
-                    None => return Ok(Poll::Finished),
-                    Some(split) => {
-                        let r = self.open_split(split)?;
-                        self.current.insert(r)
+                None => {
+                    let listed = match &self.listed {
+                        Some(l) => l.clone(),
+                        None => self.listed.insert(self.source_splits.get(&self.metrics.nodes[self.node])?).clone(),
+                    };
+                    match listed.splits.get(listed.log.take()).cloned() {
+                        None => return Ok(Poll::Finished),
+                        Some(split) => {
+                            let r = self.open_split(split, &listed.log)?;
+                            self.current.insert(r)
+                        }
                     }
-                },
+                }
             };
             if let Some(slot) = &self.join_keys {
                 // The join reads its right side first, so the rows would wait anyway: read
@@ -867,12 +926,7 @@ mod vanished {
         let mut config = SourceConfig::plain(SourceFormat::Csv, vec![gone], schema, on_error);
         config.header = true;
         let metrics = Arc::new(Metrics::new(1));
-        let splits = match config.splits() {
-            Ok(s) => s,
-            Err(e) => return (Err(e), metrics),
-        };
-        let log = Arc::new(SplitLog::new(splits.len()));
-        let mut source = FileSource::new(Arc::new(config), Arc::new(splits), log, 0, metrics.clone());
+        let mut source = FileSource::new(Arc::new(SourceSplits::new(Arc::new(config))), 0, metrics.clone());
         let ctx =
             SourceContext { subtask: 0, parallelism: 1, batch_rows: 100, cancel: Arc::new(AtomicBool::new(false)), stop: Arc::new(AtomicBool::new(false)) };
         let polls = source.open(&ctx).and_then(|()| {

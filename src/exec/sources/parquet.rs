@@ -114,13 +114,15 @@ pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
             continue;
         }
         let meta = &footer.meta;
-        let fields = (!config.row_group_filter.is_empty()).then_some(&footer.fields);
+        let refuted = match config.row_group_filter.is_empty() {
+            true => Vec::new(),
+            // Statistics polars cannot decode (it may panic on some) refute nothing.
+            false => catch_panic(|| refuted_row_groups(config, &footer.fields, meta)).unwrap_or_default(),
+        };
         let mut start = 0u64;
         for (i, rg) in meta.row_groups.iter().enumerate() {
             let rows = rg.num_rows() as u64;
-            // Statistics polars cannot decode (it may panic on some) refute nothing.
-            let refuted = fields.as_ref().is_some_and(|f| catch_panic(|| statistics_refute(config, f, meta, i)).unwrap_or(false));
-            if refuted {
+            if refuted.get(i) == Some(&true) {
                 pruned += 1;
             } else if rows > 0 {
                 splits.push(Split { file_index, path: path.clone(), start, end: start + rows, ordinal: splits.len(), problem: None });
@@ -171,48 +173,67 @@ fn integer_statistics(meta: &FileMetadata, rg: usize, column: &str) -> Option<(i
     }
 }
 
-/// True when the min/max statistics of row group `rg` show that no row of it passes one of the
-/// source's `row_group_filter` bounds. Missing or unreadable statistics refute nothing.
-fn statistics_refute(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMetadata, row_group: usize) -> bool {
-    let wanted: std::collections::BTreeSet<String> = config.row_group_filter.iter().flat_map(crate::plan::expr::columns_of).collect();
-    let footer = &meta.footer_buf;
-    let mut leaves = meta.row_groups[row_group].parquet_columns().iter();
+/// Which row groups of a file the min/max statistics show to hold no row that passes one of
+/// the source's `row_group_filter` bounds. Missing or unreadable statistics refute nothing.
+/// The bounds are evaluated once for all the file's row groups, on a frame of their minimums
+/// followed by their maximums: one polars query per row group and bound took 5 ms of TPC-H
+/// Q6's start (56 row groups, 5 bounds).
+fn refuted_row_groups(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMetadata) -> Vec<bool> {
+    use polars::io::parquet::metadata::{ParquetStatistics, deserialize};
+    let groups = meta.row_groups.len();
+    let mut refuted = vec![false; groups];
+    if groups == 0 {
+        return refuted;
+    }
+    let wanted: std::collections::BTreeSet<String> = config.row_group_filter.iter().flat_map(columns_of).collect();
     let mut columns = Vec::new();
-    // Leaf columns follow the fields in order (a nested field has several): read them all in
-    // turn to stay aligned, keeping the wanted ones' min and max as a two-row column.
-    for field in fields.iter_values() {
-        let Ok(stats) = polars::io::parquet::metadata::deserialize(field, &mut leaves, footer) else {
-            // The leaves may be out of step with the fields now: trust nothing.
-            return false;
+    for name in &wanted {
+        let (Some(field), Some(dtype)) = (fields.get(name.as_str()), config.schema.get(name.as_str())) else { continue };
+        // Only a top-level column stored as one leaf.
+        let leaf = meta.row_groups[0].parquet_columns().iter().position(|c| c.descriptor().path_in_schema.as_slice() == [name.as_str()]);
+        let Some(leaf) = leaf else { continue };
+        // One value of `dtype`: a statistic it cannot hold becomes null, and refutes nothing.
+        let value = |v: Option<Box<dyn polars_arrow::array::Array>>| {
+            v.and_then(|v| Series::from_arrow(field.name.clone(), v).and_then(|s| s.cast(dtype)).ok())
+                .filter(|s| s.len() == 1)
+                .unwrap_or_else(|| Series::full_null(field.name.clone(), 1, dtype))
         };
-        if !wanted.contains(field.name.as_str()) {
-            continue;
+        let (mut mins, mut maxs) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
+        for rg in &meta.row_groups {
+            let mut chunk = rg.parquet_columns().get(leaf..leaf + 1).unwrap_or_default().iter();
+            let stats = match deserialize(field, &mut chunk, &meta.footer_buf) {
+                Ok(Some(ParquetStatistics::Column(stats))) => stats.into_arrow().ok(),
+                _ => None,
+            };
+            let (min, max) = stats.map_or((None, None), |s| (s.min_value, s.max_value));
+            mins.push(value(min));
+            maxs.push(value(max));
         }
-        let Some(dtype) = config.schema.get(field.name.as_str()) else { continue };
-        let Some(polars::io::parquet::metadata::ParquetStatistics::Column(stats)) = stats else { continue };
-        let Ok(stats) = stats.into_arrow() else { continue };
-        let (Some(min), Some(max)) = (stats.min_value, stats.max_value) else { continue };
-        let bounds = Series::from_arrow(field.name.clone(), min).and_then(|mut s| {
-            s.append(&Series::from_arrow(field.name.clone(), max)?)?;
-            s.cast(dtype)
-        });
-        if let Ok(bounds) = bounds {
+        let mut bounds = Series::new_empty(field.name.clone(), dtype);
+        if mins.iter().chain(&maxs).try_for_each(|s| bounds.append(s).map(|_| ())).is_ok() {
             columns.push(bounds.into_column());
         }
     }
-    if columns.is_empty() {
-        return false;
-    }
-    let Ok(frame) = DataFrame::new(2, columns) else { return false };
-    config.row_group_filter.iter().any(|bound| {
-        // Only bounds whose columns all have statistics can refute.
-        if !crate::plan::expr::columns_of(bound).iter().all(|c| frame.schema().contains(c)) {
-            return false;
+    let Ok(frame) = DataFrame::new(2 * groups, columns) else { return refuted };
+    // Only bounds whose column has statistics can refute.
+    let bounds: Vec<&Expr> = config.row_group_filter.iter().filter(|b| columns_of(b).iter().all(|c| frame.schema().contains(c))).collect();
+    let evaluate = |bounds: &[&Expr]| {
+        let select = bounds.iter().enumerate().map(|(i, b)| (*b).clone().alias(format!("pass{i}"))).collect::<Vec<_>>();
+        frame.clone().lazy().select(select).with_optimizations(OptFlags::TYPE_COERCION | OptFlags::TYPE_CHECK).collect()
+    };
+    // A bound that fails to evaluate refutes nothing, and must not stop the others.
+    let passes: Vec<Column> = match evaluate(&bounds) {
+        Ok(df) => df.into_columns(),
+        Err(_) => bounds.iter().filter_map(|b| evaluate(&[b]).ok().and_then(|df| df.into_columns().pop())).collect(),
+    };
+    for pass in &passes {
+        let Ok(pass) = pass.bool() else { continue };
+        for (rg, refuted) in refuted.iter_mut().enumerate() {
+            // Neither the min nor the max passes (a monotone comparison): no value between does.
+            *refuted |= pass.get(rg) == Some(false) && pass.get(groups + rg) == Some(false);
         }
-        let passes = frame.clone().lazy().select([bound.clone().alias("pass")]).collect();
-        // Neither the min nor the max passes (a monotone comparison): no value between does.
-        passes.ok().and_then(|df| df.column("pass").ok()?.bool().ok().map(|b| !b.any() && b.null_count() == 0)).unwrap_or(false)
-    })
+    }
+    refuted
 }
 
 /// Checks the page headers of one column chunk (bytes `range` of the file): every size and value

@@ -51,3 +51,18 @@ fn a_missing_pipeline_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot read pipeline file no/such/pipeline.toml"), "{}", stderr(&out));
 }
+
+/// A filter, projection or sort key sees one row at a time: an aggregate or window function in
+/// it would give answers that change with the batch size and the parallelism.
+#[test]
+fn aggregates_where_rows_are_handled_one_by_one_are_errors() {
+    let path = root().join("pipelines/errors_by_path.toml");
+    for set in ["op.errors.filter=status > avg(status)", "op.errors.filter=count(*) > 1", "op.errors.filter=status > max(status) OVER (PARTITION BY path)"] {
+        let out = run(&["validate", path.to_str().unwrap(), "--set", set]);
+        assert_eq!(out.status.code(), Some(2), "{set}");
+        let err = stderr(&out);
+        assert!(err.contains("aggregate and window functions (max, count, OVER ...) are not allowed here"), "{set}: {err}");
+    }
+    let out = run(&["validate", path.to_str().unwrap(), "--set", "op.errors.filter=status IN (500, 503)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -49,6 +49,18 @@ pub fn columns_of(e: &Expr) -> Vec<String> {
     polars_plan::utils::expr_to_leaf_column_names(e).into_iter().map(|s| s.to_string()).collect()
 }
 
+/// True when part of `e` looks at more than its own row: an aggregate such as `max(x)` or
+/// `count(*)`, or a window function. A filter, projection or sort key runs on each batch, so
+/// such a part would give answers that change with the batch size and the parallelism. (An
+/// aggregate of literals, as in `x IN (1, 2)`, is a constant.)
+pub fn looks_beyond_its_row(e: &Expr) -> bool {
+    e.into_iter().any(|part| match part {
+        Expr::Agg(_) => !columns_of(part).is_empty(),
+        Expr::Len | Expr::Over { .. } => true,
+        _ => false,
+    })
+}
+
 /// Aggregate functions of `aggregate = { out = "func(arg)" }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AggFunc {
@@ -225,6 +237,30 @@ pub fn parse_aggregate(text: &Located<String>) -> Result<AggCall, ExprError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_beyond_the_row_are_found() {
+        let part = |text: &str| looks_beyond_its_row(&compile(&Located::new(text.to_string(), Origin::at(1, 1))).unwrap());
+        for row in [
+            "x IN (1, 2)",
+            "x NOT IN ('a')",
+            "x BETWEEN 1 AND 2",
+            "CASE WHEN x > 1 THEN 'a' ELSE 'b' END",
+            "coalesce(x, 0) + 1",
+            "s LIKE 'a%'",
+            "d >= DATE '2020-01-01'",
+            "CAST(x AS int) * 2",
+            "greatest(x, y)",
+            "upper(s) = 'A'",
+        ] {
+            assert!(!part(row), "{row}");
+        }
+        for other in
+            ["x > max(x)", "count(*) > 1", "x > avg(x)", "sum(x) / 10", "row_number() OVER (ORDER BY x)", "first(x)", "x - min(x) OVER (PARTITION BY y)"]
+        {
+            assert!(part(other), "{other}");
+        }
+    }
 
     #[test]
     fn decimal_products_keep_both_scales() {

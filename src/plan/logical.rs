@@ -476,6 +476,14 @@ impl Builder<'_> {
                 return None;
             }
         };
+        if super::expr::looks_beyond_its_row(&e) {
+            let msg = format!(
+                "invalid expression {:?}: aggregate and window functions (max, count, OVER ...) are not allowed here, where each row is handled on its own; compute them with an `aggregate` operator and use its output",
+                text.value
+            );
+            self.err(&text.origin, who.to_string(), msg);
+            return None;
+        }
         if self.columns_exist(&columns_of(&e), text, schema, who) { Some(super::expr::exact_decimals(e, schema)) } else { None }
     }
 

@@ -210,10 +210,9 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         // 2 cores that spinning took up to half the CPU time (TPC-H Q18: 0.9 s of sys time).
         let handles: Vec<_> = subtasks
             .into_iter()
-            .enumerate()
-            .map(|(index, subtask)| {
+            .map(|subtask| {
                 let (first_error, pending, cancel) = (&first_error, &pending, &cancel);
-                std::thread::Builder::new().name(format!("rivulet-subtask-{index}")).spawn_scoped(scope, move || {
+                std::thread::Builder::new().name(thread_name(&subtask.name)).spawn_scoped(scope, move || {
                     let name = subtask.name.clone();
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| subtask.run())).unwrap_or_else(|panic| {
                         Err(Error::execution("subtask", &name, format!("panicked (a bug in rivulet): {}", panic_message(panic.as_ref()))))
@@ -261,6 +260,22 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     }
     commit_all(pending)?;
     Ok(RunReport { metrics, elapsed: start.elapsed() })
+}
+
+/// A subtask's thread name (`orders[1]`, as `top -H` and profilers show it): Linux keeps 15
+/// bytes of it, so a long operator name is cut before its subtask index.
+fn thread_name(subtask: &str) -> String {
+    const MOST: usize = 15;
+    if subtask.len() <= MOST {
+        return subtask.to_string();
+    }
+    let (name, index) = match subtask.rsplit_once('[') {
+        Some((name, index)) => (name, format!("[{index}")),
+        None => (subtask, String::new()),
+    };
+    let room = MOST.saturating_sub(index.len()).min(name.len());
+    let cut = (0..=room).rev().find(|&i| name.is_char_boundary(i)).unwrap_or(0);
+    format!("{}{index}", &name[..cut])
 }
 
 /// The operators of subtask `subtask` of task `t` between its input and its output, fused
@@ -393,4 +408,18 @@ fn build_operators(
         }
     }
     ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_name;
+
+    #[test]
+    fn thread_names_keep_the_subtask_index_within_15_bytes() {
+        assert_eq!(thread_name("orders[1]"), "orders[1]");
+        assert_eq!(thread_name("customer_orders[1]"), "customer_ord[1]");
+        assert_eq!(thread_name("revenue/partial[12]"), "revenue/par[12]");
+        assert_eq!(thread_name("ééééééééé[0]"), "éééééé[0]");
+        assert_eq!(thread_name("a_very_long_name_without_index"), "a_very_long_nam");
+    }
 }

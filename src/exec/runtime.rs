@@ -248,10 +248,13 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
     let error = first_error.into_inner().expect("error slot");
     let error = error.or_else(|| cancel.load(Ordering::Relaxed).then_some(Error::Cancelled)).or_else(|| {
         // Every text file must have been read exactly once, end to end.
-        splits.iter().flatten().find_map(|s| match (s.config().format, s.listed()) {
-            (crate::pipeline::SourceFormat::Parquet | crate::pipeline::SourceFormat::Ipc, _) | (_, None) => None,
-            _ if s.config().follow.is_some() => None,
-            (_, Some(listed)) => listed.log.verify(&listed.splits, s.config()).err(),
+        splits.iter().flatten().find_map(|s| {
+            let (config, listed) = (s.config(), s.listed()?);
+            match config.format {
+                crate::pipeline::SourceFormat::Parquet | crate::pipeline::SourceFormat::Ipc => None,
+                _ if config.follow.is_some() => None,
+                _ => listed.log.verify(&listed.splits, config).err(),
+            }
         })
     });
     if let Some(e) = error {

@@ -615,8 +615,6 @@ impl SplitReader for NoRows {
 pub struct FileSource {
     config: Arc<SourceConfig>,
     source_splits: Arc<SourceSplits>,
-    /// The splits, once this subtask has asked for them.
-    listed: Option<Listed>,
     current: Option<Box<dyn SplitReader>>,
     pending: VecDeque<DataFrame>,
     /// Dead-letter frames not yet handed out.
@@ -641,7 +639,6 @@ impl FileSource {
         FileSource {
             config: splits.config().clone(),
             source_splits: splits,
-            listed: None,
             current: None,
             pending: VecDeque::new(),
             rejected: VecDeque::new(),
@@ -776,10 +773,7 @@ impl Source for FileSource {
             let reader = match &mut self.current {
                 Some(r) => r,
                 None => {
-                    let listed = match &self.listed {
-                        Some(l) => l.clone(),
-                        None => self.listed.insert(self.source_splits.get(&self.metrics.nodes[self.node])?).clone(),
-                    };
+                    let listed = self.source_splits.get(&self.metrics.nodes[self.node])?;
                     match listed.splits.get(listed.log.take()).cloned() {
                         None => return Ok(Poll::Finished),
                         Some(split) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use polars::io::csv::read::_csv_read_internal as csv_internal;
 use polars::prelude::*;
 
+use super::csv_fields::FieldPicker;
 use super::discover::Split;
 use super::lines::CsvShape;
 use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
@@ -229,6 +230,10 @@ pub struct CsvChunkParser {
     config: Arc<SourceConfig>,
     shape: CsvShape,
     direct: DirectParse,
+    /// When only some columns are read: those fields, picked out of each record for polars.
+    picked: Option<(FieldPicker, DirectParse)>,
+    /// The picked fields of the chunk being parsed (kept for its capacity).
+    scratch: Vec<u8>,
 }
 
 /// What polars' chunk parser needs, prepared once per source.
@@ -254,59 +259,88 @@ impl CsvChunkParser {
             Some(p) => config.schema.iter_names().enumerate().filter(|(_, n)| p.iter().any(|c| c == n.as_str())).map(|(i, _)| i).collect(),
             None => (0..config.schema.len()).collect(),
         };
-        let check_utf8 = projection.iter().any(|&i| schema.get_at_index(i).is_some_and(|(_, t)| t.is_string()));
         let options = (*read_options(config.delimiter).parse_options).clone();
-        CsvChunkParser { config, shape, direct: DirectParse { options, schema, to_cast, projection, check_utf8 } }
+        let picked = (!projection.is_empty() && projection.len() < config.schema.len()).then(|| {
+            let schema: Schema = projection.iter().filter_map(|&i| schema.get_at_index(i)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
+            (FieldPicker::new(shape, &projection), DirectParse::new(options.clone(), Arc::new(schema), to_cast.clone(), None))
+        });
+        let direct = DirectParse::new(options, schema, to_cast, Some(projection));
+        CsvChunkParser { config, shape, direct, picked, scratch: Vec::new() }
+    }
+
+    /// The parse of a chunk of `records` whole records without a blank line, of the picked
+    /// fields when only some are read and the chunk has no quote.
+    fn read_records(&mut self, bytes: &[u8], records: usize) -> std::result::Result<DataFrame, String> {
+        if let Some((picker, direct)) = &self.picked
+            && records > 0
+            && picker.pick(bytes, &mut self.scratch)
+        {
+            return read_guarded(direct, &self.shape, &self.scratch, Some(records));
+        }
+        self.read(bytes, Some(records))
     }
 
     /// polars' parse of whole records with the source's schema and projection (a panic in
     /// polars counts as a failed parse).
     fn read(&self, bytes: &[u8], records: Option<usize>) -> std::result::Result<DataFrame, String> {
-        match catch_panic(|| self.read_unguarded(bytes, records)) {
-            Ok(r) => r.map_err(|e| clean(&e)),
-            Err(panic) => Err(format!("the CSV reader failed: {panic}")),
-        }
-    }
-
-    /// Calls polars' chunk parser directly, as its streaming CSV source does. `CsvReader` would
-    /// first count the lines again with a byte-at-a-time loop (polars' SIMD version needs a
-    /// nightly compiler), which took 16% of TPC-H Q1 on CSV, and would hand back 16 chunks per
-    /// column.
-    /// `records`: how many records `bytes` holds, when the caller knows (no blank line).
-    fn read_unguarded(&self, bytes: &[u8], records: Option<usize>) -> PolarsResult<DataFrame> {
-        let d = &self.direct;
-        if d.check_utf8 && !csv_internal::validate_utf8(bytes) {
-            polars_bail!(ComputeError: "invalid utf-8 sequence");
-        }
-        let records = match records {
-            Some(n) => n,
-            None => self.shape.complete_records(bytes).ok_or_else(|| polars_err!(ComputeError: "a record has the wrong number of fields"))?,
-        };
-        let mut df = csv_internal::read_chunk(bytes, &d.options, &d.schema, false, &d.projection, 0, records, None, usize::MAX, bytes.len(), Some(0))?;
-        csv_internal::cast_columns(&mut df, &d.to_cast, false, false)?;
-        if df.height() != records {
-            polars_bail!(ComputeError: "CSV malformed: expected {records} rows, found {}", df.height());
-        }
-        Ok(df)
+        read_guarded(&self.direct, &self.shape, bytes, records)
     }
 }
 
+impl DirectParse {
+    /// `projection`: the columns of `schema` read (None: all).
+    fn new(options: CsvParseOptions, schema: SchemaRef, to_cast: Vec<Field>, projection: Option<Vec<usize>>) -> Self {
+        let projection = projection.unwrap_or_else(|| (0..schema.len()).collect());
+        let check_utf8 = projection.iter().any(|&i| schema.get_at_index(i).is_some_and(|(_, t)| t.is_string()));
+        DirectParse { options, schema, to_cast, projection, check_utf8 }
+    }
+}
+
+/// [`read_unguarded`], with a panic in polars counted as a failed parse.
+fn read_guarded(d: &DirectParse, shape: &CsvShape, bytes: &[u8], records: Option<usize>) -> std::result::Result<DataFrame, String> {
+    match catch_panic(|| read_unguarded(d, shape, bytes, records)) {
+        Ok(r) => r.map_err(|e| clean(&e)),
+        Err(panic) => Err(format!("the CSV reader failed: {panic}")),
+    }
+}
+
+/// Calls polars' chunk parser directly, as its streaming CSV source does. `CsvReader` would
+/// first count the lines again with a byte-at-a-time loop (polars' SIMD version needs a
+/// nightly compiler), which took 16% of TPC-H Q1 on CSV, and would hand back 16 chunks per
+/// column.
+/// `records`: how many records `bytes` holds, when the caller knows (no blank line).
+fn read_unguarded(d: &DirectParse, shape: &CsvShape, bytes: &[u8], records: Option<usize>) -> PolarsResult<DataFrame> {
+    if d.check_utf8 && !csv_internal::validate_utf8(bytes) {
+        polars_bail!(ComputeError: "invalid utf-8 sequence");
+    }
+    let records = match records {
+        Some(n) => n,
+        None => shape.complete_records(bytes).ok_or_else(|| polars_err!(ComputeError: "a record has the wrong number of fields"))?,
+    };
+    let mut df = csv_internal::read_chunk(bytes, &d.options, &d.schema, false, &d.projection, 0, records, None, usize::MAX, bytes.len(), Some(0))?;
+    csv_internal::cast_columns(&mut df, &d.to_cast, false, false)?;
+    if df.height() != records {
+        polars_bail!(ComputeError: "CSV malformed: expected {records} rows, found {}", df.height());
+    }
+    Ok(df)
+}
+
 impl ChunkParser for CsvChunkParser {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
-        let c = &self.config;
+    fn parse(&mut self, split: &Split, offset: u64, chunk: &[u8], lines: &mut LineCounter) -> Result<Parsed> {
+        let c = Arc::clone(&self.config);
         // One pass finds the records, blank lines and the longest record; the exact check of
         // line lengths runs only when a record is too long (it may hold quoted newlines).
-        if let Some(scan) = self.shape.scan(&chunk)
+        if let Some(scan) = self.shape.scan(chunk)
             && !scan.blank
-            && (scan.longest <= c.max_line_bytes || !has_long_line(&chunk, c.max_line_bytes))
-            && let Ok(df) = self.read(&chunk, Some(scan.count))
+            && (scan.longest <= c.max_line_bytes || !has_long_line(chunk, c.max_line_bytes))
+            && let Ok(df) = self.read_records(chunk, scan.count)
         {
             return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: Default::default() });
         }
         // Slow path: check record by record.
         let base = lines.line_at(offset);
-        let (good, mut rejected) = classify(c, &split.path, offset, base, &chunk);
-        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b, None));
+        let (good, mut rejected) = classify(&c, &split.path, offset, base, chunk);
+        let (frames, bad) = parse_good(chunk, &good, &mut |b| self.read(b, None));
         for (span, message) in bad {
             let raw = &chunk[span.start..span.end];
             let message = format!("cannot parse the record: {message}");
@@ -474,5 +508,66 @@ mod tests {
         assert!(!shape.scan(b"1,a\n2,b\n").unwrap().blank);
         assert!(!shape.scan(b"1,\"a\n\nb\"\n2,b\n").unwrap().blank, "a blank line inside quotes is data");
         assert_eq!(skip_blank_lines(b"1,a\n\r\n\n2,b\n", 4, 2), (7, 4));
+    }
+    #[test]
+    fn picked_fields_parse_as_polars_parses_whole_records() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let columns = [("a", DataType::Int64), ("b", DataType::String), ("c", DataType::String), ("d", DataType::String)];
+        let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
+        let projections: [&[&str]; 5] = [&["a"], &["b"], &["a", "c"], &["b", "d"], &["c"]];
+        let shape = CsvShape { width: 4, delimiter: b',', quote: b'"' };
+        let (mut picked, mut cases) = (0, 0);
+        for case in 0..1500 {
+            let mut text = Vec::new();
+            for _ in 0..next(12) + 1 {
+                for f in 0..4 {
+                    if f > 0 {
+                        text.push(b',');
+                    }
+                    let value: &[u8] = match (f, next(9)) {
+                        (0, 0) => b"\"17\"",
+                        (0, _) => b"42",
+                        (_, 0) => b"\"x,\ny\"",
+                        (_, 1) => b"\"say \"\"hi\"\"\"",
+                        (_, 2) => b"",
+                        (_, 3) if next(6) == 0 => b"mid\"quote",
+                        (_, 4) => b"a long enough value to cross the 64-byte blocks of the masks",
+                        _ => b"plain",
+                    };
+                    text.extend_from_slice(value);
+                }
+                text.extend_from_slice(if next(4) == 0 { b"\r\n" } else { b"\n" });
+            }
+            if next(4) == 0 {
+                text.truncate(text.len() - 1);
+            }
+            let Some(scan) = shape.scan(&text).filter(|s| !s.blank) else { continue };
+            let names = projections[case % projections.len()];
+            let mut config = SourceConfig::plain(crate::pipeline::SourceFormat::Csv, Vec::new(), schema.clone(), crate::pipeline::OnError::Fail);
+            config.projection = Some(names.iter().map(|n| n.to_string()).collect());
+            let parser = CsvChunkParser::new(Arc::new(config), shape);
+            let (picker, direct) = parser.picked.as_ref().expect("some columns are left out");
+            let mut buf = Vec::new();
+            cases += 1;
+            if !picker.pick(&text, &mut buf) {
+                continue;
+            }
+            picked += 1;
+            let ours = read_guarded(direct, &shape, &buf, Some(scan.count));
+            let theirs = parser.read(&text, Some(scan.count));
+            let shown = String::from_utf8_lossy(&text);
+            match (ours, theirs) {
+                (Ok(a), Ok(b)) => assert!(a.equals_missing(&b), "{names:?} {shown:?}\n{a}\n{b}"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{names:?} {shown:?}: picked {a:?}, whole {b:?}"),
+            }
+        }
+        assert!(picked > cases / 2, "{picked} of {cases} picked");
     }
 }

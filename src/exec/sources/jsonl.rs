@@ -77,11 +77,11 @@ impl JsonChunkParser {
 }
 
 impl ChunkParser for JsonChunkParser {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
+    fn parse(&mut self, split: &Split, offset: u64, chunk: &[u8], lines: &mut LineCounter) -> Result<Parsed> {
         let c = &self.config;
-        if !has_long_line(&chunk, c.max_line_bytes)
-            && !has_control_byte(&chunk)
-            && let Ok(df) = self.read(&chunk)
+        if !has_long_line(chunk, c.max_line_bytes)
+            && !has_control_byte(chunk)
+            && let Ok(df) = self.read(chunk)
         {
             return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: Default::default() });
         }
@@ -106,7 +106,7 @@ impl ChunkParser for JsonChunkParser {
                 }
             }
         }
-        let (frames, bad) = parse_good(&chunk, &good, &mut |b| self.read(b));
+        let (frames, bad) = parse_good(chunk, &good, &mut |b| self.read(b));
         for (span, message) in bad {
             let raw = &chunk[span.start..span.end];
             rejected.push(Rejection::in_file(

@@ -5,6 +5,7 @@
 //! `batch_rows` rows and holds at most one chunk in memory, so memory stays bounded whatever
 //! the input size.
 mod csv;
+mod csv_fields;
 pub mod discover;
 pub mod follow;
 mod ipc;
@@ -570,7 +571,7 @@ pub struct Parsed {
 /// Parses one chunk of a split into a frame and rejections that name file, line and column.
 /// `lines` finds the file line of a byte offset (asked only when there are rejections).
 trait ChunkParser: Send {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed>;
+    fn parse(&mut self, split: &Split, offset: u64, chunk: &[u8], lines: &mut LineCounter) -> Result<Parsed>;
 }
 
 /// Reads splits one after another, chunk by chunk.
@@ -598,7 +599,9 @@ impl SplitReader for TextSplit {
             return Ok(None);
         };
         NodeMetrics::add(&self.metrics.nodes[self.node].bytes, chunk.len() as u64);
-        self.parser.parse(&self.split, offset, chunk, &mut self.lines).map(Some)
+        let parsed = self.parser.parse(&self.split, offset, &chunk, &mut self.lines);
+        self.chunker.recycle(chunk);
+        parsed.map(Some)
     }
 }
 
@@ -862,7 +865,7 @@ pub fn parse_chunk_for_fuzzing(format: SourceFormat, bytes: &[u8]) -> Result<(us
         _ => Box::new(text::TextChunkParser::new(config)?),
     };
     let split = Split { file_index: 0, path: path.clone(), start: 0, end: 1 << 20, ordinal: 0, problem: None };
-    let parsed = parser.parse(&split, 0, bytes.to_vec(), &mut LineCounter::new(&path))?;
+    let parsed = parser.parse(&split, 0, bytes, &mut LineCounter::new(&path))?;
     Ok((parsed.df.map_or(0, |d| d.height()), parsed.rejected.len()))
 }
 

@@ -96,7 +96,7 @@ impl Batcher {
         self.first_at = None;
         let split = Split { file_index: 0, path: self.path.clone(), start: offset, end: self.end, ordinal: 0, problem: None };
         let mut counter = LineCounter::starting_at(&self.path, offset, line);
-        self.parser.parse(&split, offset, chunk, &mut counter).map(Some)
+        self.parser.parse(&split, offset, &chunk, &mut counter).map(Some)
     }
 }
 

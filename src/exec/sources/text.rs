@@ -78,7 +78,7 @@ impl TextChunkParser {
 }
 
 impl ChunkParser for TextChunkParser {
-    fn parse(&mut self, split: &Split, offset: u64, chunk: Vec<u8>, lines: &mut LineCounter) -> Result<Parsed> {
+    fn parse(&mut self, split: &Split, offset: u64, chunk: &[u8], lines: &mut LineCounter) -> Result<Parsed> {
         let c = &self.config;
         let mut columns: Vec<Vec<Option<&str>>> = vec![Vec::with_capacity(chunk.len() / 64); self.columns.len()];
         // Capture slots reused for every line (no allocation per line).
@@ -87,7 +87,7 @@ impl ChunkParser for TextChunkParser {
         let mut spans: Vec<Option<(usize, usize)>> = Vec::new();
         let mut rejected = Vec::new();
         // Line numbers are only needed for rejections: count them lazily.
-        let long = has_long_line(&chunk, c.max_line_bytes);
+        let long = has_long_line(chunk, c.max_line_bytes);
         let mut base = None;
         let mut start = 0;
         for (i, raw) in chunk.split_inclusive(|&b| b == b'\n').enumerate() {

@@ -268,16 +268,13 @@ impl CsvChunkParser {
         CsvChunkParser { config, shape, direct, picked, scratch: Vec::new() }
     }
 
-    /// The parse of a chunk of `records` whole records without a blank line, of the picked
-    /// fields when only some are read and the chunk has no quote.
-    fn read_records(&mut self, bytes: &[u8], records: usize) -> std::result::Result<DataFrame, String> {
-        if let Some((picker, direct)) = &self.picked
-            && records > 0
-            && picker.pick(bytes, &mut self.scratch)
-        {
-            return read_guarded(direct, &self.shape, &self.scratch, Some(records));
+    /// The parse of a chunk of `records` whole records without a blank line: of the fields
+    /// picked into `scratch` when `picked`.
+    fn read_records(&self, bytes: &[u8], records: usize, picked: bool) -> std::result::Result<DataFrame, String> {
+        match &self.picked {
+            Some((_, direct)) if picked && records > 0 => read_guarded(direct, &self.shape, &self.scratch, Some(records)),
+            _ => self.read(bytes, Some(records)),
         }
-        self.read(bytes, Some(records))
     }
 
     /// polars' parse of whole records with the source's schema and projection (a panic in
@@ -330,10 +327,14 @@ impl ChunkParser for CsvChunkParser {
         let c = Arc::clone(&self.config);
         // One pass finds the records, blank lines and the longest record; the exact check of
         // line lengths runs only when a record is too long (it may hold quoted newlines).
-        if let Some(scan) = self.shape.scan(chunk)
+        let scanned = match &self.picked {
+            Some((picker, _)) => picker.scan_and_pick(chunk, &mut self.scratch),
+            None => self.shape.scan(chunk).map(|r| (r, false)),
+        };
+        if let Some((scan, picked)) = scanned
             && !scan.blank
             && (scan.longest <= c.max_line_bytes || !has_long_line(chunk, c.max_line_bytes))
-            && let Ok(df) = self.read_records(chunk, scan.count)
+            && let Ok(df) = self.read_records(chunk, scan.count, picked)
         {
             return Ok(Parsed { df: Some(df), rejected: Vec::new(), dropped: Default::default() });
         }
@@ -555,7 +556,9 @@ mod tests {
             let (picker, direct) = parser.picked.as_ref().expect("some columns are left out");
             let mut buf = Vec::new();
             cases += 1;
-            if !picker.pick(&text, &mut buf) {
+            let (records, ok) = picker.scan_and_pick(&text, &mut buf).expect("the scan found whole records");
+            assert_eq!(records, scan);
+            if !ok {
                 continue;
             }
             picked += 1;

@@ -3,7 +3,7 @@
 //! a line byte by byte: TPC-H Q18 reads 2 of lineitem's 16 columns, and polars spent about
 //! 130 ns a line walking past the other 14. The block masks that found the records find the
 //! fields too, at a few nanoseconds each.
-use super::lines::{CsvShape, block_masks, prefix_xor};
+use super::lines::{CsvShape, RecordScan, Records, block_masks, for_each_block};
 
 /// Which fields of a record to keep.
 #[derive(Clone, Debug)]
@@ -25,93 +25,88 @@ impl FieldPicker {
         FieldPicker { shape, after }
     }
 
-    /// Writes the kept fields of each record of `bytes` to `out` (cleared first), as records
-    /// of their own. `bytes` must hold whole records of `shape.width` fields and no blank line
-    /// (as [`CsvShape::scan`] found). False, with `out` unusable, when a quote opens a quoted
-    /// part in the middle of a field: the masks count a quote anywhere as opening one, polars
-    /// only at the start of a field, so such bytes are left to polars as they are.
-    pub fn pick(&self, bytes: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Finds the records of `bytes` as [`CsvShape::scan`] does, and in the same pass writes
+    /// their kept fields to `out` (cleared first), as records of their own. The bool is false,
+    /// with `out` unusable, when a quote opens a quoted part in the middle of a field: the
+    /// masks count a quote anywhere as opening one, polars only at the start of a field, so such
+    /// bytes are left to polars as they are. The picked records are those of the scan only
+    /// when it found no blank line (a blank line is picked as a record).
+    pub fn scan_and_pick(&self, bytes: &[u8], out: &mut Vec<u8>) -> Option<(Records, bool)> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { self.pick_avx2(bytes, out) };
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { self.scan_and_pick_avx2(bytes, out) };
         }
-        self.pick_with(bytes, out, |block| block_masks(block, self.shape.quote, self.shape.delimiter))
+        self.scan_and_pick_with(bytes, out, |block| block_masks(block, self.shape.quote, self.shape.delimiter))
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,bmi1")]
-    unsafe fn pick_avx2(&self, bytes: &[u8], out: &mut Vec<u8>) -> bool {
+    #[target_feature(enable = "avx2,popcnt,bmi1")]
+    unsafe fn scan_and_pick_avx2(&self, bytes: &[u8], out: &mut Vec<u8>) -> Option<(Records, bool)> {
         use super::lines::block_masks_avx2;
         // SAFETY: this function runs only where the CPU has avx2.
-        self.pick_with(bytes, out, |block| unsafe { block_masks_avx2(block, self.shape.quote, self.shape.delimiter) })
+        self.scan_and_pick_with(bytes, out, |block| unsafe { block_masks_avx2(block, self.shape.quote, self.shape.delimiter) })
     }
 
     /// The walk over 64-byte blocks, given how to compute a block's (quote, delimiter, newline)
     /// masks: each field ends at the next delimiter or newline bit; after the last kept field
     /// of a record only newline bits are looked at.
     #[inline(always)]
-    fn pick_with(&self, bytes: &[u8], out: &mut Vec<u8>, masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> bool {
+    fn scan_and_pick_with(&self, bytes: &[u8], out: &mut Vec<u8>, masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<(Records, bool)> {
         out.clear();
         // Each kept field takes at most the bytes it had, its separator the delimiter or
         // newline after it (one more byte for a last record without a newline); 16 bytes of
         // slack let short fields be copied whole.
         out.reserve(bytes.len() + 1 + 16);
-        let mut written = 0;
+        let mut scan = RecordScan::new(self.shape.width);
         let last = self.after.len() - 1;
-        let (mut field, mut start, mut skipping) = (0usize, 0usize, false);
-        let mut tail = [0u8; 64];
-        let mut base = 0;
-        // All ones while a block starts inside quotes; bit 0 set when the previous block ended
-        // with a field boundary (or none came yet), or with a closing quote.
-        let (mut quoted, mut boundary_before, mut close_before) = (0u64, 1u64, 0u64);
-        while base < bytes.len() {
-            let rest = &bytes[base..];
-            let (block, valid) = if rest.len() >= 64 {
-                (&rest[..64], u64::MAX)
-            } else {
-                tail[..rest.len()].copy_from_slice(rest);
-                tail[rest.len()..].fill(0);
-                (&tail[..], (1u64 << rest.len()) - 1)
-            };
-            let (mq, md, mn) = masks(block);
-            let (mq, md, mn) = (mq & valid, md & valid, mn & valid);
-            let inside = if mq == 0 { quoted } else { prefix_xor(mq) ^ quoted };
-            quoted = if inside >> 63 == 1 { !0 } else { 0 };
-            let newlines = mn & !inside;
-            let mut bounds = (md | mn) & !inside;
-            if mq != 0 {
+        let (mut field, mut start, mut skipping, mut written) = (0usize, 0usize, false, 0usize);
+        let mut picking = true;
+        // Bit 0 set when the previous block ended with a field boundary (or none came yet), or
+        // with a closing quote.
+        let (mut boundary_before, mut close_before) = (1u64, 0u64);
+        let scanned = for_each_block(bytes, masks, |block| {
+            if !scan.block(block) {
+                return false;
+            }
+            let mut bounds = block.delims | block.newlines;
+            if block.quotes != 0 {
                 // A quote that opens must start a field, or follow a closing quote (`""`, an
                 // escaped quote, or more text of a field that started with a quote).
-                let (opening, closing) = (mq & inside, mq & !inside);
-                if opening & !(bounds << 1 | boundary_before | closing << 1 | close_before) != 0 {
-                    return false;
-                }
+                let (opening, closing) = (block.quotes & block.inside, block.quotes & !block.inside);
+                picking &= opening & !(bounds << 1 | boundary_before | closing << 1 | close_before) == 0;
                 close_before = closing >> 63;
             } else {
                 close_before = 0;
             }
             boundary_before = bounds >> 63;
+            if !picking {
+                return true;
+            }
             while bounds != 0 {
                 if skipping {
-                    let nl = bounds & newlines;
+                    let nl = bounds & block.newlines;
                     if nl == 0 {
                         break;
                     }
                     let p = nl.trailing_zeros() as usize;
                     bounds &= !(u64::MAX >> (63 - p));
-                    (field, start, skipping) = (0, base + p + 1, false);
+                    (field, start, skipping) = (0, block.base + p + 1, false);
                     continue;
                 }
                 let p = bounds.trailing_zeros() as usize;
                 bounds &= bounds - 1;
-                let newline = newlines >> p & 1 == 1;
-                written = self.field(bytes, field, start, base + p, out, written);
+                let newline = block.newlines >> p & 1 == 1;
+                written = self.field(bytes, field, start, block.base + p, out, written);
                 skipping = field == last && !newline;
                 field = if newline { 0 } else { field + 1 };
-                start = base + p + 1;
+                start = block.base + p + 1;
             }
-            base += 64;
+            true
+        });
+        let records = scanned.then(|| scan.finish())??;
+        if !picking {
+            return Some((records, false));
         }
         // A last record without a newline.
         if !skipping && (field > 0 || start < bytes.len()) {
@@ -119,7 +114,7 @@ impl FieldPicker {
         }
         // SAFETY: `field` wrote the first `written` bytes.
         unsafe { out.set_len(written) };
-        true
+        Some((records, true))
     }
 
     /// Writes field `field`, `bytes[start..end]`, at `out[written..]` when it is kept; the new
@@ -197,12 +192,20 @@ mod tests {
             let keep = keeps[case % keeps.len()];
             let picker = FieldPicker::new(shape, keep);
             let mut portable = Vec::new();
-            assert!(picker.pick_with(&text, &mut portable, |b| block_masks(b, b'"', b',')));
+            let scanned = picker.scan_and_pick_with(&text, &mut portable, |b| block_masks(b, b'"', b','));
+            assert_eq!(scanned, Some((shape.scan(&text).unwrap(), true)));
             assert_eq!(String::from_utf8_lossy(&portable), String::from_utf8_lossy(&pick_by_lines(&text, keep)), "{keep:?}");
             let mut out = Vec::new();
-            assert!(picker.pick(&text, &mut out));
+            assert_eq!(picker.scan_and_pick(&text, &mut out), scanned);
             assert_eq!(out, portable);
         }
+        let ragged = FieldPicker::new(shape, &[1]).scan_and_pick(b"a,b,c,d,e\na,b\n", &mut Vec::new());
+        assert_eq!(ragged, None, "a record with the wrong number of fields");
+    }
+
+    /// Whether the fields could be picked.
+    fn pick(picker: &FieldPicker, bytes: &[u8], out: &mut Vec<u8>) -> bool {
+        picker.scan_and_pick(bytes, out).expect("whole records").1
     }
 
     #[test]
@@ -210,18 +213,18 @@ mod tests {
         let shape = CsvShape { width: 2, delimiter: b',', quote: b'"' };
         let picker = FieldPicker::new(shape, &[1]);
         let mut out = Vec::new();
-        assert!(picker.pick(b"1,a\n2,\"b,\n\"\"c\"\"\"\n", &mut out));
+        assert!(pick(&picker, b"1,a\n2,\"b,\n\"\"c\"\"\"\n", &mut out));
         assert_eq!(out, b"a\n\"b,\n\"\"c\"\"\"\n");
-        assert!(picker.pick(b"\"1\",\"a\"\r\n", &mut out));
+        assert!(pick(&picker, b"\"1\",\"a\"\r\n", &mut out));
         assert_eq!(out, b"\"a\"\r\n");
-        assert!(!picker.pick(b"1,a\n2,b\"c\"\n", &mut out), "a quote inside a field");
+        assert!(!pick(&picker, b"1,a\n2,b\"c\"\n", &mut out), "a quote inside a field");
         let long = [&b"1,x\n"[..]; 40].concat();
-        assert!(!picker.pick(&[&long[..], b"a\"b,c\"\n"].concat(), &mut out), "past the first block");
+        assert!(!pick(&picker, &[&long[..], b"a\"b,c\"d,e\n"].concat(), &mut out), "past the first block");
         // A quote opening right after a block boundary that ends a field, and one that follows
         // a closing quote across a block boundary.
         for pad in 0..70 {
             let text = [&b"1,"[..], &vec![b'x'; pad], b"\n2,\"y\"\"z\"\n"].concat();
-            assert!(picker.pick(&text, &mut out), "{pad}");
+            assert!(pick(&picker, &text, &mut out), "{pad}");
             assert_eq!(out, [&vec![b'x'; pad][..], b"\n\"y\"\"z\"\n"].concat());
         }
     }

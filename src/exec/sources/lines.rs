@@ -70,72 +70,8 @@ impl CsvShape {
     /// The block walk, given how to compute a 64-byte block's (quote, delimiter, newline) masks.
     #[inline(always)]
     fn complete_with(&self, bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<Records> {
-        let width = self.width as u32;
-        let (mut fields, mut line_bytes) = (1u32, 0u32);
-        let mut records = 0usize;
-        let (mut blank, mut longest) = (false, 0u32);
-        let mut quoted = 0u64; // all ones when a block starts inside quotes
-        let mut blocks = bytes.chunks_exact(64);
-        for block in &mut blocks {
-            let (mq, md, mn) = masks(block);
-            let inside = if mq == 0 { quoted } else { prefix_xor(mq) ^ quoted };
-            quoted = if inside >> 63 == 1 { !0 } else { 0 };
-            let delims = md & !inside;
-            let mut newlines = mn & !inside;
-            let (mut done, mut last) = (0u64, 0u32);
-            while newlines != 0 {
-                let nl = newlines.trailing_zeros();
-                let below = (1u64 << nl) - 1;
-                fields += (delims & below & !done).count_ones();
-                let empty = line_bytes + nl - last == 0 || (nl == last + 1 && block[last as usize] == b'\r' && line_bytes == 0);
-                blank |= empty;
-                longest = longest.max(line_bytes + nl - last);
-                if !empty {
-                    if fields != width {
-                        return None;
-                    }
-                    records += 1;
-                }
-                (fields, line_bytes, last) = (1, 0, nl + 1);
-                done = below | (1u64 << nl);
-                newlines &= newlines - 1;
-            }
-            fields += (delims & !done).count_ones();
-            line_bytes += 64 - last;
-        }
-        let mut inside = quoted != 0;
-        let rest = blocks.remainder();
-        let start = bytes.len() - rest.len();
-        for (i, &b) in rest.iter().enumerate() {
-            if b == self.quote {
-                inside = !inside;
-            } else if !inside && b == self.delimiter {
-                fields += 1;
-            } else if !inside && b == b'\n' {
-                // An empty line, or one holding only `\r`, as in the blocks above.
-                let empty = line_bytes == 0 || (line_bytes == 1 && bytes[start + i - 1] == b'\r');
-                blank |= empty;
-                longest = longest.max(line_bytes);
-                if !empty {
-                    if fields != width {
-                        return None;
-                    }
-                    records += 1;
-                }
-                (fields, line_bytes) = (1, 0);
-                continue;
-            }
-            line_bytes += 1;
-        }
-        longest = longest.max(line_bytes);
-        let count = if line_bytes == 0 || (line_bytes == 1 && bytes.last() == Some(&b'\r')) {
-            records
-        } else if fields == width {
-            records + 1
-        } else {
-            return None;
-        };
-        Some(Records { count, blank, longest: longest as usize })
+        let mut scan = RecordScan::new(self.width);
+        for_each_block(bytes, masks, |block| scan.block(block)).then(|| scan.finish())?
     }
 
     /// Whether records can start at the beginning of `bytes`: the next two records (or all
@@ -191,6 +127,118 @@ impl CsvShape {
             }
         }
         Some(true)
+    }
+}
+
+/// A 64-byte block of a CSV chunk, as bit masks (bit i for byte i).
+pub(super) struct Block<'a> {
+    /// Offset of the block in the chunk.
+    pub base: usize,
+    /// The block's bytes: the chunk's last block is padded with zeros.
+    pub bytes: &'a [u8],
+    /// Bytes of the chunk in the block (64 but for the last).
+    pub len: u32,
+    /// Quote characters.
+    pub quotes: u64,
+    /// Bytes inside quotes, as if every quote opened or closed a quoted part (opening quote
+    /// included, closing quote excluded).
+    pub inside: u64,
+    /// Delimiters outside quotes.
+    pub delims: u64,
+    /// Newlines outside quotes.
+    pub newlines: u64,
+}
+
+/// Calls `f` with each 64-byte block of `bytes` in order, while it returns true; false when it
+/// stopped. `masks` computes a block's (quote, delimiter, newline) masks.
+#[inline(always)]
+pub(super) fn for_each_block(bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64), mut f: impl FnMut(&Block) -> bool) -> bool {
+    let mut quoted = 0u64; // all ones when a block starts inside quotes
+    let mut tail = [0u8; 64];
+    let mut base = 0;
+    while base < bytes.len() {
+        let rest = &bytes[base..];
+        let (block, len) = if rest.len() >= 64 {
+            (&rest[..64], 64)
+        } else {
+            tail[..rest.len()].copy_from_slice(rest);
+            (&tail[..], rest.len() as u32)
+        };
+        let valid = if len == 64 { u64::MAX } else { (1u64 << len) - 1 };
+        let (mq, md, mn) = masks(block);
+        let (mq, md, mn) = (mq & valid, md & valid, mn & valid);
+        let inside = if mq == 0 { quoted } else { prefix_xor(mq) ^ quoted };
+        quoted = if inside >> 63 == 1 { !0 } else { 0 };
+        if !f(&Block { base, bytes: block, len, quotes: mq, inside, delims: md & !inside, newlines: mn & !inside }) {
+            return false;
+        }
+        base += 64;
+    }
+    true
+}
+
+/// Counting the records of a chunk block by block ([`CsvShape::scan`]).
+pub(super) struct RecordScan {
+    width: u32,
+    /// Fields of the current line so far, and its bytes.
+    fields: u32,
+    line_bytes: u32,
+    records: usize,
+    blank: bool,
+    longest: u32,
+    /// The byte before the next block is `\r`.
+    cr_before: bool,
+}
+
+impl RecordScan {
+    pub(super) fn new(width: usize) -> Self {
+        RecordScan { width: width as u32, fields: 1, line_bytes: 0, records: 0, blank: false, longest: 0, cr_before: false }
+    }
+
+    /// Counts the records ending in `block`; false when one has the wrong number of fields.
+    /// The fields of each line are counted with popcount between newline bits.
+    #[inline(always)]
+    pub(super) fn block(&mut self, block: &Block) -> bool {
+        let mut newlines = block.newlines;
+        let (mut done, mut last) = (0u64, 0u32);
+        while newlines != 0 {
+            let nl = newlines.trailing_zeros();
+            let below = (1u64 << nl) - 1;
+            self.fields += (block.delims & below & !done).count_ones();
+            let bytes = self.line_bytes + nl - last;
+            // An empty line, or one holding only `\r`.
+            let cr = if nl > 0 { block.bytes[nl as usize - 1] == b'\r' } else { self.cr_before };
+            let empty = bytes == 0 || (bytes == 1 && cr);
+            self.blank |= empty;
+            self.longest = self.longest.max(bytes);
+            if !empty {
+                if self.fields != self.width {
+                    return false;
+                }
+                self.records += 1;
+            }
+            (self.fields, self.line_bytes, last) = (1, 0, nl + 1);
+            done = below | (1u64 << nl);
+            newlines &= newlines - 1;
+        }
+        self.fields += (block.delims & !done).count_ones();
+        self.line_bytes += block.len - last;
+        self.cr_before = block.len > 0 && block.bytes[block.len as usize - 1] == b'\r';
+        true
+    }
+
+    /// The records, with the last line when it has no newline; None when it has the wrong
+    /// number of fields.
+    pub(super) fn finish(&self) -> Option<Records> {
+        let bytes = self.line_bytes;
+        let count = if bytes == 0 || (bytes == 1 && self.cr_before) {
+            self.records
+        } else if self.fields == self.width {
+            self.records + 1
+        } else {
+            return None;
+        };
+        Some(Records { count, blank: self.blank, longest: self.longest.max(bytes) as usize })
     }
 }
 
@@ -560,33 +608,36 @@ mod tests {
     }
 
     /// The straightforward byte-by-byte definition, to check the block version against: the
-    /// complete records, whether one is blank, and the longest (input without `\r`).
+    /// complete records, whether one is blank (empty, or only `\r`), and the longest.
     fn scan_by_bytes(bytes: &[u8], width: usize) -> Option<Records> {
         let (mut quoted, mut fields, mut len, mut records) = (false, 1, 0, 0);
-        let (mut blank, mut longest) = (false, 0);
+        let (mut blank, mut longest, mut prev) = (false, 0, 0u8);
         for &b in bytes {
             match b {
                 b'"' => quoted = !quoted,
                 b',' if !quoted => fields += 1,
                 b'\n' if !quoted => {
-                    blank |= len == 0;
+                    let empty = len == 0 || (len == 1 && prev == b'\r');
+                    blank |= empty;
                     longest = longest.max(len);
-                    if len != 0 {
+                    if !empty {
                         if fields != width {
                             return None;
                         }
                         records += 1;
                     }
-                    (fields, len) = (1, 0);
+                    (fields, len, prev) = (1, 0, b);
                     continue;
                 }
                 _ => {}
             }
             len += 1;
+            prev = b;
         }
         longest = longest.max(len);
         let count = match (len, fields == width) {
             (0, _) => records,
+            (1, _) if prev == b'\r' => records,
             (_, true) => records + 1,
             _ => return None,
         };
@@ -618,9 +669,14 @@ mod tests {
                         _ => text.extend_from_slice(b"12"),
                     }
                 }
+                if next(6) == 0 {
+                    text.push(b'\r');
+                }
                 text.push(b'\n');
-                if next(8) == 0 {
-                    text.push(b'\n');
+                match next(8) {
+                    0 => text.push(b'\n'),
+                    1 => text.extend_from_slice(b"\r\n"),
+                    _ => {}
                 }
             }
             let shape = CsvShape { width: 2, delimiter: b',', quote: b'"' };

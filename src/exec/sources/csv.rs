@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use super::csv_fields::FieldPicker;
 use super::discover::Split;
-use super::lines::CsvShape;
+use super::lines::{CsvShape, Records};
 use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
 use super::values::{truncate, type_problem};
 use super::{ChunkParser, DataProblem, Parsed, SourceConfig};
@@ -268,19 +268,32 @@ impl CsvChunkParser {
         CsvChunkParser { config, shape, direct, picked, scratch: Vec::new() }
     }
 
+    /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read,
+    /// whether their fields were picked into `scratch` ([`FieldPicker::scan_and_pick`]).
+    fn scan(&mut self, bytes: &[u8]) -> Option<(Records, bool)> {
+        match &self.picked {
+            Some((picker, _)) => picker.scan_and_pick(bytes, &mut self.scratch),
+            None => self.shape.scan(bytes).map(|r| (r, false)),
+        }
+    }
+
     /// The parse of a chunk of `records` whole records without a blank line: of the fields
     /// picked into `scratch` when `picked`.
     fn read_records(&self, bytes: &[u8], records: usize, picked: bool) -> std::result::Result<DataFrame, String> {
         match &self.picked {
             Some((_, direct)) if picked && records > 0 => read_guarded(direct, &self.shape, &self.scratch, Some(records)),
-            _ => self.read(bytes, Some(records)),
+            _ => read_guarded(&self.direct, &self.shape, bytes, Some(records)),
         }
     }
 
-    /// polars' parse of whole records with the source's schema and projection (a panic in
-    /// polars counts as a failed parse).
-    fn read(&self, bytes: &[u8], records: Option<usize>) -> std::result::Result<DataFrame, String> {
-        read_guarded(&self.direct, &self.shape, bytes, records)
+    /// polars' parse of whole records (a panic in polars counts as a failed parse), of their
+    /// picked fields where they can be picked: records are parsed again this way on the slow
+    /// path, and only the columns read are checked for UTF-8 on both paths alike.
+    fn read(&mut self, bytes: &[u8]) -> std::result::Result<DataFrame, String> {
+        match self.scan(bytes) {
+            Some((r, picked)) if !r.blank => self.read_records(bytes, r.count, picked),
+            _ => read_guarded(&self.direct, &self.shape, bytes, None),
+        }
     }
 }
 
@@ -327,11 +340,7 @@ impl ChunkParser for CsvChunkParser {
         let c = Arc::clone(&self.config);
         // One pass finds the records, blank lines and the longest record; the exact check of
         // line lengths runs only when a record is too long (it may hold quoted newlines).
-        let scanned = match &self.picked {
-            Some((picker, _)) => picker.scan_and_pick(chunk, &mut self.scratch),
-            None => self.shape.scan(chunk).map(|r| (r, false)),
-        };
-        if let Some((scan, picked)) = scanned
+        if let Some((scan, picked)) = self.scan(chunk)
             && !scan.blank
             && (scan.longest <= c.max_line_bytes || !has_long_line(chunk, c.max_line_bytes))
             && let Ok(df) = self.read_records(chunk, scan.count, picked)
@@ -341,7 +350,7 @@ impl ChunkParser for CsvChunkParser {
         // Slow path: check record by record.
         let base = lines.line_at(offset);
         let (good, mut rejected) = classify(&c, &split.path, offset, base, chunk);
-        let (frames, bad) = parse_good(chunk, &good, &mut |b| self.read(b, None));
+        let (frames, bad) = parse_good(chunk, &good, &mut |b| self.read(b));
         for (span, message) in bad {
             let raw = &chunk[span.start..span.end];
             let message = format!("cannot parse the record: {message}");
@@ -563,7 +572,7 @@ mod tests {
             }
             picked += 1;
             let ours = read_guarded(direct, &shape, &buf, Some(scan.count));
-            let theirs = parser.read(&text, Some(scan.count));
+            let theirs = read_guarded(&parser.direct, &shape, &text, Some(scan.count));
             let shown = String::from_utf8_lossy(&text);
             match (ours, theirs) {
                 (Ok(a), Ok(b)) => assert!(a.equals_missing(&b), "{names:?} {shown:?}\n{a}\n{b}"),
@@ -572,5 +581,38 @@ mod tests {
             }
         }
         assert!(picked > cases / 2, "{picked} of {cases} picked");
+    }
+    /// Rows kept and rejected (with their kinds) from one chunk of a source of columns
+    /// `a: int, b: str, c: str` that reads `read`.
+    fn parse_chunk(read: &[&str], chunk: &[u8]) -> (usize, Vec<ErrorKind>) {
+        let columns = [("a", DataType::Int64), ("b", DataType::String), ("c", DataType::String)];
+        let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
+        let path = std::path::PathBuf::from("/nonexistent/input.csv");
+        let mut config = SourceConfig::plain(crate::pipeline::SourceFormat::Csv, vec![path.clone()], schema, crate::pipeline::OnError::Skip);
+        config.projection = Some(read.iter().map(|n| n.to_string()).collect());
+        let shape = CsvShape { width: 3, delimiter: b',', quote: b'"' };
+        let mut parser = CsvChunkParser::new(Arc::new(config), shape);
+        let split = Split { file_index: 0, path: path.clone(), start: 0, end: 1 << 20, ordinal: 0, problem: None };
+        let parsed = parser.parse(&split, 0, chunk, &mut LineCounter::new(&path)).unwrap();
+        (parsed.df.map_or(0, |d| d.height()), parsed.rejected.iter().map(|r| r.kind).collect())
+    }
+
+    #[test]
+    fn only_the_columns_read_are_checked_for_utf8_on_every_path() {
+        // Fields picked; a ragged record sends the chunk to the slow path; a quote in the middle
+        // of a field leaves the chunk to polars whole.
+        assert_eq!(parse_chunk(&["a", "c"], b"1,\xff,x\n2,p,y\n"), (2, vec![]));
+        assert_eq!(parse_chunk(&["a", "c"], b"1,\xff,x\n2,p,y\n3,q\n"), (2, vec![ErrorKind::FieldCount]));
+        assert_eq!(parse_chunk(&["a", "c"], b"1,\xff,x\n2,p\"q\",y\n"), (2, vec![]));
+        assert_eq!(parse_chunk(&["a", "c"], b"1,p,\xff\n2,p,y\n"), (1, vec![ErrorKind::Utf8]));
+        assert_eq!(parse_chunk(&["a", "b", "c"], b"1,\xff,x\n2,p,y\n"), (1, vec![ErrorKind::Utf8]));
+    }
+
+    #[test]
+    fn a_quote_left_open_at_the_end_is_rejected_whatever_is_read() {
+        for read in [&["a"][..], &["a", "c"], &["a", "b", "c"]] {
+            assert_eq!(parse_chunk(read, b"1,p,x\n2,p,\"y"), (1, vec![ErrorKind::Quote]), "{read:?}");
+            assert_eq!(parse_chunk(read, b"1,p,x\n2,\"p,y"), (1, vec![ErrorKind::Quote]), "{read:?}");
+        }
     }
 }

@@ -104,7 +104,11 @@ impl FieldPicker {
             }
             true
         });
-        let records = scanned.then(|| scan.finish())??;
+        // A quoted field left open at the end is a bad record: the slow path reports it.
+        let records = match scanned? {
+            false => scan.finish()?,
+            true => return None,
+        };
         if !picking {
             return Some((records, false));
         }

@@ -35,7 +35,7 @@ impl CsvShape {
     }
 
     /// The number of records (non-empty lines outside quotes) of `bytes` when every one has
-    /// `width` fields, else None.
+    /// `width` fields and no quoted field is left open at the end, else None.
     pub fn complete_records(&self, bytes: &[u8]) -> Option<usize> {
         self.scan(bytes).map(|r| r.count)
     }
@@ -71,7 +71,10 @@ impl CsvShape {
     #[inline(always)]
     fn complete_with(&self, bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<Records> {
         let mut scan = RecordScan::new(self.width);
-        for_each_block(bytes, masks, |block| scan.block(block)).then(|| scan.finish())?
+        match for_each_block(bytes, masks, |block| scan.block(block))? {
+            false => scan.finish(),
+            true => None,
+        }
     }
 
     /// Whether records can start at the beginning of `bytes`: the next two records (or all
@@ -149,10 +152,11 @@ pub(super) struct Block<'a> {
     pub newlines: u64,
 }
 
-/// Calls `f` with each 64-byte block of `bytes` in order, while it returns true; false when it
-/// stopped. `masks` computes a block's (quote, delimiter, newline) masks.
+/// Calls `f` with each 64-byte block of `bytes` in order, while it returns true: None when it
+/// stopped, else whether `bytes` ends inside quotes. `masks` computes a block's (quote,
+/// delimiter, newline) masks.
 #[inline(always)]
-pub(super) fn for_each_block(bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64), mut f: impl FnMut(&Block) -> bool) -> bool {
+pub(super) fn for_each_block(bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u64), mut f: impl FnMut(&Block) -> bool) -> Option<bool> {
     let mut quoted = 0u64; // all ones when a block starts inside quotes
     let mut tail = [0u8; 64];
     let mut base = 0;
@@ -170,11 +174,12 @@ pub(super) fn for_each_block(bytes: &[u8], masks: impl Fn(&[u8]) -> (u64, u64, u
         let inside = if mq == 0 { quoted } else { prefix_xor(mq) ^ quoted };
         quoted = if inside >> 63 == 1 { !0 } else { 0 };
         if !f(&Block { base, bytes: block, len, quotes: mq, inside, delims: md & !inside, newlines: mn & !inside }) {
-            return false;
+            return None;
         }
         base += 64;
     }
-    true
+    // Past the last byte the padding holds no quote: the last bit tells.
+    Some(quoted != 0)
 }
 
 /// Counting the records of a chunk block by block ([`CsvShape::scan`]).

@@ -17,3 +17,19 @@ pub mod pipeline;
 pub mod plan;
 
 pub use error::{Error, Result};
+
+/// Helpers for the unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A small deterministic generator (xorshift64) of numbers below its argument, for tests
+    /// that draw many random cases.
+    pub fn below(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut s = seed;
+        move |n| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % n
+        }
+    }
+}

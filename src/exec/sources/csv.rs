@@ -519,15 +519,10 @@ mod tests {
         assert!(!shape.scan(b"1,\"a\n\nb\"\n2,b\n").unwrap().blank, "a blank line inside quotes is data");
         assert_eq!(skip_blank_lines(b"1,a\n\r\n\n2,b\n", 4, 2), (7, 4));
     }
+
     #[test]
     fn picked_fields_parse_as_polars_parses_whole_records() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::testing::below(0x2545_f491_4f6c_dd1du64);
         let columns = [("a", DataType::Int64), ("b", DataType::String), ("c", DataType::String), ("d", DataType::String)];
         let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
         let projections: [&[&str]; 5] = [&["a"], &["b"], &["a", "c"], &["b", "d"], &["c"]];

@@ -525,10 +525,10 @@ mod tests {
         let mut next = crate::testing::below(0x2545_f491_4f6c_dd1du64);
         let columns = [("a", DataType::Int64), ("b", DataType::String), ("c", DataType::String), ("d", DataType::String)];
         let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
-        let projections: [&[&str]; 5] = [&["a"], &["b"], &["a", "c"], &["b", "d"], &["c"]];
+        let projections: [&[&str]; 8] = [&["a"], &["b"], &["a", "c"], &["b", "d"], &["c"], &["a", "b"], &["b", "c", "d"], &["a", "b", "d"]];
         let shape = CsvShape { width: 4, delimiter: b',', quote: b'"' };
         let (mut picked, mut cases) = (0, 0);
-        for case in 0..1500 {
+        for case in 0..2400 {
             let mut text = Vec::new();
             for _ in 0..next(12) + 1 {
                 for f in 0..4 {

@@ -49,6 +49,11 @@ pub fn columns_of(e: &Expr) -> Vec<String> {
     polars_plan::utils::expr_to_leaf_column_names(e).into_iter().map(|s| s.to_string()).collect()
 }
 
+/// polars' optimizations to run a query on a few rows with: type coercion and checks only.
+/// Planning's runs on empty frames and the row-group statistics' bounds gain nothing from the
+/// other passes, which cost more than the query (a third of planning).
+pub const TYPE_CHECKS_ONLY: OptFlags = OptFlags::TYPE_COERCION.union(OptFlags::TYPE_CHECK);
+
 /// True when part of `e` looks at more than its own row: an aggregate such as `max(x)` or
 /// `count(*)`, or a window function. A filter, projection or sort key runs on each batch, so
 /// such a part would give answers that change with the batch size and the parallelism. (An

@@ -715,7 +715,5 @@ pub fn output_schema(kind: &NodeKind, inputs: &[SchemaRef]) -> PolarsResult<Sche
             return Ok(s);
         }
     };
-    // Type checks only: the optimizer's passes would cost more than running empty frames (a
-    // third of planning), and find nothing to gain there.
-    Ok((**out.with_optimizations(OptFlags::TYPE_COERCION | OptFlags::TYPE_CHECK).collect()?.schema()).clone())
+    Ok((**out.with_optimizations(super::expr::TYPE_CHECKS_ONLY).collect()?.schema()).clone())
 }

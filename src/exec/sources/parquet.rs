@@ -219,7 +219,7 @@ fn refuted_row_groups(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMe
     let bounds: Vec<&Expr> = config.row_group_filter.iter().filter(|b| columns_of(b).iter().all(|c| frame.schema().contains(c))).collect();
     let evaluate = |bounds: &[&Expr]| {
         let select = bounds.iter().enumerate().map(|(i, b)| (*b).clone().alias(format!("pass{i}"))).collect::<Vec<_>>();
-        frame.clone().lazy().select(select).with_optimizations(OptFlags::TYPE_COERCION | OptFlags::TYPE_CHECK).collect()
+        frame.clone().lazy().select(select).with_optimizations(crate::plan::expr::TYPE_CHECKS_ONLY).collect()
     };
     // A bound that fails to evaluate refutes nothing, and must not stop the others.
     let passes: Vec<Column> = match evaluate(&bounds) {

@@ -33,9 +33,23 @@ fn configure_polars(threads: Option<usize>) {
     set("POLARS_TABLE_WIDTH", "65535".into());
 }
 
+/// Starts polars' async runtime and thread pool, and runs a small query on empty frames, on a
+/// thread of its own while this one reads the pipeline and its sources' metadata. Planning's
+/// first run of an operator on empty frames started both (four threads) and loaded polars'
+/// planner and executors (page faults on its code), 4 ms on the critical path of every run.
+/// Called after `configure_polars`: both read its environment variables.
+fn warm_up_polars() {
+    let _ = std::thread::Builder::new().name("rivulet-polars".into()).spawn(|| {
+        std::sync::LazyLock::force(&polars_async::ASYNC);
+        std::sync::LazyLock::force(&polars_core::runtime::THREAD_POOL);
+        crate::plan::warm_up();
+    });
+}
+
 pub fn run(pipeline: &Path, plan: &PlanArgs, args: &RunArgs) -> Result<i32> {
     let RunArgs { quiet, json, threads, drain } = *args;
     configure_polars(threads);
+    warm_up_polars();
     let compiled = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
     let exec = &compiled.execution;
     let show_progress = !quiet && std::io::stderr().is_terminal();

@@ -52,6 +52,24 @@ pub fn compile(path: &Path, overrides: &[Override], parallelism: Option<usize>, 
     Ok(Compiled { logical, execution: execution::ExecutionGraph::build(job) })
 }
 
+/// Runs, on empty frames, the kinds of work planning asks of polars (a filter, arithmetic, a
+/// join, a group-by), so that polars' code is loaded before planning needs it.
+pub fn warm_up() {
+    use polars::prelude::*;
+    let _inline = InlinePolars::new();
+    let left = DataFrame::empty_with_schema(&Schema::from_iter([Field::new("k".into(), DataType::Int64), Field::new("d".into(), DataType::Date)]));
+    let right = DataFrame::empty_with_schema(&Schema::from_iter([Field::new("k".into(), DataType::Int64), Field::new("v".into(), DataType::Float64)]));
+    let _ = left
+        .lazy()
+        .filter(col("d").lt(lit(10_957).cast(DataType::Date)))
+        .join(right.lazy(), [col("k")], [col("k")], JoinArgs::new(JoinType::Inner))
+        .with_column((col("v") * (lit(1.0) - col("v"))).alias("x"))
+        .group_by([col("k")])
+        .agg([col("x").sum()])
+        .with_optimizations(expr::TYPE_CHECKS_ONLY)
+        .collect();
+}
+
 /// While alive, polars runs what the current thread asks of it on this thread instead of its
 /// pool. Planning runs each operator on empty frames; handing those tiny jobs to the pool's
 /// threads and waiting for them cost more than the jobs.

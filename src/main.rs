@@ -55,17 +55,8 @@ fn tune_allocator() {
     }
 }
 
-/// polars keeps 8 MiB of zeros for all-zero buffers (null masks, empty arrays), made on first
-/// use by writing them: 2048 page faults, about 3 ms, in every run (the stdout sink's CSV header
-/// needs one). Made on a thread of its own at start-up, that time overlaps with reading the
-/// pipeline file and planning, which use one core.
-fn warm_up_zeroes() {
-    let _ = std::thread::Builder::new().name("rivulet-warm-up".into()).spawn(|| polars_arrow::bitmap::Bitmap::new_zeroed(1));
-}
-
 fn main() {
     tune_allocator();
-    warm_up_zeroes();
     std::process::exit(rivulet::cli::main());
 }
 

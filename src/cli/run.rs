@@ -4,10 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::{PlanArgs, RunArgs};
 use super::progress::Progress;
 use super::status::LiveStatus;
 use super::summary::Summary;
+use super::{PlanArgs, RunArgs};
 use crate::error::Result;
 use crate::exec::runtime::execute;
 use crate::exec::source::StopRequest;

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use polars::io::csv::read::_csv_read_internal as csv_internal;
 use polars::prelude::*;
 
-use super::csv_fields::FieldPicker;
+use super::csv_fields::{FieldPicker, PickedDates};
 use super::discover::Split;
+use super::iso_dates;
 use super::lines::{CsvShape, Records};
 use super::records::{LineCounter, Span, concat_frames, has_long_line, parse_good};
 use super::values::{truncate, type_problem};
@@ -232,8 +233,33 @@ pub struct CsvChunkParser {
     direct: DirectParse,
     /// When only some columns are read: those fields, picked out of each record for polars.
     picked: Option<(FieldPicker, DirectParse)>,
+    /// When date columns are read: their fields parsed while the others are picked. None once
+    /// a chunk held a date written otherwise than `YYYY-MM-DD`: polars parses them from then on.
+    dated: Option<DatedPick>,
     /// The picked fields of the chunk being parsed (kept for its capacity).
     scratch: Vec<u8>,
+    /// The dates parsed out of the chunk being parsed.
+    dates: PickedDates,
+}
+
+/// Fields picked for polars, but for the date fields, which the picker parses itself.
+struct DatedPick {
+    picker: FieldPicker,
+    /// The parse of the other fields picked (None: every column read is a date).
+    text: Option<DirectParse>,
+    /// Where each date column goes in the frame, and its name.
+    columns: Vec<(usize, PlSmallStr)>,
+}
+
+/// How a chunk's fields were picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Picked {
+    /// Not picked: polars parses the chunk as it is.
+    No,
+    /// The fields read, into `scratch`.
+    Fields,
+    /// The fields read but the dates into `scratch`, the dates into `dates`.
+    Dated,
 }
 
 /// What polars' chunk parser needs, prepared once per source.
@@ -264,24 +290,50 @@ impl CsvChunkParser {
             let schema: Schema = projection.iter().filter_map(|&i| schema.get_at_index(i)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
             (FieldPicker::new(shape, &projection), DirectParse::new(options.clone(), Arc::new(schema), to_cast.clone(), None))
         });
+        let is_date = |i: &&usize| schema.get_at_index(**i).is_some_and(|(_, t)| *t == DataType::Date);
+        let dates: Vec<usize> = projection.iter().filter(is_date).copied().collect();
+        let dated = (!dates.is_empty()).then(|| {
+            let text: Schema =
+                projection.iter().filter(|i| !is_date(i)).filter_map(|&i| schema.get_at_index(i)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
+            let columns =
+                projection.iter().enumerate().filter(|(_, i)| is_date(i)).filter_map(|(at, &i)| schema.get_at_index(i).map(|(n, _)| (at, n.clone()))).collect();
+            let text = (!text.is_empty()).then(|| DirectParse::new(options.clone(), Arc::new(text), to_cast.clone(), None));
+            DatedPick { picker: FieldPicker::with_dates(shape, &projection, &dates), text, columns }
+        });
         let direct = DirectParse::new(options, schema, to_cast, Some(projection));
-        CsvChunkParser { config, shape, direct, picked, scratch: Vec::new() }
+        CsvChunkParser { config, shape, direct, picked, dated, scratch: Vec::new(), dates: PickedDates::default() }
     }
 
-    /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read,
-    /// whether their fields were picked into `scratch` ([`FieldPicker::scan_and_pick`]).
-    fn scan(&mut self, bytes: &[u8]) -> Option<(Records, bool)> {
+    /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read or
+    /// some are dates, how their fields were picked ([`FieldPicker::scan_and_pick`]).
+    fn scan(&mut self, bytes: &[u8]) -> Option<(Records, Picked)> {
+        if let Some(dated) = &self.dated {
+            match dated.picker.scan_pick_and_parse_dates(bytes, &mut self.scratch, &mut self.dates) {
+                Some((records, true)) => return Some((records, Picked::Dated)),
+                Some(_) if !self.dates.ok => self.dated = None,
+                scanned => return scanned.map(|(records, _)| (records, Picked::No)),
+            }
+        }
         match &self.picked {
-            Some((picker, _)) => picker.scan_and_pick(bytes, &mut self.scratch),
-            None => self.shape.scan(bytes).map(|r| (r, false)),
+            Some((picker, _)) => picker.scan_and_pick(bytes, &mut self.scratch).map(|(r, picked)| (r, if picked { Picked::Fields } else { Picked::No })),
+            None => self.shape.scan(bytes).map(|r| (r, Picked::No)),
         }
     }
 
-    /// The parse of a chunk of `records` whole records without a blank line: of the fields
-    /// picked into `scratch` when `picked`.
-    fn read_records(&self, bytes: &[u8], records: usize, picked: bool) -> std::result::Result<DataFrame, String> {
-        match &self.picked {
-            Some((_, direct)) if picked && records > 0 => read_guarded(direct, &self.shape, &self.scratch, Some(records)),
+    /// The parse of a chunk of `records` whole records without a blank line, as `picked`.
+    fn read_records(&mut self, bytes: &[u8], records: usize, picked: Picked) -> std::result::Result<DataFrame, String> {
+        match (&self.picked, &self.dated, picked) {
+            (_, Some(dated), Picked::Dated) if records > 0 && self.dates.days.iter().all(|d| d.len() == records) => {
+                let mut df = match &dated.text {
+                    Some(text) => read_guarded(text, &self.shape, &self.scratch, Some(records))?,
+                    None => DataFrame::new(records, Vec::new()).map_err(|e| clean(&e))?,
+                };
+                for ((at, name), days) in dated.columns.iter().zip(&mut self.dates.days) {
+                    df.insert_column(*at, iso_dates::column(name.clone(), std::mem::take(days))).map_err(|e| clean(&e))?;
+                }
+                Ok(df)
+            }
+            (Some((_, direct)), _, Picked::Fields) if records > 0 => read_guarded(direct, &self.shape, &self.scratch, Some(records)),
             _ => read_guarded(&self.direct, &self.shape, bytes, Some(records)),
         }
     }
@@ -577,6 +629,60 @@ mod tests {
         }
         assert!(picked > cases / 2, "{picked} of {cases} picked");
     }
+
+    #[test]
+    fn dates_parsed_while_picking_read_as_polars_reads_them() {
+        // Chunks whose date columns mix ISO dates with empty and quoted values, other formats
+        // polars reads, impossible dates, text and `\r\n` line ends: the parse, rows and
+        // rejections alike, is the one polars' date parser gives.
+        let mut next = crate::testing::below(0x2545_f491_4f6c_dd1du64);
+        let columns = [("a", DataType::Int64), ("d", DataType::Date), ("b", DataType::String), ("e", DataType::Date)];
+        let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
+        let shape = CsvShape { width: 4, delimiter: b',', quote: b'"' };
+        let reads: [&[&str]; 6] = [&["d"], &["a", "d"], &["d", "e"], &["a", "d", "b", "e"], &["b", "e"], &["e"]];
+        let odd: [&[u8]; 9] = [b"\"\"", b"\"1995-03-15\"", b"2023-02-29", b"1994/01/02", b"x", b"1994-01-01 ", b"1994-1-2", b"0000-01-01", b"\xff"];
+        let path = std::path::PathBuf::from("/nonexistent/input.csv");
+        let split = Split { file_index: 0, path: path.clone(), start: 0, end: 1 << 20, ordinal: 0, problem: None };
+        let (mut fast, mut cases) = (0, 0);
+        for case in 0..1200 {
+            let (mut text, rare) = (Vec::new(), next(3) == 0);
+            for row in 0..next(12) + 1 {
+                let date = |next: &mut dyn FnMut(u64) -> u64| -> Vec<u8> {
+                    match next(if rare { 12 } else { 40 }) {
+                        0 => Vec::new(),
+                        n @ 1..=9 if rare => odd[n as usize - 1].to_vec(),
+                        n => format!("{:04}-{:02}-{:02}", 1990 + n % 9, 1 + n % 12, 1 + n % 28).into_bytes(),
+                    }
+                };
+                let (d, e) = (date(&mut next), date(&mut next));
+                text.extend_from_slice(format!("{row},").as_bytes());
+                text.extend_from_slice(&d);
+                text.extend_from_slice(if next(8) == 0 { b",\"t,u\"," } else { b",t," });
+                text.extend_from_slice(&e);
+                text.extend_from_slice(if rare && next(3) == 0 { b"\r\n" } else { b"\n" });
+            }
+            let read = reads[case % reads.len()];
+            let mut config = SourceConfig::plain(crate::pipeline::SourceFormat::Csv, vec![path.clone()], schema.clone(), crate::pipeline::OnError::Skip);
+            config.projection = Some(read.iter().map(|n| n.to_string()).collect());
+            let config = Arc::new(config);
+            let mut ours = CsvChunkParser::new(config.clone(), shape);
+            let mut theirs = CsvChunkParser::new(config, shape);
+            theirs.dated = None;
+            let a = ours.parse(&split, 0, &text, &mut LineCounter::new(&path)).unwrap();
+            let b = theirs.parse(&split, 0, &text, &mut LineCounter::new(&path)).unwrap();
+            let shown = String::from_utf8_lossy(&text);
+            match (&a.df, &b.df) {
+                (Some(x), Some(y)) => assert!(x.equals_missing(y), "{read:?} {shown:?}\n{x}\n{y}"),
+                (x, y) => assert_eq!(x.as_ref().map(|d| d.height()), y.as_ref().map(|d| d.height()), "{read:?} {shown:?}"),
+            }
+            let described = |p: &Parsed| p.rejected.iter().map(|r| format!("{:?} {:?} {:?} {}", r.line, r.column, r.kind, r.message)).collect::<Vec<_>>();
+            assert_eq!(described(&a), described(&b), "{read:?} {shown:?}");
+            cases += 1;
+            fast += ours.dated.is_some() as usize;
+        }
+        assert!(fast > cases / 2 && fast < cases, "{fast} of {cases} chunks had their dates parsed while picking");
+    }
+
     /// Rows kept and rejected (with their kinds) from one chunk of a source of columns
     /// `a: int, b: str, c: str` that reads `read`.
     fn parse_chunk(read: &[&str], chunk: &[u8]) -> (usize, Vec<ErrorKind>) {

@@ -3,6 +3,7 @@
 //! a line byte by byte: TPC-H Q18 reads 2 of lineitem's 16 columns, and polars spent about
 //! 130 ns a line walking past the other 14. The block masks that found the records find the
 //! fields too, at a few nanoseconds each.
+use super::iso_dates::{EMPTY, iso_days};
 use super::lines::{CsvShape, RecordScan, Records, block_masks, for_each_block};
 
 /// Which fields of a record to keep.
@@ -10,19 +11,42 @@ use super::lines::{CsvShape, RecordScan, Records, block_masks, for_each_block};
 pub struct FieldPicker {
     shape: CsvShape,
     /// For fields 0 to the last kept one: the byte written after the field (the delimiter, or
-    /// `\n` after the last kept field), or 0 for a field left out.
+    /// `\n` after the last field written), or 0 for a field not written (left out, or a date).
     after: Vec<u8>,
+    /// For fields 0 to the last kept one: 1 + the index of the date the field is parsed into,
+    /// or 0. Empty when no field is.
+    date_of: Vec<u32>,
+}
+
+/// The dates parsed out of picked records ([`FieldPicker::with_dates`]): one vector per date
+/// field, of days since 1970 or [`EMPTY`].
+#[derive(Debug, Default)]
+pub struct PickedDates {
+    pub days: Vec<Vec<i32>>,
+    /// False when a date field held anything but a date written `YYYY-MM-DD` or nothing.
+    pub ok: bool,
 }
 
 impl FieldPicker {
     /// A picker of fields `keep` (ascending indices, not empty) of records of `shape`.
     pub fn new(shape: CsvShape, keep: &[usize]) -> Self {
+        Self::with_dates(shape, keep, &[])
+    }
+
+    /// A picker of fields `keep` that parses fields `dates` (some of `keep`) as dates written
+    /// `YYYY-MM-DD` ([`Self::scan_pick_and_parse_dates`]) instead of writing them.
+    pub fn with_dates(shape: CsvShape, keep: &[usize], dates: &[usize]) -> Self {
         let last = *keep.last().expect("a field to keep");
+        let written: Vec<usize> = keep.iter().copied().filter(|k| !dates.contains(k)).collect();
         let mut after = vec![0; last + 1];
-        for (i, &k) in keep.iter().enumerate() {
-            after[k] = if i + 1 == keep.len() { b'\n' } else { shape.delimiter };
+        for (i, &k) in written.iter().enumerate() {
+            after[k] = if i + 1 == written.len() { b'\n' } else { shape.delimiter };
         }
-        FieldPicker { shape, after }
+        let mut date_of = if dates.is_empty() { Vec::new() } else { vec![0; last + 1] };
+        for (i, &k) in dates.iter().enumerate() {
+            date_of[k] = i as u32 + 1;
+        }
+        FieldPicker { shape, after, date_of }
     }
 
     /// Finds the records of `bytes` as [`CsvShape::scan`] does, and in the same pass writes
@@ -32,27 +56,49 @@ impl FieldPicker {
     /// bytes are left to polars as they are. The picked records are those of the scan only
     /// when it found no blank line (a blank line is picked as a record).
     pub fn scan_and_pick(&self, bytes: &[u8], out: &mut Vec<u8>) -> Option<(Records, bool)> {
+        self.scan_and_pick_in::<false>(bytes, out, &mut PickedDates::default())
+    }
+
+    /// [`Self::scan_and_pick`], parsing the date fields into `dates` (cleared first) as it goes.
+    /// The bool is true when the fields were picked and every date parsed (`dates.ok`).
+    pub fn scan_pick_and_parse_dates(&self, bytes: &[u8], out: &mut Vec<u8>, dates: &mut PickedDates) -> Option<(Records, bool)> {
+        let dates_kept = self.date_of.iter().filter(|&&d| d != 0).count();
+        dates.days.resize_with(dates_kept, Vec::new);
+        for days in &mut dates.days {
+            days.clear();
+        }
+        dates.ok = true;
+        self.scan_and_pick_in::<true>(bytes, out, dates).map(|(records, picked)| (records, picked && dates.ok))
+    }
+
+    fn scan_and_pick_in<const DATES: bool>(&self, bytes: &[u8], out: &mut Vec<u8>, dates: &mut PickedDates) -> Option<(Records, bool)> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { self.scan_and_pick_avx2(bytes, out) };
+            return unsafe { self.scan_and_pick_avx2::<DATES>(bytes, out, dates) };
         }
-        self.scan_and_pick_with(bytes, out, |block| block_masks(block, self.shape.quote, self.shape.delimiter))
+        self.scan_and_pick_with::<DATES>(bytes, out, dates, |block| block_masks(block, self.shape.quote, self.shape.delimiter))
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1")]
-    unsafe fn scan_and_pick_avx2(&self, bytes: &[u8], out: &mut Vec<u8>) -> Option<(Records, bool)> {
+    unsafe fn scan_and_pick_avx2<const DATES: bool>(&self, bytes: &[u8], out: &mut Vec<u8>, dates: &mut PickedDates) -> Option<(Records, bool)> {
         use super::lines::block_masks_avx2;
         // SAFETY: this function runs only where the CPU has avx2.
-        self.scan_and_pick_with(bytes, out, |block| unsafe { block_masks_avx2(block, self.shape.quote, self.shape.delimiter) })
+        self.scan_and_pick_with::<DATES>(bytes, out, dates, |block| unsafe { block_masks_avx2(block, self.shape.quote, self.shape.delimiter) })
     }
 
     /// The walk over 64-byte blocks, given how to compute a block's (quote, delimiter, newline)
     /// masks: each field ends at the next delimiter or newline bit; after the last kept field
     /// of a record only newline bits are looked at.
     #[inline(always)]
-    fn scan_and_pick_with(&self, bytes: &[u8], out: &mut Vec<u8>, masks: impl Fn(&[u8]) -> (u64, u64, u64)) -> Option<(Records, bool)> {
+    fn scan_and_pick_with<const DATES: bool>(
+        &self,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        dates: &mut PickedDates,
+        masks: impl Fn(&[u8]) -> (u64, u64, u64),
+    ) -> Option<(Records, bool)> {
         out.clear();
         // Each kept field takes at most the bytes it had, its separator the delimiter or
         // newline after it (one more byte for a last record without a newline); 16 bytes of
@@ -97,7 +143,7 @@ impl FieldPicker {
                 let p = bounds.trailing_zeros() as usize;
                 bounds &= bounds - 1;
                 let newline = block.newlines >> p & 1 == 1;
-                written = self.field(bytes, field, start, block.base + p, out, written);
+                written = self.field::<DATES>(bytes, field, start, block.base + p, out, written, dates);
                 skipping = field == last && !newline;
                 field = if newline { 0 } else { field + 1 };
                 start = block.base + p + 1;
@@ -114,7 +160,7 @@ impl FieldPicker {
         }
         // A last record without a newline.
         if !skipping && (field > 0 || start < bytes.len()) {
-            written = self.field(bytes, field, start, bytes.len(), out, written);
+            written = self.field::<DATES>(bytes, field, start, bytes.len(), out, written, dates);
         }
         // SAFETY: `field` wrote the first `written` bytes.
         unsafe { out.set_len(written) };
@@ -124,9 +170,28 @@ impl FieldPicker {
     /// Writes field `field`, `bytes[start..end]`, at `out[written..]` when it is kept; the new
     /// end of what `out` holds. A call per field with `extend_from_slice` cost a `memcpy` call
     /// each, for fields of a few bytes.
+    /// A date field is parsed into `dates` instead (when `DATES`).
     #[inline(always)]
-    fn field(&self, bytes: &[u8], field: usize, start: usize, end: usize, out: &mut Vec<u8>, written: usize) -> usize {
-        let Some(&after) = self.after.get(field).filter(|&&a| a != 0) else { return written };
+    #[allow(clippy::too_many_arguments)]
+    fn field<const DATES: bool>(
+        &self,
+        bytes: &[u8],
+        field: usize,
+        start: usize,
+        end: usize,
+        out: &mut Vec<u8>,
+        written: usize,
+        dates: &mut PickedDates,
+    ) -> usize {
+        let Some(&after) = self.after.get(field).filter(|&&a| a != 0) else {
+            if DATES && let Some(&slot) = self.date_of.get(field).filter(|&&d| d != 0) {
+                let text = &bytes[start..end];
+                let day = if text.is_empty() { Some(EMPTY) } else { iso_days(text) };
+                dates.ok &= day.is_some();
+                dates.days[slot as usize - 1].push(day.unwrap_or(EMPTY));
+            }
+            return written;
+        };
         let len = end - start;
         // What was written so far took at most the bytes before `start`.
         assert!(written <= start && end <= bytes.len() && out.capacity() >= bytes.len() + 17);
@@ -190,7 +255,7 @@ mod tests {
             let keep = keeps[case % keeps.len()];
             let picker = FieldPicker::new(shape, keep);
             let mut portable = Vec::new();
-            let scanned = picker.scan_and_pick_with(&text, &mut portable, |b| block_masks(b, b'"', b','));
+            let scanned = picker.scan_and_pick_with::<false>(&text, &mut portable, &mut PickedDates::default(), |b| block_masks(b, b'"', b','));
             assert_eq!(scanned, Some((shape.scan(&text).unwrap(), true)));
             assert_eq!(String::from_utf8_lossy(&portable), String::from_utf8_lossy(&pick_by_lines(&text, keep)), "{keep:?}");
             let mut out = Vec::new();

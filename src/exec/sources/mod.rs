@@ -6,6 +6,7 @@
 //! the input size.
 mod csv;
 mod csv_fields;
+mod iso_dates;
 pub mod discover;
 pub mod follow;
 mod ipc;

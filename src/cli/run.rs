@@ -47,7 +47,7 @@ fn warm_up_polars() {
     let _ = std::thread::Builder::new().name("rivulet-warm-up".into()).spawn(|| {
         std::sync::LazyLock::force(&polars_async::ASYNC);
         std::sync::LazyLock::force(&polars_core::runtime::THREAD_POOL);
-        crate::plan::warm_up();
+        let _ = crate::plan::warm_up();
         polars_arrow::bitmap::Bitmap::new_zeroed(1)
     });
 }

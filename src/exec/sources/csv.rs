@@ -659,7 +659,7 @@ mod tests {
                 text.extend_from_slice(&d);
                 text.extend_from_slice(if next(8) == 0 { b",\"t,u\"," } else { b",t," });
                 text.extend_from_slice(&e);
-                text.extend_from_slice(if rare && next(3) == 0 { b"\r\n" } else { b"\n" });
+                text.extend_from_slice(if next(4) == 0 { b"\r\n" } else { b"\n" });
             }
             let read = reads[case % reads.len()];
             let mut config = SourceConfig::plain(crate::pipeline::SourceFormat::Csv, vec![path.clone()], schema.clone(), crate::pipeline::OnError::Skip);

@@ -185,7 +185,9 @@ impl FieldPicker {
     ) -> usize {
         let Some(&after) = self.after.get(field).filter(|&&a| a != 0) else {
             if DATES && let Some(&slot) = self.date_of.get(field).filter(|&&d| d != 0) {
+                // polars drops a `\r` that ends a field it reads (the end of a `\r\n` line).
                 let text = &bytes[start..end];
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
                 let day = if text.is_empty() { Some(EMPTY) } else { iso_days(text) };
                 dates.ok &= day.is_some();
                 dates.days[slot as usize - 1].push(day.unwrap_or(EMPTY));

@@ -233,8 +233,9 @@ pub struct CsvChunkParser {
     direct: DirectParse,
     /// When only some columns are read: those fields, picked out of each record for polars.
     picked: Option<(FieldPicker, DirectParse)>,
-    /// When date columns are read: their fields parsed while the others are picked. None once
-    /// a chunk held a date written otherwise than `YYYY-MM-DD`: polars parses them from then on.
+    /// When date columns are among the columns picked: their fields parsed while the others are
+    /// picked. None once a chunk held a date written otherwise than `YYYY-MM-DD`: polars parses
+    /// them from then on.
     dated: Option<DatedPick>,
     /// The picked fields of the chunk being parsed (kept for its capacity).
     scratch: Vec<u8>,
@@ -292,7 +293,9 @@ impl CsvChunkParser {
         });
         let is_date = |i: &&usize| schema.get_at_index(**i).is_some_and(|(_, t)| *t == DataType::Date);
         let dates: Vec<usize> = projection.iter().filter(is_date).copied().collect();
-        let dated = (!dates.is_empty()).then(|| {
+        // Only where fields are picked anyway: picking every field of a record cost more than
+        // polars' date parser (orders read whole, one date in nine columns: 6% slower).
+        let dated = (picked.is_some() && !dates.is_empty()).then(|| {
             let text: Schema =
                 projection.iter().filter(|i| !is_date(i)).filter_map(|&i| schema.get_at_index(i)).map(|(n, t)| Field::new(n.clone(), t.clone())).collect();
             let columns =
@@ -639,7 +642,7 @@ mod tests {
         let columns = [("a", DataType::Int64), ("d", DataType::Date), ("b", DataType::String), ("e", DataType::Date)];
         let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
         let shape = CsvShape { width: 4, delimiter: b',', quote: b'"' };
-        let reads: [&[&str]; 6] = [&["d"], &["a", "d"], &["d", "e"], &["a", "d", "b", "e"], &["b", "e"], &["e"]];
+        let reads: [&[&str]; 6] = [&["d"], &["a", "d"], &["d", "e"], &["a", "d", "e"], &["b", "e"], &["e"]];
         let odd: [&[u8]; 9] = [b"\"\"", b"\"1995-03-15\"", b"2023-02-29", b"1994/01/02", b"x", b"1994-01-01 ", b"1994-1-2", b"0000-01-01", b"\xff"];
         let path = std::path::PathBuf::from("/nonexistent/input.csv");
         let split = Split { file_index: 0, path: path.clone(), start: 0, end: 1 << 20, ordinal: 0, problem: None };
@@ -681,6 +684,10 @@ mod tests {
             fast += ours.dated.is_some() as usize;
         }
         assert!(fast > cases / 2 && fast < cases, "{fast} of {cases} chunks had their dates parsed while picking");
+        // Where every column is read, nothing is picked, and polars parses the dates.
+        let mut config = SourceConfig::plain(crate::pipeline::SourceFormat::Csv, vec![path.clone()], schema, crate::pipeline::OnError::Skip);
+        config.projection = Some(columns.iter().map(|(n, _)| n.to_string()).collect());
+        assert!(CsvChunkParser::new(Arc::new(config), shape).dated.is_none());
     }
 
     /// Rows kept and rejected (with their kinds) from one chunk of a source of columns

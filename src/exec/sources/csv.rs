@@ -307,8 +307,9 @@ impl CsvChunkParser {
         CsvChunkParser { config, shape, direct, picked, dated, scratch: Vec::new(), dates: PickedDates::default() }
     }
 
-    /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read or
-    /// some are dates, how their fields were picked ([`FieldPicker::scan_and_pick`]).
+    /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read, how
+    /// their fields were picked ([`FieldPicker::scan_and_pick`]; dates parsed on the way where
+    /// some of them are dates).
     fn scan(&mut self, bytes: &[u8]) -> Option<(Records, Picked)> {
         if let Some(dated) = &self.dated {
             match dated.picker.scan_pick_and_parse_dates(bytes, &mut self.scratch, &mut self.dates) {

@@ -88,41 +88,46 @@ pub fn file_schema(path: &Path) -> std::result::Result<Schema, String> {
 /// from the source's, is an error, or (when the source skips bad input) one split that carries
 /// the rejection.
 pub fn row_group_splits(config: &SourceConfig) -> Result<(Vec<Split>, u64)> {
+    // Each file's footer, or why it is rejected.
+    let mut footers = Vec::with_capacity(config.files.len());
+    for path in &config.files {
+        footers.push(footer(path).and_then(|footer| {
+            let schema = Schema::from_arrow_schema(&footer.fields);
+            if schema == *config.raw_schema {
+                return Ok(footer);
+            }
+            let names = |s: &Schema| s.iter().map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>().join(", ");
+            Err((ErrorKind::SchemaMismatch, format!("schema [{}] differs from [{}] of source '{}'", names(&schema), names(&config.raw_schema), config.name)))
+        }));
+    }
+    let readable: Vec<&Footer> = footers.iter().filter_map(|f| f.as_deref().ok()).collect();
+    let mut refuted = match (config.row_group_filter.is_empty(), readable.first()) {
+        (false, Some(first)) => {
+            // Statistics polars cannot decode (it may panic on some) refute nothing.
+            let metas: Vec<&FileMetadata> = readable.iter().map(|f| &*f.meta).collect();
+            catch_panic(|| refuted_row_groups(config, &first.fields, &metas)).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+    .into_iter();
     let mut splits = Vec::new();
     let mut pruned = 0;
-    for (file_index, path) in config.files.iter().enumerate() {
-        let reject = |splits: &mut Vec<Split>, kind: ErrorKind, message: String| -> Result<()> {
-            let problem = Rejection::of_file(path, kind, message);
-            if config.on_error == OnError::Fail {
-                return Err(problem.into_error(("source", &config.name)));
-            }
-            splits.push(Split { file_index, path: path.clone(), start: 0, end: 0, ordinal: splits.len(), problem: Some(Box::new(problem)) });
-            Ok(())
-        };
-        let footer = match footer(path) {
+    for (file_index, (path, footer)) in config.files.iter().zip(&footers).enumerate() {
+        let footer = match footer {
             Ok(f) => f,
             Err((kind, message)) => {
-                reject(&mut splits, kind, message)?;
+                let problem = Rejection::of_file(path, *kind, message.clone());
+                if config.on_error == OnError::Fail {
+                    return Err(problem.into_error(("source", &config.name)));
+                }
+                splits.push(Split { file_index, path: path.clone(), start: 0, end: 0, ordinal: splits.len(), problem: Some(Box::new(problem)) });
                 continue;
             }
         };
-        let schema = Schema::from_arrow_schema(&footer.fields);
-        if schema != *config.raw_schema {
-            let names = |s: &Schema| s.iter().map(|(n, t)| format!("{n}: {t}")).collect::<Vec<_>>().join(", ");
-            let message = format!("schema [{}] differs from [{}] of source '{}'", names(&schema), names(&config.raw_schema), config.name);
-            reject(&mut splits, ErrorKind::SchemaMismatch, message)?;
-            continue;
-        }
-        let meta = &footer.meta;
-        let refuted = match config.row_group_filter.is_empty() {
-            true => Vec::new(),
-            // Statistics polars cannot decode (it may panic on some) refute nothing.
-            false => catch_panic(|| refuted_row_groups(config, &footer.fields, meta)).unwrap_or_default(),
-        };
         let mut start = 0u64;
-        for (i, rg) in meta.row_groups.iter().enumerate() {
+        for rg in &footer.meta.row_groups {
             let rows = rg.num_rows() as u64;
-            if refuted.get(i) == Some(&true) {
+            if refuted.next() == Some(true) {
                 pruned += 1;
             } else if rows > 0 {
                 splits.push(Split { file_index, path: path.clone(), start, end: start + rows, ordinal: splits.len(), problem: None });
@@ -173,25 +178,24 @@ fn integer_statistics(meta: &FileMetadata, rg: usize, column: &str) -> Option<(i
     }
 }
 
-/// Which row groups of a file the min/max statistics show to hold no row that passes one of
-/// the source's `row_group_filter` bounds. Missing or unreadable statistics refute nothing.
-/// The bounds are evaluated once for all the file's row groups, on a frame of their minimums
-/// followed by their maximums: one polars query per row group and bound (280 for TPC-H Q6's
-/// 56 row groups and 5 bounds) cost Q6 about 5 ms of its 62.
-fn refuted_row_groups(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMetadata) -> Vec<bool> {
+/// Which row groups of the files (`metas`, in order, their row groups in order) the min/max
+/// statistics show to hold no row that passes one of the source's `row_group_filter` bounds.
+/// Missing or unreadable statistics refute nothing. The bounds are evaluated once for all the
+/// row groups, on a frame of their minimums followed by their maximums: one polars query per
+/// row group and bound (280 for TPC-H Q6's 56 row groups and 5 bounds) cost Q6 about 5 ms of
+/// its 62, and one query per file still took each source 2-4 ms at start-up (four files each
+/// in TPC-H), on the critical path of the source a join waits for.
+fn refuted_row_groups(config: &SourceConfig, fields: &ArrowSchema, metas: &[&FileMetadata]) -> Vec<bool> {
     use polars::io::parquet::metadata::{ParquetStatistics, deserialize};
-    let groups = meta.row_groups.len();
+    let groups: usize = metas.iter().map(|m| m.row_groups.len()).sum();
     let mut refuted = vec![false; groups];
     if groups == 0 {
         return refuted;
     }
     let wanted: std::collections::BTreeSet<String> = config.row_group_filter.iter().flat_map(columns_of).collect();
     let mut columns = Vec::new();
-    for name in &wanted {
+    'column: for name in &wanted {
         let (Some(field), Some(dtype)) = (fields.get(name.as_str()), config.schema.get(name.as_str())) else { continue };
-        // Only a top-level column stored as one leaf.
-        let leaf = meta.row_groups[0].parquet_columns().iter().position(|c| c.descriptor().path_in_schema.as_slice() == [name.as_str()]);
-        let Some(leaf) = leaf else { continue };
         // One value of `dtype`: a statistic it cannot hold becomes null, and refutes nothing.
         let value = |v: Option<Box<dyn polars_arrow::array::Array>>| {
             v.and_then(|v| Series::from_arrow(field.name.clone(), v).and_then(|s| s.cast(dtype)).ok())
@@ -199,15 +203,21 @@ fn refuted_row_groups(config: &SourceConfig, fields: &ArrowSchema, meta: &FileMe
                 .unwrap_or_else(|| Series::full_null(field.name.clone(), 1, dtype))
         };
         let (mut mins, mut maxs) = (Vec::with_capacity(groups), Vec::with_capacity(groups));
-        for rg in &meta.row_groups {
-            let mut chunk = rg.parquet_columns().get(leaf..leaf + 1).unwrap_or_default().iter();
-            let stats = match deserialize(field, &mut chunk, &meta.footer_buf) {
-                Ok(Some(ParquetStatistics::Column(stats))) => stats.into_arrow().ok(),
-                _ => None,
-            };
-            let (min, max) = stats.map_or((None, None), |s| (s.min_value, s.max_value));
-            mins.push(value(min));
-            maxs.push(value(max));
+        for meta in metas {
+            let Some(first) = meta.row_groups.first() else { continue };
+            // Only a top-level column stored as one leaf.
+            let leaf = first.parquet_columns().iter().position(|c| c.descriptor().path_in_schema.as_slice() == [name.as_str()]);
+            let Some(leaf) = leaf else { continue 'column };
+            for rg in &meta.row_groups {
+                let mut chunk = rg.parquet_columns().get(leaf..leaf + 1).unwrap_or_default().iter();
+                let stats = match deserialize(field, &mut chunk, &meta.footer_buf) {
+                    Ok(Some(ParquetStatistics::Column(stats))) => stats.into_arrow().ok(),
+                    _ => None,
+                };
+                let (min, max) = stats.map_or((None, None), |s| (s.min_value, s.max_value));
+                mins.push(value(min));
+                maxs.push(value(max));
+            }
         }
         let mut bounds = Series::new_empty(field.name.clone(), dtype);
         if mins.iter().chain(&maxs).try_for_each(|s| bounds.append(s).map(|_| ())).is_ok() {

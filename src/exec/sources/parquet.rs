@@ -28,6 +28,9 @@ fn open(path: &Path) -> std::result::Result<ParquetReader<File>, String> {
 struct Footer {
     meta: Arc<FileMetadata>,
     fields: Arc<ArrowSchema>,
+    /// The file's bytes, mapped by the first reader of one of its row groups and shared by the
+    /// others (see [`mapped`]).
+    bytes: std::sync::OnceLock<polars_buffer::Buffer<u8>>,
 }
 
 /// The length and modification time of a file, and the footer read from it.
@@ -55,7 +58,7 @@ fn footer(path: &Path) -> std::result::Result<Arc<Footer>, (ErrorKind, String)> 
     let corrupt = |m: String| (ErrorKind::CorruptParquet, format!("not a readable Parquet file: {m}"));
     let meta = catch_panic(|| reader.get_metadata().cloned()).map_err(corrupt)?.map_err(|e| corrupt(clean(&e)))?;
     let fields = catch_panic(|| reader.schema()).map_err(corrupt)?.map_err(|e| corrupt(clean(&e)))?;
-    let footer = Arc::new(Footer { meta, fields });
+    let footer = Arc::new(Footer { meta, fields, bytes: std::sync::OnceLock::new() });
     let mut cache = cache();
     if cache.len() >= MOST_FOOTERS {
         cache.clear();
@@ -72,6 +75,20 @@ fn map(path: &Path) -> std::io::Result<polars_buffer::Buffer<u8>> {
         ReaderBytes::Owned(mapped) => mapped,
         ReaderBytes::Borrowed(b) => polars_buffer::Buffer::from_vec(b.to_vec()),
     })
+}
+
+/// The bytes of the file `footer` was read from, mapped once while the footer is cached (the
+/// file unchanged). Mapping the file again for each row group cost an `mmap` and a `munmap`
+/// per row group: each takes the process's memory map lock for writing, stalling the page
+/// faults of every other subtask, and the `munmap` interrupts the other cores to flush their
+/// TLBs. A mapping lives as long as its footer in the cache, or an array that points into it.
+fn mapped(footer: &Footer, path: &Path) -> std::io::Result<polars_buffer::Buffer<u8>> {
+    if let Some(bytes) = footer.bytes.get() {
+        return Ok(bytes.clone());
+    }
+    // Two readers may map the file at once: one mapping is kept, the other dropped.
+    let bytes = map(path)?;
+    Ok(footer.bytes.get_or_init(|| bytes).clone())
 }
 
 /// The schema stored in a Parquet file's footer, or why it cannot be read.
@@ -345,7 +362,7 @@ impl SplitReader for ParquetSplit {
         // allocation): check those of the columns read, first.
         // The file is mapped, as polars' reader does: the column chunks are the page cache's
         // pages, not copies in freshly allocated memory.
-        let bytes = match map(&split.path) {
+        let bytes = match mapped(&footer, &split.path) {
             Ok(b) => b,
             Err(e) => return reject(ErrorKind::Unreadable, format!("cannot open the file: {e}")),
         };
@@ -726,6 +743,11 @@ mod tests {
         write(&path, df!("a" => [1i64, 2, 3], "b" => ["x", "y", "z"]).unwrap());
         let second = footer(&path).unwrap();
         assert_eq!(second.fields.len(), 2);
+        // The file is mapped once per footer: the new footer maps the file as it is now.
+        let bytes = mapped(&second, &path).unwrap();
+        assert_eq!(bytes.as_ptr(), mapped(&second, &path).unwrap().as_ptr(), "mapped twice");
+        assert_eq!(&bytes[..], &std::fs::read(&path).unwrap()[..]);
+        assert_ne!(mapped(&first, &path).unwrap().as_ptr(), bytes.as_ptr());
         assert_eq!(footer_schema(&path).unwrap().len(), 2);
         std::fs::write(&path, b"not parquet").unwrap();
         assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::CorruptParquet));

@@ -67,6 +67,51 @@ fn file_sinks_roll_over_by_size() {
     }
 }
 
+/// Writes `p.toml` in `dir`: source `t` over `in/*.parquet` (with `schema`, a TOML table or
+/// ""), `filter` on it, and `count(*)` and `sum(v)` of what passes to `out.csv`.
+fn write_pruned_pipeline(dir: &std::path::Path, schema: &str, filter: &str) {
+    let schema = if schema.is_empty() { String::new() } else { format!("schema = {schema}") };
+    std::fs::write(
+        dir.join("p.toml"),
+        format!(
+            r#"
+name = "pruned"
+[[source]]
+name = "t"
+format = "parquet"
+path = "in/*.parquet"
+{schema}
+
+[[op]]
+name = "kept"
+input = "t"
+filter = "{filter}"
+
+[[op]]
+name = "totals"
+input = "kept"
+aggregate = {{ n = "count(*)", total = "sum(v)" }}
+
+[[sink]]
+input = "totals"
+format = "csv"
+single_file = true
+path = "out.csv"
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs `p.toml` in `dir` at parallelism `p`: the row groups source `t` skipped, and `out.csv`.
+fn run_pruned_pipeline(dir: &std::path::Path, p: &str) -> (serde_json::Value, String) {
+    let out = run_in(dir, &["run", "p.toml", "--json", "-p", p]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = json["operators"].as_array().unwrap().iter().find(|o| o["name"] == "t").unwrap().clone();
+    (source["row_groups_skipped"].clone(), std::fs::read_to_string(dir.join("out.csv")).unwrap())
+}
+
 /// A filter right after a Parquet source skips the row groups whose min/max statistics show
 /// that no row passes: with data sorted by `ts` in 10 row groups, only those that overlap the
 /// range are read, and the answer is the same as reading everything.
@@ -102,46 +147,13 @@ fn parquet_row_groups_are_skipped_by_their_statistics() {
         ("v < 10", (0..10).filter(|g| (g * 100..g * 100 + 100).all(|i| (i * 7919) % 1000 >= 10)).count(), 10, (0..10).sum()),
     ];
     for (filter, skipped, rows, total) in cases {
-        std::fs::write(
-            tmp.path().join("p.toml"),
-            format!(
-                r#"
-name = "pruned"
-[[source]]
-name = "t"
-format = "parquet"
-path = "in/*.parquet"
-schema = {{ code = "int" }}
-
-[[op]]
-name = "kept"
-input = "t"
-filter = "{filter}"
-
-[[op]]
-name = "totals"
-input = "kept"
-aggregate = {{ n = "count(*)", total = "sum(v)" }}
-
-[[sink]]
-input = "totals"
-format = "csv"
-single_file = true
-path = "out.csv"
-"#
-            ),
-        )
-        .unwrap();
+        write_pruned_pipeline(tmp.path(), r#"{ code = "int" }"#, filter);
         let explain = run_in(tmp.path(), &["explain", "p.toml", "--graph", "job"]);
         let pushed = !filter.starts_with("code");
         assert_eq!(stdout(&explain).contains("predicate pushed to reader"), pushed, "{filter}: {}", stdout(&explain));
         for p in ["1", "4"] {
-            let out = run_in(tmp.path(), &["run", "p.toml", "--json", "-p", p]);
-            assert!(out.status.success(), "{filter}: {}", stderr(&out));
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let source = json["operators"].as_array().unwrap().iter().find(|o| o["name"] == "t").unwrap().clone();
-            assert_eq!(source["row_groups_skipped"], skipped, "{filter} at -p {p}");
-            let written = std::fs::read_to_string(tmp.path().join("out.csv")).unwrap();
+            let (skipped_here, written) = run_pruned_pipeline(tmp.path(), p);
+            assert_eq!(skipped_here, skipped, "{filter} at -p {p}");
             assert_eq!(written, format!("n,total\n{rows},{total}\n"), "{filter} at -p {p}");
         }
     }
@@ -161,41 +173,11 @@ fn parquet_row_groups_of_several_files_are_skipped_each_by_its_own_statistics() 
         let file = std::fs::File::create(tmp.path().join(format!("in/{name}.parquet"))).unwrap();
         ParquetWriter::new(file).with_row_group_size(Some(group)).with_statistics(StatisticsOptions::full()).finish(&mut df).unwrap();
     }
-    std::fs::write(
-        tmp.path().join("p.toml"),
-        r#"
-name = "pruned"
-[[source]]
-name = "t"
-format = "parquet"
-path = "in/*.parquet"
-
-[[op]]
-name = "kept"
-input = "t"
-filter = "ts >= 250 AND ts < 420"
-
-[[op]]
-name = "totals"
-input = "kept"
-aggregate = { n = "count(*)", total = "sum(v)" }
-
-[[sink]]
-input = "totals"
-format = "csv"
-single_file = true
-path = "out.csv"
-"#,
-    )
-    .unwrap();
+    write_pruned_pipeline(tmp.path(), "", "ts >= 250 AND ts < 420");
     for p in ["1", "4"] {
-        let out = run_in(tmp.path(), &["run", "p.toml", "--json", "-p", p]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let source = json["operators"].as_array().unwrap().iter().find(|o| o["name"] == "t").unwrap().clone();
+        let (skipped, written) = run_pruned_pipeline(tmp.path(), p);
         // Kept: a's 200-299, b's 300-349, 350-399 and 400-449; every group of c is skipped.
-        assert_eq!(source["row_groups_skipped"], 2 + 2 + 4, "at -p {p}");
-        let written = std::fs::read_to_string(tmp.path().join("out.csv")).unwrap();
+        assert_eq!(skipped, 2 + 2 + 4, "at -p {p}");
         assert_eq!(written, format!("n,total\n170,{}\n", (250..420).map(|i| i * 3).sum::<i64>()), "at -p {p}");
     }
 }

@@ -81,7 +81,8 @@ fn map(path: &Path) -> std::io::Result<polars_buffer::Buffer<u8>> {
 /// file unchanged). Mapping the file again for each row group cost an `mmap` and a `munmap`
 /// per row group: each takes the process's memory map lock for writing, stalling the page
 /// faults of every other subtask, and the `munmap` interrupts the other cores to flush their
-/// TLBs. A mapping lives as long as its footer in the cache, or an array that points into it.
+/// TLBs. A mapping lives as long as its footer in the cache, or an array that points into it
+/// (the disk space of a file deleted meanwhile is freed when the mapping goes).
 fn mapped(footer: &Footer, path: &Path) -> std::io::Result<polars_buffer::Buffer<u8>> {
     if let Some(bytes) = footer.bytes.get() {
         return Ok(bytes.clone());

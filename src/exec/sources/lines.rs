@@ -312,6 +312,23 @@ pub struct LineChunker {
     start: u64,
 }
 
+/// Asks the kernel to start reading the split's bytes (`from..end`) into the page cache now,
+/// so that the reads of its later chunks find them there while the earlier ones are parsed.
+/// Pages not read for a while leave the page cache (here, a proactive reclaim drops file pages
+/// idle for a few seconds): TPC-H Q10 on CSV had its readers blocked on the disk 175 ms in a
+/// 0.6 s run, each chunk's read waiting for its own pages. Cached pages cost nothing here.
+fn read_ahead(file: &File, from: u64, end: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let len = i64::try_from(end.saturating_sub(from)).unwrap_or(i64::MAX);
+        // SAFETY: advice on an open descriptor; no memory is passed.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), from as i64, len, libc::POSIX_FADV_WILLNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, end);
+}
+
 impl LineChunker {
     /// Opens `path` at the first line starting at or after `start`; for CSV (`shape`), at the
     /// first line there that plausibly starts a record (not inside a quoted field).
@@ -319,6 +336,7 @@ impl LineChunker {
         let mut file = File::open(path)?;
         let from = start.saturating_sub(1);
         file.seek(SeekFrom::Start(from))?;
+        read_ahead(&file, from, end);
         let quote = shape.map(|s| s.quote);
         let mut c = LineChunker {
             file,

@@ -335,6 +335,33 @@ impl ParquetSplit {
     }
 }
 
+/// Asks the kernel to read bytes `range` of a mapped file into the page cache now: the column
+/// chunks of a row group are then read from the disk together, while the first is decoded,
+/// instead of one page fault at a time as the decoder reaches them. Pages not read for a while
+/// leave the page cache (here, a proactive reclaim drops file pages idle for a few seconds):
+/// TPC-H Q3 on Parquet took 0.21 s with its files out of the cache, against 0.09 s. Pages in
+/// the cache cost nothing here.
+fn will_need(bytes: &[u8], range: std::ops::Range<u64>) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let end = (range.end as usize).min(bytes.len());
+        let start = (range.start as usize).min(end);
+        if start == end {
+            return;
+        }
+        let first = bytes[start..].as_ptr() as usize;
+        let aligned = first & !(PAGE - 1);
+        // SAFETY: only advice: the kernel reads nothing from and writes nothing to these
+        // addresses on our behalf (a mapped file's page starts inside its mapping; for a copy,
+        // the page holding its first byte is mapped, and the advice changes no contents). A
+        // page size other than 4 KiB makes the address unaligned, and the call fails harmlessly.
+        unsafe { libc::madvise(aligned as *mut libc::c_void, end - start + (first - aligned), libc::MADV_WILLNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (bytes, range);
+}
+
 /// True when the statistics of row group `rg`'s `column` show that none of its values is a
 /// key. Missing or unreadable statistics show nothing.
 fn no_key_in_row_group(meta: &FileMetadata, rg: usize, column: &str, keys: &KeyFilter) -> bool {
@@ -375,12 +402,16 @@ impl SplitReader for ParquetSplit {
             let n = rg.num_rows() as u64;
             if first_row == split.start {
                 row_group = (first_row + n == split.end).then_some(i);
-                let checked = rg.parquet_columns().iter().try_for_each(|c| {
+                let read = |c: &&polars_parquet::parquet::metadata::ColumnChunkMetadata| {
+                    let root = c.descriptor().path_in_schema.first().map(|s| s.as_str()).unwrap_or("");
+                    columns.as_ref().is_none_or(|p| p.iter().any(|name| name == root))
+                };
+                for c in rg.parquet_columns().iter().filter(read) {
+                    will_need(&bytes, c.byte_range());
+                }
+                let checked = rg.parquet_columns().iter().filter(read).try_for_each(|c| {
                     let path = &c.descriptor().path_in_schema;
                     let root = path.first().map(|s| s.as_str()).unwrap_or("");
-                    if columns.as_ref().is_some_and(|p| !p.iter().any(|name| name == root)) {
-                        return Ok(());
-                    }
                     let flat = c.descriptor().descriptor.max_rep_level == 0;
                     let most = if flat { n as i64 } else { 1 << 40 };
                     let dictionary = check_column_chunk(&bytes, c.byte_range(), c.num_values(), most)
@@ -754,6 +785,23 @@ mod tests {
         assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::CorruptParquet));
         std::fs::remove_file(&path).unwrap();
         assert_eq!(footer(&path).err().map(|e| e.0), Some(ErrorKind::Unreadable));
+    }
+
+    #[test]
+    fn read_ahead_advice_takes_any_range_and_changes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.parquet");
+        write(&path, df!("a" => (0..5000i64).collect::<Vec<_>>()).unwrap());
+        let on_disk = std::fs::read(&path).unwrap();
+        let len = on_disk.len() as u64;
+        let copy = on_disk.clone();
+        for bytes in [&map(&path).unwrap()[..], &copy[..]] {
+            // Empty, unaligned, past the end, reversed.
+            for range in [0..0, 1..2, 3..len - 1, 0..len, len - 5..len + 9000, len + 1..len + 2, 9..3] {
+                will_need(bytes, range);
+            }
+            assert_eq!(bytes, &on_disk[..]);
+        }
     }
 
     #[test]

@@ -797,7 +797,7 @@ mod tests {
         let copy = on_disk.clone();
         for bytes in [&map(&path).unwrap()[..], &copy[..]] {
             // Empty, unaligned, past the end, reversed.
-            for range in [0..0, 1..2, 3..len - 1, 0..len, len - 5..len + 9000, len + 1..len + 2, 9..3] {
+            for range in [0..0, 1..2, 3..len - 1, 0..len, len - 5..len + 9000, len + 1..len + 2, std::ops::Range { start: 9, end: 3 }] {
                 will_need(bytes, range);
             }
             assert_eq!(bytes, &on_disk[..]);

@@ -313,7 +313,9 @@ pub struct LineChunker {
 }
 
 /// Asks the kernel to start reading the split's bytes (`from..end`) into the page cache now,
-/// so that the reads of its later chunks find them there while the earlier ones are parsed.
+/// so that the reads of its later chunks find them there while the earlier ones are parsed (the
+/// kernel reads at most its read-ahead window at once, 8 MiB on this machine's disk, and its
+/// own read-ahead goes on from there).
 /// Pages not read for a while leave the page cache (here, a proactive reclaim drops file pages
 /// idle for a few seconds): TPC-H Q10 on CSV had its readers blocked on the disk 175 ms in a
 /// 0.6 s run, each chunk's read waiting for its own pages. Cached pages cost nothing here.

@@ -79,6 +79,18 @@ fn string_keys_read_as_dictionary_codes_are_shown() {
 }
 
 #[test]
+fn a_join_that_reads_its_right_side_first_runs_in_its_left_inputs_task() {
+    let text = explain("tests/golden/join_inner_auto/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    // The right side's task is numbered first: every exchange goes to a later task.
+    assert!(text.contains("task 1  p=2  slot group 'default'  orders -> joined"), "{text}");
+    assert!(text.contains("task 0 (customers) -> task 1 (joined, in the chain)  broadcast  chain break: broadcast exchange"), "{text}");
+    assert!(text.contains("chained with its left input: its right input (task 0) is read to the end before the task reads its own"), "{text}");
+    // A right join gathers its whole left side (hash-partitioned): it stays a task of its own.
+    let text = explain("tests/golden/join_right_auto/pipeline.toml", &["--graph", "job", "-p", "2"]);
+    assert!(text.contains("task 2  p=2  slot group 'default'  joined\n") && !text.contains("in the chain"), "{text}");
+}
+
+#[test]
 fn a_union_breaks_the_chain_for_its_inputs() {
     let text = explain("tests/golden/union_by_name/pipeline.toml", &["--graph", "job", "-p", "2"]);
     assert!(text.contains("chain break: 'both' has 2 inputs"), "{text}");

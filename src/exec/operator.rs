@@ -115,18 +115,18 @@ impl<'a> Chain<'a> {
         Chain { ops, output }
     }
 
-    /// A batch of input `port` for the first operator (only the first operator of a chain can
-    /// have several inputs).
-    pub fn collect_port(&mut self, port: usize, batch: DataFrame) -> Result<()> {
-        match self.ops.split_first_mut() {
+    /// A batch of input `port` of operator `op` (the first operator, or a join chained with
+    /// its left input, for its right side).
+    pub fn collect_port(&mut self, op: usize, port: usize, batch: DataFrame) -> Result<()> {
+        match self.ops[op..].split_first_mut() {
             None => self.output.collect(batch),
             Some((head, rest)) => head.process_port(port, batch, &mut Chain { ops: rest, output: &mut *self.output }),
         }
     }
 
-    /// Input `port` of the first operator has ended.
-    pub fn end_of_input(&mut self, port: usize) -> Result<()> {
-        match self.ops.split_first_mut() {
+    /// Input `port` of operator `op` has ended.
+    pub fn end_of_input(&mut self, op: usize, port: usize) -> Result<()> {
+        match self.ops[op..].split_first_mut() {
             None => Ok(()),
             Some((head, rest)) => head.end_of_input(port, &mut Chain { ops: rest, output: &mut *self.output }),
         }

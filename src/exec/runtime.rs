@@ -28,7 +28,7 @@ use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::{SourceContext, StopRequest};
 use super::sources::{FileSource, FollowInput, FollowSource, SourceSplits, StreamSource};
-use super::task::{MainOutput, SideExchange, Subtask, TaskInput, TaskOutput};
+use super::task::{MainOutput, SideExchange, SideInputs, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
 use crate::plan::logical::{NodeKind, Partitioning};
@@ -70,6 +70,25 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                 .collect()
         })
         .collect();
+    // Per subtask of a task that took in joins with their left input: one more bounded queue,
+    // for the joins' right sides, and per channel into it the join node and its input port.
+    type SideQueue = Option<(Sender<Envelope>, Option<Receiver<Envelope>>, Vec<(usize, usize)>)>;
+    let mut side_queues: Vec<Vec<SideQueue>> = job
+        .vertices
+        .iter()
+        .enumerate()
+        .map(|(t, v)| {
+            let chained_inputs = job.edges.iter().any(|e| e.to == t && e.to_node != v.nodes[0]);
+            (0..v.parallelism)
+                .map(|_| {
+                    chained_inputs.then(|| {
+                        let (tx, rx) = bounded(stream.channel_capacity);
+                        (tx, Some(rx), Vec::new())
+                    })
+                })
+                .collect()
+        })
+        .collect();
     let mut outputs: Vec<Vec<Vec<ExchangeOutput>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
     let mut sides: Vec<Vec<Vec<SideExchange>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
     for (e, edge) in job.edges.iter().enumerate() {
@@ -83,6 +102,12 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         for from in 0..up {
             let mut targets = Vec::new();
             for c in exec.edge_channels(e).filter(|c| c.from == from) {
+                if edge.to_node != job.vertices[edge.to].nodes[0] {
+                    let q = side_queues[edge.to][c.to].as_mut().expect("a side queue where the chain takes inputs");
+                    targets.push(Target { sender: q.0.clone(), channel: q.2.len() });
+                    q.2.push((edge.to_node, port));
+                    continue;
+                }
                 let q = &mut queues[edge.to][c.to];
                 let sender = q.0[port.min(q.0.len() - 1)].0.clone();
                 targets.push(Target { sender, channel: q.1.len() });
@@ -182,13 +207,19 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                 _ => MainOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
             };
             let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), metrics: metrics.clone() };
-            let operators = build_operators(exec, t, i, &join_keys, &shared_builds, &metrics, &stop);
+            let (operators, op_nodes) = build_operators(exec, t, i, &join_keys, &shared_builds, &metrics, &stop);
+            let sides = side_queues[t][i].as_mut().map(|(_, receiver, inputs)| {
+                let position = |node: usize| op_nodes.iter().position(|&n| n == node).expect("a chained join is an operator of its task");
+                let inputs = inputs.iter().map(|&(node, port)| (position(node), port)).collect();
+                SideInputs { receiver: receiver.take().expect("one receiver per queue"), inputs }
+            });
             let name = crate::plan::explain::subtask_name(exec, t, i);
-            subtasks.push(Subtask { name, input, operators, output, context, first_node: first });
+            subtasks.push(Subtask { name, input, operators, output, context, first_node: first, sides });
         }
     }
     // Only subtasks hold senders now: a queue closes when all its upstream subtasks are gone.
     drop(queues);
+    drop(side_queues);
 
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let pending: Mutex<Vec<PendingCommit>> = Mutex::new(Vec::new());
@@ -282,7 +313,7 @@ fn thread_name(subtask: &str) -> String {
 }
 
 /// The operators of subtask `subtask` of task `t` between its input and its output, fused
-/// where possible.
+/// where possible, and the node each of them starts with.
 fn build_operators(
     exec: &ExecutionGraph,
     t: usize,
@@ -291,9 +322,11 @@ fn build_operators(
     shared_builds: &[Option<Arc<SharedBuild>>],
     metrics: &Arc<Metrics>,
     stop: &StopRequest,
-) -> Vec<Box<dyn Operator>> {
+) -> (Vec<Box<dyn Operator>>, Vec<usize>) {
     let stream = &exec.job.stream;
     let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+    // The node each operator starts with (its group's first).
+    let mut heads: Vec<usize> = Vec::new();
     // Lone filters that the partial aggregate right after them runs itself (see `Prefilter`).
     let prefilters = exec.job.prefilters(t);
     for group in exec.job.fused_groups(t) {
@@ -356,11 +389,13 @@ fn build_operators(
                         Some(&(filter, _)) => {
                             let NodeKind::Stateless(Step::Filter(predicate)) = &stream.nodes[filter].kind else { unreachable!("a prefilter is a filter") };
                             ops.pop().expect("the filter was the last operator built");
+                            heads.pop();
                             let filter = Prefilter { node: filter, name: stream.nodes[filter].name.clone(), predicate: predicate.clone() };
                             ops.push(Box::new(op.with_prefilter(filter)));
                         }
                         None => ops.push(Box::new(op)),
                     }
+                    heads.resize(ops.len(), group[0]);
                     continue;
                 }
                 let op = ReduceOperator::new(node.name.clone(), group[0], reduce.clone(), phase, stream.batch_rows, input, state, metrics.clone());
@@ -409,8 +444,9 @@ fn build_operators(
             // from its owner: none of them is a chained operator.
             NodeKind::Source(_) | NodeKind::FileSink(_) | NodeKind::StdoutSink(_) | NodeKind::SideOutput(_) | NodeKind::Reduce(_) => {}
         }
+        heads.resize(ops.len(), group[0]);
     }
-    ops
+    (ops, heads)
 }
 
 #[cfg(test)]

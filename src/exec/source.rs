@@ -94,6 +94,12 @@ pub trait Source: Send {
     /// Next batch, `Idle` when none is ready yet, or `Finished`.
     fn poll(&mut self) -> Result<Poll>;
 
+    /// Called after `open` when the subtask has other inputs to read before it polls (the right
+    /// sides of joins chained with this source): gets what reading needs ready meanwhile.
+    fn prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// For a checkpoint, between polls: moves what the source holds back (lines waiting for
     /// their batch) into the batches it hands out next, and returns its position just after
     /// the last of them, so that [`Source::restore`] resumes with the row after. None when the

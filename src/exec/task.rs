@@ -32,6 +32,56 @@ pub enum TaskInput {
     },
 }
 
+/// The right (build) sides of joins chained with their left input, which the subtask reads to
+/// the end before its own input (see `plan::job_graph::chains_with_left`).
+pub struct SideInputs {
+    /// The subtask's bounded queue for them.
+    pub receiver: Receiver<Envelope>,
+    /// Per channel (index = channel): the operator of the chain it feeds, by position, and the
+    /// operator's input port.
+    pub inputs: Vec<(usize, usize)>,
+}
+
+impl SideInputs {
+    /// Reads every channel to its end, handing its batches to its operator, and tells each
+    /// operator when all the channels of its input have ended.
+    fn drain(&self, chain: &mut Chain<'_>, context: &SourceContext, subtask: &str) -> Result<()> {
+        let mut ended = vec![false; self.inputs.len()];
+        let mut open = self.inputs.len();
+        while open > 0 {
+            let Envelope { channel, message } = match self.receiver.recv_timeout(Duration::from_millis(50)) {
+                Ok(envelope) => envelope,
+                Err(RecvTimeoutError::Timeout) if !context.cancelled() => continue,
+                Err(_) => return Err(Error::Cancelled),
+            };
+            let (op, port) = self.inputs[channel];
+            match message {
+                Message::Batch(df) => chain.collect_port(op, port, df)?,
+                Message::End => {
+                    if !std::mem::replace(&mut ended[channel], true) {
+                        open -= 1;
+                        if (0..ended.len()).all(|c| ended[c] || self.inputs[c] != (op, port)) {
+                            chain.end_of_input(op, port)?;
+                        }
+                    }
+                }
+                // The task's event time comes from its own input, which has not started: a
+                // watermark of the side read before it could not move anything on.
+                Message::Watermark(_) | Message::Idle => {}
+                // Only bounded jobs chain joins this way, and they take no checkpoints.
+                Message::Barrier(checkpoint) => {
+                    return Err(Error::execution(
+                        "subtask",
+                        subtask,
+                        format!("checkpoint barrier {checkpoint} reached a join chained with its left input (a bug in rivulet)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a subtask's rows go.
 pub enum MainOutput {
     /// To downstream subtasks, over one exchange per outgoing edge.
@@ -156,6 +206,8 @@ pub struct Subtask {
     pub context: SourceContext,
     /// Node id of the first operator (a source's, for its dead-letter rows).
     pub first_node: usize,
+    /// Inputs read to the end before `input`.
+    pub sides: Option<SideInputs>,
 }
 
 impl Subtask {
@@ -166,25 +218,31 @@ impl Subtask {
             sink.open()?;
         }
         let mut chain = Chain::new(&mut self.operators, &mut self.output);
-        match &mut self.input {
-            TaskInput::Source(source) => {
-                source.open(&self.context)?;
-                loop {
-                    if self.context.cancelled() {
-                        return Err(Error::Cancelled);
-                    }
-                    match source.poll()? {
-                        Poll::Batch(df) => chain.collect(df)?,
-                        Poll::Rejected(df) => chain.side_output(self.first_node, DEAD_LETTER, df)?,
-                        Poll::Idle => {
-                            chain.tick()?;
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        Poll::SplitEnd => chain.end_of_split()?,
-                        Poll::Finished => break,
-                    }
-                }
+        if let TaskInput::Source(source) = &mut self.input {
+            source.open(&self.context)?;
+            if self.sides.is_some() {
+                source.prepare()?;
             }
+        }
+        if let Some(sides) = &self.sides {
+            sides.drain(&mut chain, &self.context, &self.name)?;
+        }
+        match &mut self.input {
+            TaskInput::Source(source) => loop {
+                if self.context.cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                match source.poll()? {
+                    Poll::Batch(df) => chain.collect(df)?,
+                    Poll::Rejected(df) => chain.side_output(self.first_node, DEAD_LETTER, df)?,
+                    Poll::Idle => {
+                        chain.tick()?;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Poll::SplitEnd => chain.end_of_split()?,
+                    Poll::Finished => break,
+                }
+            },
             TaskInput::Channels { receivers, ports } => {
                 let channels = ports.len();
                 let mut ended = vec![false; channels];
@@ -216,7 +274,7 @@ impl Subtask {
                         Ok(Envelope { channel, message }) => match message {
                             Message::Batch(df) => {
                                 idle[channel] = false;
-                                chain.collect_port(ports[channel], df)?
+                                chain.collect_port(0, ports[channel], df)?
                             }
                             Message::Watermark(w) => {
                                 idle[channel] = false;
@@ -241,7 +299,7 @@ impl Subtask {
                                     let port = ports[channel];
                                     open_per_port[port] -= 1;
                                     if open_per_port[port] == 0 {
-                                        chain.end_of_input(port)?;
+                                        chain.end_of_input(0, port)?;
                                     }
                                     // The slowest channel may have been this one.
                                     advance(&mut current, &watermarks, &ended, &idle, &mut chain)?;
@@ -289,18 +347,36 @@ mod tests {
     /// message), and returns what it sends on: batches by their value, barriers, end (watermarks
     /// left out).
     fn run_channels(channels: usize, messages: Vec<(usize, Message)>) -> Vec<String> {
+        run_subtask(Vec::new(), channels, messages, None)
+    }
+
+    /// Side inputs of a test subtask: the operator and port of each channel, and the messages.
+    type Sides = (Vec<(usize, usize)>, Vec<(usize, Message)>);
+
+    /// Runs a subtask of `operators` over `channels` input channels fed `messages`, and over
+    /// side inputs (the operator and port of each channel, and their messages), and returns what
+    /// it sends on, as [`run_channels`] does.
+    fn run_subtask(operators: Vec<Box<dyn Operator>>, channels: usize, messages: Vec<(usize, Message)>, sides: Option<Sides>) -> Vec<String> {
         let (input, receiver) = unbounded();
         let (downstream, output) = unbounded();
         let metrics = Arc::new(Metrics::new(1));
         let exchange = ExchangeOutput::new(Partitioning::Forward, vec![Target { sender: downstream, channel: 0 }], 0, "x".into());
         let flag = || Arc::new(AtomicBool::new(false));
+        let sides = sides.map(|(inputs, messages)| {
+            let (side, receiver) = unbounded();
+            for (channel, message) in messages {
+                side.send(Envelope { channel, message }).unwrap();
+            }
+            SideInputs { receiver, inputs }
+        });
         let subtask = Subtask {
             name: "t[0]".into(),
             input: TaskInput::Channels { receivers: vec![receiver], ports: vec![0; channels] },
-            operators: Vec::new(),
+            operators,
             output: TaskOutput { main: MainOutput::Exchanges(vec![exchange]), sides: Vec::new(), metrics },
             context: SourceContext { subtask: 0, parallelism: 1, batch_rows: 10, cancel: flag(), stop: flag() },
             first_node: 0,
+            sides,
         };
         for (channel, message) in messages {
             input.send(Envelope { channel, message }).unwrap();
@@ -310,7 +386,7 @@ mod tests {
             .try_iter()
             .filter(|e| !matches!(e.message, Message::Watermark(_)))
             .map(|e| match e.message {
-                Message::Batch(df) => df.column("v").unwrap().i32().unwrap().get(0).unwrap().to_string(),
+                Message::Batch(df) => value(&df).to_string(),
                 Message::Barrier(c) => format!("barrier {c}"),
                 Message::End => "end".into(),
                 other => format!("{other:?}"),
@@ -320,6 +396,41 @@ mod tests {
 
     fn batch(v: i32) -> Message {
         Message::Batch(df!("v" => [v]).unwrap())
+    }
+
+    fn value(df: &DataFrame) -> i32 {
+        df.column("v").unwrap().i32().unwrap().get(0).unwrap()
+    }
+
+    /// Logs the batches and input ends that reach it, and passes batches on.
+    struct Log(Arc<std::sync::Mutex<Vec<String>>>, &'static str);
+
+    impl Operator for Log {
+        fn process(&mut self, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+            self.process_port(0, batch, out)
+        }
+        fn process_port(&mut self, port: usize, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
+            self.0.lock().unwrap().push(format!("{} {port}: {}", self.1, value(&batch)));
+            out.collect(batch)
+        }
+        fn end_of_input(&mut self, port: usize, _: &mut dyn Collector) -> Result<()> {
+            self.0.lock().unwrap().push(format!("{} end {port}", self.1));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn side_inputs_are_read_to_their_end_before_the_main_input() {
+        use Message::End;
+        let log = Arc::default();
+        let ops: Vec<Box<dyn Operator>> = vec![Box::new(Log(Arc::clone(&log), "a")), Box::new(Log(Arc::clone(&log), "b"))];
+        // The main input is queued first; two channels feed port 1 of the second operator.
+        let sides = (vec![(1, 1), (1, 1)], vec![(0, batch(7)), (0, End), (1, batch(8)), (1, End)]);
+        let sent = run_subtask(ops, 1, vec![(0, batch(1)), (0, End)], Some(sides));
+        // The side's rows pass the rest of the chain as they come.
+        assert_eq!(sent, ["7", "8", "1", "end"]);
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log, ["b 1: 7", "b 1: 8", "b end 1", "a 0: 1", "b 0: 1", "a end 0"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The job graph: operators connected by forward edges with equal parallelism, the same slot
 //! sharing group and chaining allowed are fused into one task (Flink's operator chaining);
 //! every other edge is an exchange between tasks and states why the chain broke there.
-use super::logical::{LogicalGraph, NodeKind, Partitioning};
+use super::logical::{Edge, LogicalGraph, NodeKind, Partitioning};
 use crate::pipeline::Chain;
 
 /// A task: a chain of operators run by one thread per subtask, calling each other directly.
@@ -26,7 +26,8 @@ pub struct JobEdge {
     pub to: usize,
     /// Upstream node (last of its chain, or a node with several consumers).
     pub from_node: usize,
-    /// Downstream node (first of its chain).
+    /// Downstream node: the first of its chain, or a join chained with its left input, for
+    /// the join's right (build) side.
     pub to_node: usize,
     /// Which input of the downstream node this edge feeds (a join's left 0 or right 1, a
     /// union's n-th input): by position, as a node may take the same input twice.
@@ -50,6 +51,17 @@ pub struct JobGraph {
 
 /// Why the edge `from -> to` cannot be chained, or None when it can.
 fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitioning) -> Option<String> {
+    pair_break(g, from, to, partitioning)
+        .or_else(|| {
+            let ins = g.inputs(to).count();
+            (ins > 1).then(|| format!("'{}' has {ins} inputs", g.nodes[to].name))
+        })
+        .or_else(|| fans_out(g, from))
+}
+
+/// Why `from -> to` cannot be chained, leaving out how many inputs `to` has and how many
+/// consumers `from` has.
+fn pair_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitioning) -> Option<String> {
     let (u, v) = (&g.nodes[from], &g.nodes[to]);
     if let NodeKind::SideOutput(tag) = &v.kind {
         return Some(format!("side output '{tag}' of '{}'", u.name));
@@ -74,15 +86,13 @@ fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitio
     if u.chain == Chain::Never {
         return Some(format!("chain = never on '{}'", u.name));
     }
-    let ins = g.inputs(to).count();
-    if ins > 1 {
-        return Some(format!("'{}' has {ins} inputs", v.name));
-    }
-    let outs = g.outputs(from).filter(|e| !g.is_side_edge(e)).count();
-    if outs > 1 {
-        return Some(format!("'{}' feeds {outs} consumers", u.name));
-    }
     None
+}
+
+/// Why `from` cannot be chained to any of its consumers: it has several.
+fn fans_out(g: &LogicalGraph, from: usize) -> Option<String> {
+    let outs = g.outputs(from).filter(|e| !g.is_side_edge(e)).count();
+    (outs > 1).then(|| format!("'{}' feeds {outs} consumers", g.nodes[from].name))
 }
 
 /// Chains the optimised stream graph into tasks.
@@ -94,6 +104,7 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
         let inputs: Vec<_> = stream.inputs(id).cloned().collect();
         let chained = match inputs.as_slice() {
             [e] if chain_break(&stream, e.from, id, &e.partitioning).is_none() => Some(vertex_of[e.from]),
+            [left, _] if chains_with_left(&stream, id, left) => Some(vertex_of[left.from]),
             _ => None,
         };
         let node = &stream.nodes[id];
@@ -101,6 +112,11 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
             Some(v) => {
                 vertices[v].nodes.push(id);
                 vertices[v].name = format!("{} -> {}", vertices[v].name, node.name);
+                // A join chained with its left input still gets its right side by an exchange.
+                for (port, e) in inputs.iter().enumerate().skip(1) {
+                    let reason = chain_break(&stream, e.from, id, &e.partitioning).unwrap_or_default();
+                    edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
+                }
                 v
             }
             None => {
@@ -120,7 +136,45 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
         };
         vertex_of[id] = v;
     }
+    let (vertices, edges) = in_topological_order(vertices, edges);
     JobGraph { stream, vertices, edges }
+}
+
+/// True when join `id` can run in the task of its left input (Flink chains the inputs of a
+/// batch job's multiple-input operators the same way): the task reads the join's right side
+/// to the end from its exchange, then its own input, whose batches reach the join without a
+/// hand-off to another thread. Only for a join that reads its right side first anyway, which
+/// the optimizer allows only where holding the left side back cannot stall anything the right
+/// side needs (see `optimize::build_side_first`; never in tail mode).
+fn chains_with_left(g: &LogicalGraph, id: usize, left: &Edge) -> bool {
+    matches!(&g.nodes[id].kind, NodeKind::Join(plan) if plan.build_first)
+        && pair_break(g, left.from, id, &left.partitioning).is_none()
+        && fans_out(g, left.from).is_none()
+}
+
+/// The tasks renumbered so that every exchange goes to a later task (a task that took in a
+/// join gets that join's right side from tasks made after it), keeping the order otherwise.
+fn in_topological_order(vertices: Vec<JobVertex>, mut edges: Vec<JobEdge>) -> (Vec<JobVertex>, Vec<JobEdge>) {
+    let n = vertices.len();
+    let mut waiting: Vec<usize> = (0..n).map(|v| edges.iter().filter(|e| e.to == v).count()).collect();
+    let mut order = Vec::with_capacity(n);
+    let mut placed = vec![false; n];
+    while let Some(v) = (0..n).find(|&v| !placed[v] && waiting[v] == 0) {
+        placed[v] = true;
+        order.push(v);
+        edges.iter().filter(|e| e.from == v).for_each(|e| waiting[e.to] -= 1);
+    }
+    debug_assert_eq!(order.len(), n, "the job graph has a cycle");
+    order.extend((0..n).filter(|&v| !placed[v]));
+    let mut new_index = vec![0; n];
+    for (i, &v) in order.iter().enumerate() {
+        new_index[v] = i;
+    }
+    for e in &mut edges {
+        (e.from, e.to) = (new_index[e.from], new_index[e.to]);
+    }
+    let mut vertices: Vec<Option<JobVertex>> = vertices.into_iter().map(Some).collect();
+    (order.iter().map(|&v| vertices[v].take().expect("each task once")).collect(), edges)
 }
 
 impl JobGraph {

@@ -748,6 +748,17 @@ impl FileSource {
         }
     }
 
+    /// The reader of the split being read, or of the next one, opened; None when every split
+    /// was taken.
+    fn reader(&mut self) -> Result<Option<&mut Box<dyn SplitReader>>> {
+        if self.current.is_none() {
+            let listed = self.source_splits.get(&self.metrics.nodes[self.node])?;
+            let Some(split) = listed.splits.get(listed.log.take()).cloned() else { return Ok(None) };
+            self.current = Some(self.open_split(split, &listed.log)?);
+        }
+        Ok(self.current.as_mut())
+    }
+
     fn with_sequence(&mut self, mut df: DataFrame) -> Result<DataFrame> {
         if self.config.with_sequence {
             let base = ((self.split_ordinal as u64) << 40) + self.split_rows;
@@ -766,6 +777,13 @@ impl Source for FileSource {
         Ok(())
     }
 
+    /// Lists the splits (a Parquet source reads the footers and prunes row groups) and opens
+    /// the first one (a text split asks the kernel to read ahead), while the task reads the
+    /// right sides of its joins.
+    fn prepare(&mut self) -> Result<()> {
+        self.reader().map(drop)
+    }
+
     fn poll(&mut self) -> Result<Poll> {
         loop {
             if let Some(df) = self.rejected.pop_front() {
@@ -774,26 +792,16 @@ impl Source for FileSource {
             if let Some(df) = self.pending.pop_front() {
                 return Ok(Poll::Batch(df));
             }
-            let reader = match &mut self.current {
-                Some(r) => r,
-                None => {
-                    let listed = self.source_splits.get(&self.metrics.nodes[self.node])?;
-                    match listed.splits.get(listed.log.take()).cloned() {
-                        None => return Ok(Poll::Finished),
-                        Some(split) => {
-                            let r = self.open_split(split, &listed.log)?;
-                            self.current.insert(r)
-                        }
-                    }
-                }
-            };
+            if self.reader()?.is_none() {
+                return Ok(Poll::Finished);
+            }
             if let Some(slot) = &self.join_keys {
                 // The join reads its right side first, so the rows would wait anyway: read
                 // nothing before its keys are known. Not counted as the source's time: it is idle.
                 slot.wait(&self.cancel);
             }
             let start = Instant::now();
-            let next = reader.next()?;
+            let next = self.current.as_mut().expect("a split is open").next()?;
             let metrics = self.metrics.clone();
             let m = &metrics.nodes[self.node];
             m.add_time(start.elapsed());

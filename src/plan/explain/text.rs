@@ -60,14 +60,23 @@ fn job_text(s: &mut String, exec: &ExecutionGraph) {
             for note in &node.notes {
                 let _ = writeln!(s, "      optimizer: {note}");
             }
+            for e in job.edges.iter().filter(|e| e.to == t && e.to_node == n && n != v.nodes[0]) {
+                let _ = writeln!(s, "      chained with its left input: its right input (task {}) is read to the end before the task reads its own", e.from);
+            }
         }
     }
     let _ = writeln!(s, "exchanges:");
     for e in &job.edges {
         let _ = writeln!(
             s,
-            "  task {} ({}) -> task {} ({})  {}  chain break: {}",
-            e.from, g.nodes[e.from_node].name, e.to, g.nodes[e.to_node].name, e.partitioning, e.reason
+            "  task {} ({}) -> task {} ({}{})  {}  chain break: {}",
+            e.from,
+            g.nodes[e.from_node].name,
+            e.to,
+            g.nodes[e.to_node].name,
+            if job.vertices[e.to].nodes[0] == e.to_node { "" } else { ", in the chain" },
+            e.partitioning,
+            e.reason
         );
     }
 }

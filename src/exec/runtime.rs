@@ -78,7 +78,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         .iter()
         .enumerate()
         .map(|(t, v)| {
-            let chained_inputs = job.edges.iter().any(|e| e.to == t && e.to_node != v.nodes[0]);
+            let chained_inputs = job.edges.iter().any(|e| e.to == t && job.feeds_mid_chain(e));
             (0..v.parallelism)
                 .map(|_| {
                     chained_inputs.then(|| {
@@ -102,7 +102,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         for from in 0..up {
             let mut targets = Vec::new();
             for c in exec.edge_channels(e).filter(|c| c.from == from) {
-                if edge.to_node != job.vertices[edge.to].nodes[0] {
+                if job.feeds_mid_chain(edge) {
                     let q = side_queues[edge.to][c.to].as_mut().expect("a side queue where the chain takes inputs");
                     targets.push(Target { sender: q.0.clone(), channel: q.2.len() });
                     q.2.push((edge.to_node, port));

@@ -178,6 +178,12 @@ fn in_topological_order(vertices: Vec<JobVertex>, mut edges: Vec<JobEdge>) -> (V
 }
 
 impl JobGraph {
+    /// True when exchange `e` feeds an operator inside its task's chain (the right side of a
+    /// join chained with its left input), not the task's first operator.
+    pub fn feeds_mid_chain(&self, e: &JobEdge) -> bool {
+        self.vertices[e.to].nodes[0] != e.to_node
+    }
+
     /// Lone filters that the partial aggregate chained right after them runs itself (see
     /// [`crate::exec::operators::hash_aggregate::Prefilter`]), as (filter, aggregate) nodes: a
     /// filter group of one node with `on_error = "fail"` and a condition the row evaluator

@@ -402,14 +402,19 @@ impl SplitReader for ParquetSplit {
             let n = rg.num_rows() as u64;
             if first_row == split.start {
                 row_group = (first_row + n == split.end).then_some(i);
-                let read = |c: &&polars_parquet::parquet::metadata::ColumnChunkMetadata| {
-                    let root = c.descriptor().path_in_schema.first().map(|s| s.as_str()).unwrap_or("");
-                    columns.as_ref().is_none_or(|p| p.iter().any(|name| name == root))
-                };
-                for c in rg.parquet_columns().iter().filter(read) {
+                // The column chunks read: the projected columns'.
+                let read: Vec<_> = rg
+                    .parquet_columns()
+                    .iter()
+                    .filter(|c| {
+                        let root = c.descriptor().path_in_schema.first().map(|s| s.as_str()).unwrap_or("");
+                        columns.as_ref().is_none_or(|p| p.iter().any(|name| name == root))
+                    })
+                    .collect();
+                for c in &read {
                     will_need(&bytes, c.byte_range());
                 }
-                let checked = rg.parquet_columns().iter().filter(read).try_for_each(|c| {
+                let checked = read.iter().try_for_each(|c| {
                     let path = &c.descriptor().path_in_schema;
                     let root = path.first().map(|s| s.as_str()).unwrap_or("");
                     let flat = c.descriptor().descriptor.max_rep_level == 0;

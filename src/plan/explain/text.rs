@@ -60,7 +60,7 @@ fn job_text(s: &mut String, exec: &ExecutionGraph) {
             for note in &node.notes {
                 let _ = writeln!(s, "      optimizer: {note}");
             }
-            for e in job.edges.iter().filter(|e| e.to == t && e.to_node == n && n != v.nodes[0]) {
+            for e in job.edges.iter().filter(|e| e.to == t && e.to_node == n && job.feeds_mid_chain(e)) {
                 let _ = writeln!(s, "      chained with its left input: its right input (task {}) is read to the end before the task reads its own", e.from);
             }
         }
@@ -74,7 +74,7 @@ fn job_text(s: &mut String, exec: &ExecutionGraph) {
             g.nodes[e.from_node].name,
             e.to,
             g.nodes[e.to_node].name,
-            if job.vertices[e.to].nodes[0] == e.to_node { "" } else { ", in the chain" },
+            if job.feeds_mid_chain(e) { ", in the chain" } else { "" },
             e.partitioning,
             e.reason
         );

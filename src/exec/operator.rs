@@ -1,6 +1,7 @@
 //! The operator contract and the collector that connects chained operators without a channel.
 use polars::prelude::DataFrame;
 
+use super::message::Message;
 use crate::error::Result;
 
 /// Receives what an operator emits: the next operator of the chain, or the task's output
@@ -29,6 +30,12 @@ pub trait Collector {
     /// checkpoint, everything after to the next.
     fn barrier(&mut self, _checkpoint: u64) -> Result<()> {
         Ok(())
+    }
+
+    /// Sends a batch, watermark, idle mark or end of node `node`'s output to the exchanges that
+    /// take its rows from the middle of the chain (see [`super::operators::fork::Fork`]).
+    fn fork(&mut self, node: usize, _message: Message) -> Result<()> {
+        Err(crate::error::Error::execution("operator", &format!("#{node}"), "its rows leave the chain, but nothing takes them (a bug in rivulet)"))
     }
 }
 
@@ -190,6 +197,10 @@ impl Collector for Chain<'_> {
     fn barrier(&mut self, checkpoint: u64) -> Result<()> {
         self.output.barrier(checkpoint)
     }
+
+    fn fork(&mut self, node: usize, message: Message) -> Result<()> {
+        self.output.fork(node, message)
+    }
 }
 
 /// A collector for operator tests: keeps what is emitted, and what goes to side outputs.
@@ -200,6 +211,8 @@ pub struct Collected {
     pub batches: Vec<DataFrame>,
     /// Batches sent to side outputs.
     pub sides: Vec<DataFrame>,
+    /// What was sent out of the middle of the chain, by node.
+    pub forked: Vec<(usize, Message)>,
 }
 
 #[cfg(test)]
@@ -221,6 +234,10 @@ impl Collector for Collected {
     }
     fn side_output(&mut self, _: usize, _: &str, batch: DataFrame) -> Result<()> {
         self.sides.push(batch);
+        Ok(())
+    }
+    fn fork(&mut self, node: usize, message: Message) -> Result<()> {
+        self.forked.push((node, message));
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use super::join_filter::JoinFilterSlot;
 use super::message::Envelope;
 use super::metrics::Metrics;
 use super::operator::Operator;
+use super::operators::fork::Fork;
 use super::operators::hash_aggregate::{HashAggregateOperator, Prefilter};
 use super::operators::join::{JoinOperator, SharedBuild, Strategy};
 use super::operators::reduce::{Phase, Reduce, ReduceOperator};
@@ -28,7 +29,7 @@ use super::sink::{PendingCommit, Sink, commit_all};
 use super::sinks::{FileSink, StdoutSink};
 use super::source::{SourceContext, StopRequest};
 use super::sources::{FileSource, FollowInput, FollowSource, SourceSplits, StreamSource};
-use super::task::{MainOutput, SideExchange, SideInputs, Subtask, TaskInput, TaskOutput};
+use super::task::{ForkExchange, MainOutput, SideExchange, SideInputs, Subtask, TaskInput, TaskOutput};
 use crate::error::{Error, Result};
 use crate::plan::execution::ExecutionGraph;
 use crate::plan::logical::{NodeKind, Partitioning};
@@ -91,6 +92,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
         .collect();
     let mut outputs: Vec<Vec<Vec<ExchangeOutput>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
     let mut sides: Vec<Vec<Vec<SideExchange>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
+    let mut forks: Vec<Vec<Vec<ForkExchange>>> = job.vertices.iter().map(|v| (0..v.parallelism).map(|_| Vec::new()).collect()).collect();
     for (e, edge) in job.edges.iter().enumerate() {
         let up = job.vertices[edge.from].parallelism;
         // Which input of the downstream operator this edge feeds (a join's left or right).
@@ -117,6 +119,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
             let exchange = ExchangeOutput::new(edge.partitioning.clone(), targets, from, name);
             match &side_tag {
                 Some(tag) => sides[edge.from][from].push(SideExchange { node: edge.from_node, tag: tag.clone(), side_node: edge.to_node, exchange }),
+                None if job.leaves_mid_chain(edge) => forks[edge.from][from].push(ForkExchange { node: edge.from_node, exchange }),
                 None => outputs[edge.from][from].push(exchange),
             }
         }
@@ -206,7 +209,7 @@ pub fn execute(exec: &ExecutionGraph, cancel: Arc<AtomicBool>, stop: StopRequest
                 }
                 _ => MainOutput::Exchanges(std::mem::take(&mut outputs[t][i])),
             };
-            let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), metrics: metrics.clone() };
+            let output = TaskOutput { main, sides: std::mem::take(&mut sides[t][i]), forks: std::mem::take(&mut forks[t][i]), metrics: metrics.clone() };
             let (operators, op_nodes) = build_operators(exec, t, i, &join_keys, &shared_builds, &metrics, &stop);
             let sides = side_queues[t][i].as_mut().map(|(_, receiver, inputs)| {
                 let position = |node: usize| op_nodes.iter().position(|&n| n == node).expect("a chained join is an operator of its task");
@@ -329,7 +332,15 @@ fn build_operators(
     let mut heads: Vec<usize> = Vec::new();
     // Lone filters that the partial aggregate right after them runs itself (see `Prefilter`).
     let prefilters = exec.job.prefilters(t);
+    // Nodes whose rows also leave the chain: each ends its group, and a `Fork` follows it.
+    let forks = exec.job.forks(t);
+    let mut fork_after = None;
     for group in exec.job.fused_groups(t) {
+        if let Some(node) = fork_after.take() {
+            ops.push(Box::new(Fork::new(node)));
+            heads.resize(ops.len(), node);
+        }
+        fork_after = group.last().filter(|n| forks.contains(n)).copied();
         let node = &stream.nodes[group[0]];
         let input_schema = stream.inputs(group[0]).next().map(|e| stream.nodes[e.from].schema.clone());
         match &node.kind {
@@ -445,6 +456,10 @@ fn build_operators(
             NodeKind::Source(_) | NodeKind::FileSink(_) | NodeKind::StdoutSink(_) | NodeKind::SideOutput(_) | NodeKind::Reduce(_) => {}
         }
         heads.resize(ops.len(), group[0]);
+    }
+    if let Some(node) = fork_after {
+        ops.push(Box::new(Fork::new(node)));
+        heads.resize(ops.len(), node);
     }
     (ops, heads)
 }

@@ -109,12 +109,23 @@ pub struct SideExchange {
     pub exchange: ExchangeOutput,
 }
 
+/// An exchange that takes the rows of an operator in the middle of the chain, which is
+/// chained to another of its consumers (see [`crate::exec::operators::fork::Fork`]).
+pub struct ForkExchange {
+    /// The node whose rows these are.
+    pub node: usize,
+    /// The exchange to the consumer outside the chain.
+    pub exchange: ExchangeOutput,
+}
+
 /// A subtask's main output and the side outputs of its operators.
 pub struct TaskOutput {
     /// Rows the last operator emits.
     pub main: MainOutput,
     /// Side outputs of any operator of the chain.
     pub sides: Vec<SideExchange>,
+    /// Outputs of operators in the middle of the chain.
+    pub forks: Vec<ForkExchange>,
     /// Shared counters.
     pub metrics: Arc<Metrics>,
 }
@@ -156,6 +167,7 @@ impl Collector for TaskOutput {
     }
 
     fn barrier(&mut self, checkpoint: u64) -> Result<()> {
+        self.forks.iter_mut().try_for_each(|f| f.exchange.barrier(checkpoint))?;
         self.sides.iter_mut().try_for_each(|s| s.exchange.barrier(checkpoint))?;
         match &mut self.main {
             MainOutput::Exchanges(exchanges) => exchanges.iter_mut().try_for_each(|x| x.barrier(checkpoint)),
@@ -172,6 +184,19 @@ impl Collector for TaskOutput {
         NodeMetrics::add(&m.rows_in, batch.height() as u64);
         NodeMetrics::add(&m.rows_out, batch.height() as u64);
         side.exchange.collect(batch)
+    }
+
+    fn fork(&mut self, node: usize, message: Message) -> Result<()> {
+        for fork in self.forks.iter_mut().filter(|f| f.node == node) {
+            match &message {
+                Message::Batch(batch) => fork.exchange.collect(batch.clone())?,
+                Message::Watermark(w) => fork.exchange.watermark(*w)?,
+                Message::Idle => fork.exchange.idle()?,
+                Message::Barrier(checkpoint) => fork.exchange.barrier(*checkpoint)?,
+                Message::End => fork.exchange.end()?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -373,7 +398,7 @@ mod tests {
             name: "t[0]".into(),
             input: TaskInput::Channels { receivers: vec![receiver], ports: vec![0; channels] },
             operators,
-            output: TaskOutput { main: MainOutput::Exchanges(vec![exchange]), sides: Vec::new(), metrics },
+            output: TaskOutput { main: MainOutput::Exchanges(vec![exchange]), sides: Vec::new(), forks: Vec::new(), metrics },
             context: SourceContext { subtask: 0, parallelism: 1, batch_rows: 10, cancel: flag(), stop: flag() },
             first_node: 0,
             sides,

@@ -24,7 +24,8 @@ pub struct JobEdge {
     pub from: usize,
     /// Downstream task.
     pub to: usize,
-    /// Upstream node (last of its chain, or a node with several consumers).
+    /// Upstream node: the last of its chain, or one in its middle whose rows also go to this
+    /// exchange ([`JobGraph::leaves_mid_chain`]) or that has a side output.
     pub from_node: usize,
     /// Downstream node: the first of its chain, or a join chained with its left input, for
     /// the join's right (build) side.
@@ -49,14 +50,18 @@ pub struct JobGraph {
     pub edges: Vec<JobEdge>,
 }
 
-/// Why the edge `from -> to` cannot be chained, or None when it can.
-fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitioning) -> Option<String> {
+/// Why the edge `from -> to` cannot be chained, or None when it can. `chained_to[from]`: the
+/// consumer `from` is chained to already, if any. A chain is a list, so an operator with
+/// several consumers is chained to the first it can be; the others get its rows over
+/// exchanges from the middle of its chain (Flink chains an operator to all such consumers,
+/// a tree; one chained output keeps the task a single pass over each batch).
+fn chain_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partitioning, chained_to: &[Option<usize>]) -> Option<String> {
     pair_break(g, from, to, partitioning)
         .or_else(|| {
             let ins = g.inputs(to).count();
             (ins > 1).then(|| format!("'{}' has {ins} inputs", g.nodes[to].name))
         })
-        .or_else(|| fans_out(g, from))
+        .or_else(|| chained_to[from].map(|c| format!("'{}' is chained to '{}' already", g.nodes[from].name, g.nodes[c].name)))
 }
 
 /// Why `from -> to` cannot be chained, leaving out how many inputs `to` has and how many
@@ -89,7 +94,7 @@ fn pair_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partition
     None
 }
 
-/// Why `from` cannot be chained to any of its consumers: it has several.
+/// Why `from` cannot take a join into its chain: it has several consumers.
 fn fans_out(g: &LogicalGraph, from: usize) -> Option<String> {
     let outs = g.outputs(from).filter(|e| !g.is_side_edge(e)).count();
     (outs > 1).then(|| format!("'{}' feeds {outs} consumers", g.nodes[from].name))
@@ -98,23 +103,26 @@ fn fans_out(g: &LogicalGraph, from: usize) -> Option<String> {
 /// Chains the optimised stream graph into tasks.
 pub fn build(stream: LogicalGraph) -> JobGraph {
     let mut vertex_of = vec![usize::MAX; stream.nodes.len()];
+    let mut chained_to: Vec<Option<usize>> = vec![None; stream.nodes.len()];
     let mut vertices: Vec<JobVertex> = Vec::new();
     let mut edges = Vec::new();
     for id in 0..stream.nodes.len() {
         let inputs: Vec<_> = stream.inputs(id).cloned().collect();
         let chained = match inputs.as_slice() {
-            [e] if chain_break(&stream, e.from, id, &e.partitioning).is_none() => Some(vertex_of[e.from]),
-            [left, _] if chains_with_left(&stream, id, left) => Some(vertex_of[left.from]),
+            [e] if chain_break(&stream, e.from, id, &e.partitioning, &chained_to).is_none() => Some(e.from),
+            [left, _] if chains_with_left(&stream, id, left) => Some(left.from),
             _ => None,
         };
         let node = &stream.nodes[id];
         let v = match chained {
-            Some(v) => {
+            Some(from) => {
+                chained_to[from] = Some(id);
+                let v = vertex_of[from];
                 vertices[v].nodes.push(id);
                 vertices[v].name = format!("{} -> {}", vertices[v].name, node.name);
                 // A join chained with its left input still gets its right side by an exchange.
                 for (port, e) in inputs.iter().enumerate().skip(1) {
-                    let reason = chain_break(&stream, e.from, id, &e.partitioning).unwrap_or_default();
+                    let reason = chain_break(&stream, e.from, id, &e.partitioning, &chained_to).unwrap_or_default();
                     edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
                 }
                 v
@@ -128,7 +136,7 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
                 });
                 let v = vertices.len() - 1;
                 for (port, e) in inputs.iter().enumerate() {
-                    let reason = chain_break(&stream, e.from, id, &e.partitioning).unwrap_or_default();
+                    let reason = chain_break(&stream, e.from, id, &e.partitioning, &chained_to).unwrap_or_default();
                     edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
                 }
                 v
@@ -184,6 +192,20 @@ impl JobGraph {
         self.vertices[e.to].nodes[0] != e.to_node
     }
 
+    /// True when exchange `e` leaves its task from the middle of the chain: its operator is
+    /// chained to another consumer, and its rows go to this one besides (see `chain_break`).
+    pub fn leaves_mid_chain(&self, e: &JobEdge) -> bool {
+        self.vertices[e.from].nodes.last() != Some(&e.from_node) && !matches!(self.stream.nodes[e.to_node].kind, NodeKind::SideOutput(_))
+    }
+
+    /// The nodes of task `vertex` whose rows also leave the task from the middle of its chain.
+    pub fn forks(&self, vertex: usize) -> Vec<usize> {
+        let mut nodes: Vec<usize> = self.edges.iter().filter(|e| e.from == vertex && self.leaves_mid_chain(e)).map(|e| e.from_node).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     /// Lone filters that the partial aggregate chained right after them runs itself (see
     /// [`crate::exec::operators::hash_aggregate::Prefilter`]), as (filter, aggregate) nodes: a
     /// filter group of one node with `on_error = "fail"` and a condition the row evaluator
@@ -193,10 +215,15 @@ impl JobGraph {
         use crate::exec::operators::stateless::Step;
         let nodes = &self.stream.nodes;
         let groups = self.fused_groups(vertex);
+        let forks = self.forks(vertex);
         groups
             .windows(2)
             .filter_map(|w| {
                 let ([filter], [aggregate]) = (w[0].as_slice(), w[1].as_slice()) else { return None };
+                // A filter whose rows also leave the chain has to produce them.
+                if forks.contains(filter) {
+                    return None;
+                }
                 let NodeKind::Stateless(Step::Filter(predicate)) = &nodes[*filter].kind else { return None };
                 let input = self.stream.inputs(*filter).next().map(|e| &nodes[e.from].schema)?;
                 let fits = nodes[*filter].on_error == crate::pipeline::OnError::Fail && crate::exec::operators::row_eval::supported(predicate, input);
@@ -208,8 +235,10 @@ impl JobGraph {
     }
 
     /// Groups of consecutive stateless nodes of a task that run as one polars pass per batch
-    /// (at most one filter each, so every operator's row counts stay exact; a parse ends one).
+    /// (at most one filter each, so every operator's row counts stay exact; a parse ends one,
+    /// and so does a node whose rows also leave the chain).
     pub fn fused_groups(&self, vertex: usize) -> Vec<Vec<usize>> {
+        let forks = self.forks(vertex);
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut filters = 0;
         let mut open = false;
@@ -230,7 +259,7 @@ impl JobGraph {
             filters += usize::from(is_filter);
             // A parse is checked for unmatched values right after its group runs, and an explode
             // changes the number of rows: each ends its group, so row counts stay exact.
-            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. } | crate::exec::operators::stateless::Step::Explode(_)) {
+            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. } | crate::exec::operators::stateless::Step::Explode(_)) || forks.contains(&id) {
                 open = false;
             }
         }

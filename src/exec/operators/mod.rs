@@ -2,6 +2,7 @@
 //! distinct).
 pub mod aggregate;
 pub mod dictionary;
+pub mod fork;
 pub mod hash_aggregate;
 pub mod hash_index;
 pub mod join;

@@ -40,7 +40,7 @@ pub fn render(logical: &LogicalGraph, exec: &ExecutionGraph, kinds: &[GraphKind]
                             .map(|(f, a)| json!({"filter": job.stream.nodes[f].name, "aggregate": job.stream.nodes[a].name})).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                     "exchanges": job.edges.iter().map(|e| json!({
-                        "from": e.from, "to": e.to, "to_operator": job.stream.nodes[e.to_node].name, "partitioning": e.partitioning.to_string(), "chain_break": e.reason,
+                        "from": e.from, "to": e.to, "from_operator": job.stream.nodes[e.from_node].name, "to_operator": job.stream.nodes[e.to_node].name, "partitioning": e.partitioning.to_string(), "chain_break": e.reason,
                     })).collect::<Vec<_>>(),
                 }),
             ),

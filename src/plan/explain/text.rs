@@ -63,15 +63,19 @@ fn job_text(s: &mut String, exec: &ExecutionGraph) {
             for e in job.edges.iter().filter(|e| e.to == t && e.to_node == n && job.feeds_mid_chain(e)) {
                 let _ = writeln!(s, "      chained with its left input: its right input (task {}) is read to the end before the task reads its own", e.from);
             }
+            for e in job.edges.iter().filter(|e| e.from == t && e.from_node == n && job.leaves_mid_chain(e)) {
+                let _ = writeln!(s, "      its rows also go to task {} ({}) by exchange, from the middle of the chain", e.to, g.nodes[e.to_node].name);
+            }
         }
     }
     let _ = writeln!(s, "exchanges:");
     for e in &job.edges {
         let _ = writeln!(
             s,
-            "  task {} ({}) -> task {} ({}{})  {}  chain break: {}",
+            "  task {} ({}{}) -> task {} ({}{})  {}  chain break: {}",
             e.from,
             g.nodes[e.from_node].name,
+            if job.leaves_mid_chain(e) { ", mid-chain" } else { "" },
             e.to,
             g.nodes[e.to_node].name,
             if job.feeds_mid_chain(e) { ", in the chain" } else { "" },

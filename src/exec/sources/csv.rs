@@ -7,7 +7,7 @@ use std::sync::Arc;
 use polars::io::csv::read::_csv_read_internal as csv_internal;
 use polars::prelude::*;
 
-use super::csv_fields::{FieldPicker, PickedDates};
+use super::csv_fields::{FieldPicker, NULL_INT, ParsedKind, ParsedValues, PickedValues};
 use super::discover::Split;
 use super::iso_dates;
 use super::lines::{CsvShape, Records};
@@ -233,22 +233,24 @@ pub struct CsvChunkParser {
     direct: DirectParse,
     /// When only some columns are read: those fields, picked out of each record for polars.
     picked: Option<(FieldPicker, DirectParse)>,
-    /// When date columns are among the columns picked: their fields parsed while the others are
-    /// picked. None once a chunk held a date written otherwise than `YYYY-MM-DD`: polars parses
-    /// them from then on.
-    dated: Option<DatedPick>,
+    /// When date or integer columns are among the columns picked: their fields parsed while
+    /// the others are picked. None once a chunk held a date written otherwise than
+    /// `YYYY-MM-DD`, or an integer otherwise than `-?[0-9]{1,18}`: polars parses them from then
+    /// on.
+    typed: Option<TypedPick>,
     /// The picked fields of the chunk being parsed (kept for its capacity).
     scratch: Vec<u8>,
-    /// The dates parsed out of the chunk being parsed.
-    dates: PickedDates,
+    /// The columns parsed out of the chunk being parsed.
+    values: PickedValues,
 }
 
-/// Fields picked for polars, but for the date fields, which the picker parses itself.
-struct DatedPick {
+/// Fields picked for polars, but for the date and integer fields, which the picker parses
+/// itself.
+struct TypedPick {
     picker: FieldPicker,
-    /// The parse of the other fields picked (None: every column read is a date).
+    /// The parse of the other fields picked (None: every column read is parsed by the picker).
     text: Option<DirectParse>,
-    /// Where each date column goes in the frame, and its name.
+    /// Where each column the picker parses goes in the frame, and its name.
     columns: Vec<(usize, PlSmallStr)>,
 }
 
@@ -259,8 +261,8 @@ enum Picked {
     No,
     /// The fields read, into `scratch`.
     Fields,
-    /// The fields read but the dates into `scratch`, the dates into `dates`.
-    Dated,
+    /// The fields read but the dates and integers into `scratch`, those into `values`.
+    Typed,
 }
 
 /// What polars' chunk parser needs, prepared once per source.
@@ -293,29 +295,33 @@ impl CsvChunkParser {
         };
         let picked = (!projection.is_empty() && projection.len() < config.schema.len())
             .then(|| (FieldPicker::new(shape, &projection), DirectParse::new(options.clone(), Arc::new(picked_schema(&|_| true)), to_cast.clone(), None)));
-        let is_date = |i: &&usize| schema.get_at_index(**i).is_some_and(|(_, t)| *t == DataType::Date);
-        let dates: Vec<usize> = projection.iter().filter(is_date).copied().collect();
+        let kind = |i: usize| match schema.get_at_index(i).map(|(_, t)| t) {
+            Some(DataType::Date) => Some(ParsedKind::Date),
+            Some(DataType::Int64) => Some(ParsedKind::Int),
+            _ => None,
+        };
+        let parsed: Vec<(usize, ParsedKind)> = projection.iter().filter_map(|&i| kind(i).map(|k| (i, k))).collect();
         // Only where fields are picked anyway: picking every field of a record cost more than
         // polars' date parser (orders read whole, one date in nine columns: 6% slower).
-        let dated = (picked.is_some() && !dates.is_empty()).then(|| {
-            let text = picked_schema(&|i| !dates.contains(&i));
+        let typed = (picked.is_some() && !parsed.is_empty()).then(|| {
+            let text = picked_schema(&|i| kind(i).is_none());
             let columns =
-                projection.iter().enumerate().filter(|(_, i)| is_date(i)).filter_map(|(at, &i)| schema.get_at_index(i).map(|(n, _)| (at, n.clone()))).collect();
+                projection.iter().enumerate().filter(|&(_, &i)| kind(i).is_some()).filter_map(|(at, &i)| schema.get_at_index(i).map(|(n, _)| (at, n.clone()))).collect();
             let text = (!text.is_empty()).then(|| DirectParse::new(options.clone(), Arc::new(text), to_cast.clone(), None));
-            DatedPick { picker: FieldPicker::with_dates(shape, &projection, &dates), text, columns }
+            TypedPick { picker: FieldPicker::with_parsed(shape, &projection, &parsed), text, columns }
         });
         let direct = DirectParse::new(options, schema, to_cast, Some(projection));
-        CsvChunkParser { config, shape, direct, picked, dated, scratch: Vec::new(), dates: PickedDates::default() }
+        CsvChunkParser { config, shape, direct, picked, typed, scratch: Vec::new(), values: PickedValues::default() }
     }
 
     /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read, how
-    /// their fields were picked ([`FieldPicker::scan_and_pick`]; dates parsed on the way where
-    /// some of them are dates).
+    /// their fields were picked ([`FieldPicker::scan_and_pick`]; dates and integers parsed on
+    /// the way where some of them are).
     fn scan(&mut self, bytes: &[u8]) -> Option<(Records, Picked)> {
-        if let Some(dated) = &self.dated {
-            match dated.picker.scan_pick_and_parse_dates(bytes, &mut self.scratch, &mut self.dates) {
-                Some((records, true)) => return Some((records, Picked::Dated)),
-                Some(_) if !self.dates.ok => self.dated = None,
+        if let Some(typed) = &self.typed {
+            match typed.picker.scan_pick_and_parse(bytes, &mut self.scratch, &mut self.values) {
+                Some((records, true)) => return Some((records, Picked::Typed)),
+                Some(_) if !self.values.ok => self.typed = None,
                 scanned => return scanned.map(|(records, _)| (records, Picked::No)),
             }
         }
@@ -327,14 +333,18 @@ impl CsvChunkParser {
 
     /// The parse of a chunk of `records` whole records without a blank line, as `picked`.
     fn read_records(&mut self, bytes: &[u8], records: usize, picked: Picked) -> std::result::Result<DataFrame, String> {
-        match (&self.picked, &self.dated, picked) {
-            (_, Some(dated), Picked::Dated) if records > 0 && self.dates.days.iter().all(|d| d.len() == records) => {
-                let mut df = match &dated.text {
+        match (&self.picked, &self.typed, picked) {
+            (_, Some(typed), Picked::Typed) if records > 0 && self.values.columns.iter().all(|c| c.len() == records) => {
+                let mut df = match &typed.text {
                     Some(text) => read_guarded(text, &self.shape, &self.scratch, Some(records))?,
                     None => DataFrame::new(records, Vec::new()).map_err(|e| clean(&e))?,
                 };
-                for ((at, name), days) in dated.columns.iter().zip(&mut self.dates.days) {
-                    df.insert_column(*at, iso_dates::column(name.clone(), std::mem::take(days))).map_err(|e| clean(&e))?;
+                for ((at, name), values) in typed.columns.iter().zip(&mut self.values.columns) {
+                    let column = match values {
+                        ParsedValues::Days(days) => iso_dates::column(name.clone(), std::mem::take(days)),
+                        ParsedValues::Ints(ints) => int_column(name.clone(), std::mem::take(ints)),
+                    };
+                    df.insert_column(*at, column).map_err(|e| clean(&e))?;
                 }
                 Ok(df)
             }
@@ -352,6 +362,14 @@ impl CsvChunkParser {
             _ => read_guarded(&self.direct, &self.shape, bytes, None),
         }
     }
+}
+
+/// An integer column of `ints` ([`NULL_INT`] for null).
+fn int_column(name: PlSmallStr, ints: Vec<i64>) -> Column {
+    use polars_arrow::array::PrimitiveArray;
+    use polars_arrow::bitmap::MutableBitmap;
+    let validity = ints.contains(&NULL_INT).then(|| ints.iter().map(|&v| v != NULL_INT).collect::<MutableBitmap>().into());
+    Int64Chunked::with_chunk(name, PrimitiveArray::new(ArrowDataType::Int64, ints.into(), validity)).into_column()
 }
 
 impl DirectParse {
@@ -636,10 +654,11 @@ mod tests {
     }
 
     #[test]
-    fn dates_parsed_while_picking_read_as_polars_reads_them() {
+    fn dates_and_integers_parsed_while_picking_read_as_polars_reads_them() {
         // Chunks whose date columns mix ISO dates with empty and quoted values, other formats
-        // polars reads, impossible dates, text and `\r\n` line ends: the parse, rows and
-        // rejections alike, is the one polars' date parser gives.
+        // polars reads, impossible dates, text and `\r\n` line ends, and whose integer column
+        // mixes plain integers with signs, blanks, quotes, overflow and text: the parse, rows
+        // and rejections alike, is the one polars' parsers give.
         let mut next = crate::testing::below(0x2545_f491_4f6c_dd1du64);
         let columns = [("a", DataType::Int64), ("d", DataType::Date), ("b", DataType::String), ("e", DataType::Date)];
         let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
@@ -660,7 +679,14 @@ mod tests {
                     }
                 };
                 let (d, e) = (date(&mut next), date(&mut next));
-                text.extend_from_slice(format!("{row},").as_bytes());
+                let odd_ints: [&str; 14] =
+                    ["", "+5", " 7", "\"12\"", "99999999999999999999", "1.5", "-", "007", "-0", "9223372036854775807", "-999999999999999999", "x", "1e3", "\"\""];
+                let int = match next(if rare { 20 } else { 60 }) {
+                    n @ 0..=13 if rare => odd_ints[n as usize].to_string(),
+                    n if n % 2 == 0 => format!("-{row}{n}"),
+                    _ => row.to_string(),
+                };
+                text.extend_from_slice(format!("{int},").as_bytes());
                 text.extend_from_slice(&d);
                 text.extend_from_slice(if next(8) == 0 { b",\"t,u\"," } else { b",t," });
                 text.extend_from_slice(&e);
@@ -672,7 +698,7 @@ mod tests {
             let config = Arc::new(config);
             let mut ours = CsvChunkParser::new(config.clone(), shape);
             let mut theirs = CsvChunkParser::new(config, shape);
-            theirs.dated = None;
+            theirs.typed = None;
             let a = ours.parse(&split, 0, &text, &mut LineCounter::new(&path)).unwrap();
             let b = theirs.parse(&split, 0, &text, &mut LineCounter::new(&path)).unwrap();
             let shown = String::from_utf8_lossy(&text);
@@ -683,13 +709,13 @@ mod tests {
             let described = |p: &Parsed| p.rejected.iter().map(|r| format!("{:?} {:?} {:?} {}", r.line, r.column, r.kind, r.message)).collect::<Vec<_>>();
             assert_eq!(described(&a), described(&b), "{read:?} {shown:?}");
             cases += 1;
-            fast += ours.dated.is_some() as usize;
+            fast += ours.typed.is_some() as usize;
         }
         assert!(fast > cases / 2 && fast < cases, "{fast} of {cases} chunks had their dates parsed while picking");
         // Where every column is read, nothing is picked, and polars parses the dates.
         let mut config = SourceConfig::plain(crate::pipeline::SourceFormat::Csv, vec![path.clone()], schema, crate::pipeline::OnError::Skip);
         config.projection = Some(columns.iter().map(|(n, _)| n.to_string()).collect());
-        assert!(CsvChunkParser::new(Arc::new(config), shape).dated.is_none());
+        assert!(CsvChunkParser::new(Arc::new(config), shape).typed.is_none());
     }
 
     /// Rows kept and rejected (with their kinds) from one chunk of a source of columns

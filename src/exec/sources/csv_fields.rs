@@ -11,42 +11,99 @@ use super::lines::{CsvShape, RecordScan, Records, block_masks, for_each_block};
 pub struct FieldPicker {
     shape: CsvShape,
     /// For fields 0 to the last kept one: the byte written after the field (the delimiter, or
-    /// `\n` after the last field written), or 0 for a field not written (left out, or a date).
+    /// `\n` after the last field written), or 0 for a field not written (left out, or parsed).
     after: Vec<u8>,
-    /// For fields 0 to the last kept one: 1 + the index of the date the field is parsed into,
-    /// or 0. Empty when no field is.
-    date_of: Vec<u32>,
+    /// For fields 0 to the last kept one: 1 + the index of the column the field is parsed
+    /// into, or 0. Empty when no field is.
+    parsed_into: Vec<u32>,
+    /// The kind of each column parsed while picking.
+    kinds: Vec<ParsedKind>,
 }
 
-/// The dates parsed out of picked records ([`FieldPicker::with_dates`]): one vector per date
-/// field, of days since 1970 or [`EMPTY`].
+/// What a field parsed while picking holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParsedKind {
+    /// A date written `YYYY-MM-DD` ([`iso_days`]).
+    Date,
+    /// An integer written `-?[0-9]{1,18}` ([`plain_int`]).
+    Int,
+}
+
+/// The values of one column parsed while picking, null where a field was empty.
+#[derive(Debug)]
+pub enum ParsedValues {
+    /// Days since 1970, or [`EMPTY`].
+    Days(Vec<i32>),
+    /// Integers, or [`NULL_INT`].
+    Ints(Vec<i64>),
+}
+
+impl ParsedValues {
+    /// How many values it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            ParsedValues::Days(v) => v.len(),
+            ParsedValues::Ints(v) => v.len(),
+        }
+    }
+}
+
+/// The integer of an empty field: null, as polars' CSV reader reads one. [`plain_int`] never
+/// gives it.
+pub const NULL_INT: i64 = i64::MIN;
+
+/// The value of `b` when it is an integer written `-?[0-9]{1,18}`: polars' integer parser
+/// reads such text as this, and it cannot overflow an i64. Anything else (a sign `+`, blanks,
+/// quotes, 19 digits) is left to polars.
+#[inline]
+pub fn plain_int(b: &[u8]) -> Option<i64> {
+    let (negative, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value = 0i64;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(d);
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// The columns parsed out of picked records ([`FieldPicker::with_parsed`]), in the order of
+/// their fields.
 #[derive(Debug, Default)]
-pub struct PickedDates {
-    pub days: Vec<Vec<i32>>,
-    /// False when a date field held anything but a date written `YYYY-MM-DD` or nothing.
+pub struct PickedValues {
+    pub columns: Vec<ParsedValues>,
+    /// False when a field held text its column's kind does not parse (polars must).
     pub ok: bool,
 }
 
 impl FieldPicker {
     /// A picker of fields `keep` (ascending indices, not empty) of records of `shape`.
     pub fn new(shape: CsvShape, keep: &[usize]) -> Self {
-        Self::with_dates(shape, keep, &[])
+        Self::with_parsed(shape, keep, &[])
     }
 
-    /// A picker of fields `keep` that parses fields `dates` (some of `keep`) as dates written
-    /// `YYYY-MM-DD` ([`Self::scan_pick_and_parse_dates`]) instead of writing them.
-    pub fn with_dates(shape: CsvShape, keep: &[usize], dates: &[usize]) -> Self {
+    /// A picker of fields `keep` that parses fields `parsed` (some of `keep`, ascending, with
+    /// their kinds) itself ([`Self::scan_pick_and_parse`]) instead of writing them.
+    pub fn with_parsed(shape: CsvShape, keep: &[usize], parsed: &[(usize, ParsedKind)]) -> Self {
         let last = *keep.last().expect("a field to keep");
-        let written: Vec<usize> = keep.iter().copied().filter(|k| !dates.contains(k)).collect();
+        let written: Vec<usize> = keep.iter().copied().filter(|k| !parsed.iter().any(|(p, _)| p == k)).collect();
         let mut after = vec![0; last + 1];
         for (i, &k) in written.iter().enumerate() {
             after[k] = if i + 1 == written.len() { b'\n' } else { shape.delimiter };
         }
-        let mut date_of = if dates.is_empty() { Vec::new() } else { vec![0; last + 1] };
-        for (i, &k) in dates.iter().enumerate() {
-            date_of[k] = i as u32 + 1;
+        let mut parsed_into = if parsed.is_empty() { Vec::new() } else { vec![0; last + 1] };
+        for (i, &(k, _)) in parsed.iter().enumerate() {
+            parsed_into[k] = i as u32 + 1;
         }
-        FieldPicker { shape, after, date_of }
+        FieldPicker { shape, after, parsed_into, kinds: parsed.iter().map(|&(_, kind)| kind).collect() }
     }
 
     /// Finds the records of `bytes` as [`CsvShape::scan`] does, and in the same pass writes
@@ -56,47 +113,61 @@ impl FieldPicker {
     /// bytes are left to polars as they are. The picked records are those of the scan only
     /// when it found no blank line (a blank line is picked as a record).
     pub fn scan_and_pick(&self, bytes: &[u8], out: &mut Vec<u8>) -> Option<(Records, bool)> {
-        self.scan_and_pick_in::<false>(bytes, out, &mut PickedDates::default())
+        self.scan_and_pick_in::<false>(bytes, out, &mut PickedValues::default())
     }
 
-    /// [`Self::scan_and_pick`], parsing the date fields into `dates` (cleared first) as it goes.
-    /// The bool is true when the fields were picked and every date parsed (`dates.ok`).
-    pub fn scan_pick_and_parse_dates(&self, bytes: &[u8], out: &mut Vec<u8>, dates: &mut PickedDates) -> Option<(Records, bool)> {
-        let dates_kept = self.date_of.iter().filter(|&&d| d != 0).count();
-        dates.days.resize_with(dates_kept, Vec::new);
-        for days in &mut dates.days {
-            days.clear();
+    /// [`Self::scan_and_pick`], parsing the fields it parses into `values` (cleared first) as
+    /// it goes. The bool is true when the fields were picked and every one parsed
+    /// (`values.ok`).
+    pub fn scan_pick_and_parse(&self, bytes: &[u8], out: &mut Vec<u8>, values: &mut PickedValues) -> Option<(Records, bool)> {
+        let fresh = values.columns.len() != self.kinds.len()
+            || values.columns.iter().zip(&self.kinds).any(|(v, k)| !matches!((v, k), (ParsedValues::Days(_), ParsedKind::Date) | (ParsedValues::Ints(_), ParsedKind::Int)));
+        if fresh {
+            values.columns = self
+                .kinds
+                .iter()
+                .map(|k| match k {
+                    ParsedKind::Date => ParsedValues::Days(Vec::new()),
+                    ParsedKind::Int => ParsedValues::Ints(Vec::new()),
+                })
+                .collect();
         }
-        dates.ok = true;
-        self.scan_and_pick_in::<true>(bytes, out, dates).map(|(records, picked)| (records, picked && dates.ok))
+        for column in &mut values.columns {
+            match column {
+                ParsedValues::Days(v) => v.clear(),
+                ParsedValues::Ints(v) => v.clear(),
+            }
+        }
+        values.ok = true;
+        self.scan_and_pick_in::<true>(bytes, out, values).map(|(records, picked)| (records, picked && values.ok))
     }
 
-    fn scan_and_pick_in<const DATES: bool>(&self, bytes: &[u8], out: &mut Vec<u8>, dates: &mut PickedDates) -> Option<(Records, bool)> {
+    fn scan_and_pick_in<const PARSE: bool>(&self, bytes: &[u8], out: &mut Vec<u8>, values: &mut PickedValues) -> Option<(Records, bool)> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { self.scan_and_pick_avx2::<DATES>(bytes, out, dates) };
+            return unsafe { self.scan_and_pick_avx2::<PARSE>(bytes, out, values) };
         }
-        self.scan_and_pick_with::<DATES>(bytes, out, dates, |block| block_masks(block, self.shape.quote, self.shape.delimiter))
+        self.scan_and_pick_with::<PARSE>(bytes, out, values, |block| block_masks(block, self.shape.quote, self.shape.delimiter))
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt,bmi1")]
-    unsafe fn scan_and_pick_avx2<const DATES: bool>(&self, bytes: &[u8], out: &mut Vec<u8>, dates: &mut PickedDates) -> Option<(Records, bool)> {
+    unsafe fn scan_and_pick_avx2<const PARSE: bool>(&self, bytes: &[u8], out: &mut Vec<u8>, values: &mut PickedValues) -> Option<(Records, bool)> {
         use super::lines::block_masks_avx2;
         // SAFETY: this function runs only where the CPU has avx2.
-        self.scan_and_pick_with::<DATES>(bytes, out, dates, |block| unsafe { block_masks_avx2(block, self.shape.quote, self.shape.delimiter) })
+        self.scan_and_pick_with::<PARSE>(bytes, out, values, |block| unsafe { block_masks_avx2(block, self.shape.quote, self.shape.delimiter) })
     }
 
     /// The walk over 64-byte blocks, given how to compute a block's (quote, delimiter, newline)
     /// masks: each field ends at the next delimiter or newline bit; after the last kept field
     /// of a record only newline bits are looked at.
     #[inline(always)]
-    fn scan_and_pick_with<const DATES: bool>(
+    fn scan_and_pick_with<const PARSE: bool>(
         &self,
         bytes: &[u8],
         out: &mut Vec<u8>,
-        dates: &mut PickedDates,
+        values: &mut PickedValues,
         masks: impl Fn(&[u8]) -> (u64, u64, u64),
     ) -> Option<(Records, bool)> {
         out.clear();
@@ -143,7 +214,7 @@ impl FieldPicker {
                 let p = bounds.trailing_zeros() as usize;
                 bounds &= bounds - 1;
                 let newline = block.newlines >> p & 1 == 1;
-                written = self.field::<DATES>(bytes, field, start, block.base + p, out, written, dates);
+                written = self.field::<PARSE>(bytes, field, start, block.base + p, out, written, values);
                 skipping = field == last && !newline;
                 field = if newline { 0 } else { field + 1 };
                 start = block.base + p + 1;
@@ -160,7 +231,7 @@ impl FieldPicker {
         }
         // A last record without a newline.
         if !skipping && (field > 0 || start < bytes.len()) {
-            written = self.field::<DATES>(bytes, field, start, bytes.len(), out, written, dates);
+            written = self.field::<PARSE>(bytes, field, start, bytes.len(), out, written, values);
         }
         // SAFETY: `field` wrote the first `written` bytes.
         unsafe { out.set_len(written) };
@@ -170,10 +241,10 @@ impl FieldPicker {
     /// Writes field `field`, `bytes[start..end]`, at `out[written..]` when it is kept; the new
     /// end of what `out` holds. A call per field with `extend_from_slice` cost a `memcpy` call
     /// each, for fields of a few bytes.
-    /// A date field is parsed into `dates` instead (when `DATES`).
+    /// A field parsed while picking goes into `values` instead (when `PARSE`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn field<const DATES: bool>(
+    fn field<const PARSE: bool>(
         &self,
         bytes: &[u8],
         field: usize,
@@ -181,16 +252,25 @@ impl FieldPicker {
         end: usize,
         out: &mut Vec<u8>,
         written: usize,
-        dates: &mut PickedDates,
+        values: &mut PickedValues,
     ) -> usize {
         let Some(&after) = self.after.get(field).filter(|&&a| a != 0) else {
-            if DATES && let Some(&slot) = self.date_of.get(field).filter(|&&d| d != 0) {
+            if PARSE && let Some(&slot) = self.parsed_into.get(field).filter(|&&d| d != 0) {
                 // polars drops a `\r` that ends a field it reads (the end of a `\r\n` line).
                 let text = &bytes[start..end];
                 let text = text.strip_suffix(b"\r").unwrap_or(text);
-                let day = if text.is_empty() { Some(EMPTY) } else { iso_days(text) };
-                dates.ok &= day.is_some();
-                dates.days[slot as usize - 1].push(day.unwrap_or(EMPTY));
+                match &mut values.columns[slot as usize - 1] {
+                    ParsedValues::Days(days) => {
+                        let day = if text.is_empty() { Some(EMPTY) } else { iso_days(text) };
+                        values.ok &= day.is_some();
+                        days.push(day.unwrap_or(EMPTY));
+                    }
+                    ParsedValues::Ints(ints) => {
+                        let int = if text.is_empty() { Some(NULL_INT) } else { plain_int(text) };
+                        values.ok &= int.is_some();
+                        ints.push(int.unwrap_or(NULL_INT));
+                    }
+                }
             }
             return written;
         };
@@ -257,7 +337,7 @@ mod tests {
             let keep = keeps[case % keeps.len()];
             let picker = FieldPicker::new(shape, keep);
             let mut portable = Vec::new();
-            let scanned = picker.scan_and_pick_with::<false>(&text, &mut portable, &mut PickedDates::default(), |b| block_masks(b, b'"', b','));
+            let scanned = picker.scan_and_pick_with::<false>(&text, &mut portable, &mut PickedValues::default(), |b| block_masks(b, b'"', b','));
             assert_eq!(scanned, Some((shape.scan(&text).unwrap(), true)));
             assert_eq!(String::from_utf8_lossy(&portable), String::from_utf8_lossy(&pick_by_lines(&text, keep)), "{keep:?}");
             let mut out = Vec::new();
@@ -266,6 +346,16 @@ mod tests {
         }
         let ragged = FieldPicker::new(shape, &[1]).scan_and_pick(b"a,b,c,d,e\na,b\n", &mut Vec::new());
         assert_eq!(ragged, None, "a record with the wrong number of fields");
+    }
+
+    #[test]
+    fn plain_integers_are_read_and_anything_else_is_left_to_polars() {
+        for (text, value) in [("0", 0), ("-0", 0), ("007", 7), ("-42", -42), ("999999999999999999", 999_999_999_999_999_999), ("-999999999999999999", -999_999_999_999_999_999)] {
+            assert_eq!(plain_int(text.as_bytes()), Some(value), "{text}");
+        }
+        for text in ["", "-", "+5", " 7", "7 ", "\"1\"", "1.5", "1e3", "1000000000000000000", "--1", "x"] {
+            assert_eq!(plain_int(text.as_bytes()), None, "{text}");
+        }
     }
 
     /// Whether the fields could be picked.

@@ -298,6 +298,7 @@ impl CsvChunkParser {
         let kind = |i: usize| match schema.get_at_index(i).map(|(_, t)| t) {
             Some(DataType::Date) => Some(ParsedKind::Date),
             Some(DataType::Int64) => Some(ParsedKind::Int),
+            Some(DataType::Float64) => Some(ParsedKind::Float),
             _ => None,
         };
         let parsed: Vec<(usize, ParsedKind)> = projection.iter().filter_map(|&i| kind(i).map(|k| (i, k))).collect();
@@ -343,6 +344,7 @@ impl CsvChunkParser {
                     let column = match values {
                         ParsedValues::Days(days) => iso_dates::column(name.clone(), std::mem::take(days)),
                         ParsedValues::Ints(ints) => int_column(name.clone(), std::mem::take(ints)),
+                        ParsedValues::Floats(floats, nulls) => float_column(name.clone(), std::mem::take(floats), nulls),
                     };
                     df.insert_column(*at, column).map_err(|e| clean(&e))?;
                 }
@@ -370,6 +372,18 @@ fn int_column(name: PlSmallStr, ints: Vec<i64>) -> Column {
     use polars_arrow::bitmap::MutableBitmap;
     let validity = ints.contains(&NULL_INT).then(|| ints.iter().map(|&v| v != NULL_INT).collect::<MutableBitmap>().into());
     Int64Chunked::with_chunk(name, PrimitiveArray::new(ArrowDataType::Int64, ints.into(), validity)).into_column()
+}
+
+/// A float column of `floats`, null at rows `nulls`.
+fn float_column(name: PlSmallStr, floats: Vec<f64>, nulls: &[u32]) -> Column {
+    use polars_arrow::array::PrimitiveArray;
+    use polars_arrow::bitmap::MutableBitmap;
+    let validity = (!nulls.is_empty()).then(|| {
+        let mut valid = MutableBitmap::from_len_set(floats.len());
+        nulls.iter().for_each(|&row| valid.set(row as usize, false));
+        valid.into()
+    });
+    Float64Chunked::with_chunk(name, PrimitiveArray::new(ArrowDataType::Float64, floats.into(), validity)).into_column()
 }
 
 impl DirectParse {
@@ -654,16 +668,16 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_integers_parsed_while_picking_read_as_polars_reads_them() {
+    fn numbers_and_dates_parsed_while_picking_read_as_polars_reads_them() {
         // Chunks whose date columns mix ISO dates with empty and quoted values, other formats
-        // polars reads, impossible dates, text and `\r\n` line ends, and whose integer column
-        // mixes plain integers with signs, blanks, quotes, overflow and text: the parse, rows
-        // and rejections alike, is the one polars' parsers give.
+        // polars reads, impossible dates, text and `\r\n` line ends, and whose integer and float
+        // columns mix plain numbers with signs, blanks, quotes, overflow, special values and
+        // text: the parse, rows and rejections alike, is the one polars' parsers give.
         let mut next = crate::testing::below(0x2545_f491_4f6c_dd1du64);
-        let columns = [("a", DataType::Int64), ("d", DataType::Date), ("b", DataType::String), ("e", DataType::Date)];
+        let columns = [("a", DataType::Int64), ("d", DataType::Date), ("b", DataType::String), ("e", DataType::Date), ("f", DataType::Float64)];
         let schema: Schema = columns.iter().map(|(n, t)| Field::new((*n).into(), t.clone())).collect();
-        let shape = CsvShape { width: 4, delimiter: b',', quote: b'"' };
-        let reads: [&[&str]; 6] = [&["d"], &["a", "d"], &["d", "e"], &["a", "d", "e"], &["b", "e"], &["e"]];
+        let shape = CsvShape { width: 5, delimiter: b',', quote: b'"' };
+        let reads: [&[&str]; 8] = [&["d"], &["a", "d"], &["d", "e"], &["a", "d", "e"], &["b", "e"], &["e"], &["a", "f"], &["b", "f"]];
         let odd: [&[u8]; 9] = [b"\"\"", b"\"1995-03-15\"", b"2023-02-29", b"1994/01/02", b"x", b"1994-01-01 ", b"1994-1-2", b"0000-01-01", b"\xff"];
         let path = std::path::PathBuf::from("/nonexistent/input.csv");
         let split = Split { file_index: 0, path: path.clone(), start: 0, end: 1 << 20, ordinal: 0, problem: None };
@@ -690,6 +704,13 @@ mod tests {
                 text.extend_from_slice(&d);
                 text.extend_from_slice(if next(8) == 0 { b",\"t,u\"," } else { b",t," });
                 text.extend_from_slice(&e);
+                let odd_floats: [&str; 18] =
+                    ["", " 2.5", "\"3\"", "1e3", "inf", "-inf", "NaN", "nan", "+1.0", ".5", "5.", "x", "0x10", "1.0e", "-0.0", "1_000", "2.5 ", "1e999"];
+                let float = match next(if rare { 30 } else { 60 }) {
+                    n @ 0..=17 if rare => odd_floats[n as usize].to_string(),
+                    n => format!("{}.{:02}", row * 7 + n, n * 13 % 100),
+                };
+                text.extend_from_slice(format!(",{float}").as_bytes());
                 text.extend_from_slice(if next(4) == 0 { b"\r\n" } else { b"\n" });
             }
             let read = reads[case % reads.len()];

@@ -27,6 +27,8 @@ pub enum ParsedKind {
     Date,
     /// An integer written `-?[0-9]{1,18}` ([`plain_int`]).
     Int,
+    /// A float not starting with a blank or a quote, read as polars reads one.
+    Float,
 }
 
 /// The values of one column parsed while picking, null where a field was empty.
@@ -36,6 +38,8 @@ pub enum ParsedValues {
     Days(Vec<i32>),
     /// Integers, or [`NULL_INT`].
     Ints(Vec<i64>),
+    /// Floats (0 where null), and the rows that are null.
+    Floats(Vec<f64>, Vec<u32>),
 }
 
 impl ParsedValues {
@@ -44,7 +48,45 @@ impl ParsedValues {
         match self {
             ParsedValues::Days(v) => v.len(),
             ParsedValues::Ints(v) => v.len(),
+            ParsedValues::Floats(v, _) => v.len(),
         }
+    }
+
+    fn empty(kind: ParsedKind) -> Self {
+        match kind {
+            ParsedKind::Date => ParsedValues::Days(Vec::new()),
+            ParsedKind::Int => ParsedValues::Ints(Vec::new()),
+            ParsedKind::Float => ParsedValues::Floats(Vec::new(), Vec::new()),
+        }
+    }
+
+    fn kind(&self) -> ParsedKind {
+        match self {
+            ParsedValues::Days(_) => ParsedKind::Date,
+            ParsedValues::Ints(_) => ParsedKind::Int,
+            ParsedValues::Floats(..) => ParsedKind::Float,
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            ParsedValues::Days(v) => v.clear(),
+            ParsedValues::Ints(v) => v.clear(),
+            ParsedValues::Floats(v, nulls) => {
+                v.clear();
+                nulls.clear();
+            }
+        }
+    }
+}
+
+/// The value of float field `b` (not empty) as polars' CSV reader reads it, when it does not
+/// start with a blank or a quote (which polars strips first: those are left to it).
+#[inline]
+pub fn plain_float(b: &[u8]) -> Option<f64> {
+    match b.first() {
+        Some(b' ' | b'\t' | b'"') | None => None,
+        Some(_) => fast_float2::parse(b).ok(),
     }
 }
 
@@ -120,24 +162,10 @@ impl FieldPicker {
     /// it goes. The bool is true when the fields were picked and every one parsed
     /// (`values.ok`).
     pub fn scan_pick_and_parse(&self, bytes: &[u8], out: &mut Vec<u8>, values: &mut PickedValues) -> Option<(Records, bool)> {
-        let fresh = values.columns.len() != self.kinds.len()
-            || values.columns.iter().zip(&self.kinds).any(|(v, k)| !matches!((v, k), (ParsedValues::Days(_), ParsedKind::Date) | (ParsedValues::Ints(_), ParsedKind::Int)));
-        if fresh {
-            values.columns = self
-                .kinds
-                .iter()
-                .map(|k| match k {
-                    ParsedKind::Date => ParsedValues::Days(Vec::new()),
-                    ParsedKind::Int => ParsedValues::Ints(Vec::new()),
-                })
-                .collect();
+        if !values.columns.iter().map(ParsedValues::kind).eq(self.kinds.iter().copied()) {
+            values.columns = self.kinds.iter().map(|&k| ParsedValues::empty(k)).collect();
         }
-        for column in &mut values.columns {
-            match column {
-                ParsedValues::Days(v) => v.clear(),
-                ParsedValues::Ints(v) => v.clear(),
-            }
-        }
+        values.columns.iter_mut().for_each(ParsedValues::clear);
         values.ok = true;
         self.scan_and_pick_in::<true>(bytes, out, values).map(|(records, picked)| (records, picked && values.ok))
     }
@@ -269,6 +297,16 @@ impl FieldPicker {
                         let int = if text.is_empty() { Some(NULL_INT) } else { plain_int(text) };
                         values.ok &= int.is_some();
                         ints.push(int.unwrap_or(NULL_INT));
+                    }
+                    ParsedValues::Floats(floats, nulls) => {
+                        if text.is_empty() {
+                            nulls.push(floats.len() as u32);
+                            floats.push(0.0);
+                        } else {
+                            let float = plain_float(text);
+                            values.ok &= float.is_some();
+                            floats.push(float.unwrap_or(0.0));
+                        }
                     }
                 }
             }

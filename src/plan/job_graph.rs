@@ -259,7 +259,9 @@ impl JobGraph {
             filters += usize::from(is_filter);
             // A parse is checked for unmatched values right after its group runs, and an explode
             // changes the number of rows: each ends its group, so row counts stay exact.
-            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. } | crate::exec::operators::stateless::Step::Explode(_)) || forks.contains(&id) {
+            if matches!(step, crate::exec::operators::stateless::Step::Parse { .. } | crate::exec::operators::stateless::Step::Explode(_))
+                || forks.contains(&id)
+            {
                 open = false;
             }
         }

@@ -306,8 +306,12 @@ impl CsvChunkParser {
         // polars' date parser (orders read whole, one date in nine columns: 6% slower).
         let typed = (picked.is_some() && !parsed.is_empty()).then(|| {
             let text = picked_schema(&|i| kind(i).is_none());
-            let columns =
-                projection.iter().enumerate().filter(|&(_, &i)| kind(i).is_some()).filter_map(|(at, &i)| schema.get_at_index(i).map(|(n, _)| (at, n.clone()))).collect();
+            let columns = projection
+                .iter()
+                .enumerate()
+                .filter(|&(_, &i)| kind(i).is_some())
+                .filter_map(|(at, &i)| schema.get_at_index(i).map(|(n, _)| (at, n.clone())))
+                .collect();
             let text = (!text.is_empty()).then(|| DirectParse::new(options.clone(), Arc::new(text), to_cast.clone(), None));
             TypedPick { picker: FieldPicker::with_parsed(shape, &projection, &parsed), text, columns }
         });
@@ -693,8 +697,22 @@ mod tests {
                     }
                 };
                 let (d, e) = (date(&mut next), date(&mut next));
-                let odd_ints: [&str; 14] =
-                    ["", "+5", " 7", "\"12\"", "99999999999999999999", "1.5", "-", "007", "-0", "9223372036854775807", "-999999999999999999", "x", "1e3", "\"\""];
+                let odd_ints: [&str; 14] = [
+                    "",
+                    "+5",
+                    " 7",
+                    "\"12\"",
+                    "99999999999999999999",
+                    "1.5",
+                    "-",
+                    "007",
+                    "-0",
+                    "9223372036854775807",
+                    "-999999999999999999",
+                    "x",
+                    "1e3",
+                    "\"\"",
+                ];
                 let int = match next(if rare { 20 } else { 60 }) {
                     n @ 0..=13 if rare => odd_ints[n as usize].to_string(),
                     n if n % 2 == 0 => format!("-{row}{n}"),

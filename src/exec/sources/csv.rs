@@ -233,10 +233,10 @@ pub struct CsvChunkParser {
     direct: DirectParse,
     /// When only some columns are read: those fields, picked out of each record for polars.
     picked: Option<(FieldPicker, DirectParse)>,
-    /// When date or integer columns are among the columns picked: their fields parsed while
-    /// the others are picked. None once a chunk held a date written otherwise than
-    /// `YYYY-MM-DD`, or an integer otherwise than `-?[0-9]{1,18}`: polars parses them from then
-    /// on.
+    /// When date, `i64` or `f64` columns are among the columns picked: their fields parsed
+    /// while the others are picked. None once a chunk held a date written otherwise than
+    /// `YYYY-MM-DD`, an integer otherwise than `-?[0-9]{1,18}`, or a float quoted, with leading
+    /// blanks or not a float: polars parses them from then on.
     typed: Option<TypedPick>,
     /// The picked fields of the chunk being parsed (kept for its capacity).
     scratch: Vec<u8>,
@@ -244,8 +244,8 @@ pub struct CsvChunkParser {
     values: PickedValues,
 }
 
-/// Fields picked for polars, but for the date and integer fields, which the picker parses
-/// itself.
+/// Fields picked for polars, but for the date, integer and float fields, which the picker
+/// parses itself.
 struct TypedPick {
     picker: FieldPicker,
     /// The parse of the other fields picked (None: every column read is parsed by the picker).
@@ -261,7 +261,7 @@ enum Picked {
     No,
     /// The fields read, into `scratch`.
     Fields,
-    /// The fields read but the dates and integers into `scratch`, those into `values`.
+    /// The fields read but the dates and numbers into `scratch`, those into `values`.
     Typed,
 }
 
@@ -320,7 +320,7 @@ impl CsvChunkParser {
     }
 
     /// The records of `bytes` ([`CsvShape::scan`]) and, when only some columns are read, how
-    /// their fields were picked ([`FieldPicker::scan_and_pick`]; dates and integers parsed on
+    /// their fields were picked ([`FieldPicker::scan_and_pick`]; dates and numbers parsed on
     /// the way where some of them are).
     fn scan(&mut self, bytes: &[u8]) -> Option<(Records, Picked)> {
         if let Some(typed) = &self.typed {

@@ -94,10 +94,10 @@ fn pair_break(g: &LogicalGraph, from: usize, to: usize, partitioning: &Partition
     None
 }
 
-/// Why `from` cannot take a join into its chain: it has several consumers.
-fn fans_out(g: &LogicalGraph, from: usize) -> Option<String> {
-    let outs = g.outputs(from).filter(|e| !g.is_side_edge(e)).count();
-    (outs > 1).then(|| format!("'{}' feeds {outs} consumers", g.nodes[from].name))
+/// True when `from` has several consumers (side outputs left out): it cannot take a join into
+/// its chain.
+fn fans_out(g: &LogicalGraph, from: usize) -> bool {
+    g.outputs(from).filter(|e| !g.is_side_edge(e)).count() > 1
 }
 
 /// Chains the optimised stream graph into tasks.
@@ -120,11 +120,6 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
                 let v = vertex_of[from];
                 vertices[v].nodes.push(id);
                 vertices[v].name = format!("{} -> {}", vertices[v].name, node.name);
-                // A join chained with its left input still gets its right side by an exchange.
-                for (port, e) in inputs.iter().enumerate().skip(1) {
-                    let reason = chain_break(&stream, e.from, id, &e.partitioning, &chained_to).unwrap_or_default();
-                    edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
-                }
                 v
             }
             None => {
@@ -134,14 +129,15 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
                     parallelism: node.parallelism,
                     slot_sharing_group: node.slot_sharing_group.clone(),
                 });
-                let v = vertices.len() - 1;
-                for (port, e) in inputs.iter().enumerate() {
-                    let reason = chain_break(&stream, e.from, id, &e.partitioning, &chained_to).unwrap_or_default();
-                    edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
-                }
-                v
+                vertices.len() - 1
             }
         };
+        // Every input but the chained one (always the first) arrives by an exchange: a join
+        // chained with its left input still gets its right side so.
+        for (port, e) in inputs.iter().enumerate().skip(usize::from(chained.is_some())) {
+            let reason = chain_break(&stream, e.from, id, &e.partitioning, &chained_to).unwrap_or_default();
+            edges.push(JobEdge { from: vertex_of[e.from], to: v, from_node: e.from, to_node: id, port, partitioning: e.partitioning.clone(), reason });
+        }
         vertex_of[id] = v;
     }
     let (vertices, edges) = in_topological_order(vertices, edges);
@@ -157,7 +153,7 @@ pub fn build(stream: LogicalGraph) -> JobGraph {
 fn chains_with_left(g: &LogicalGraph, id: usize, left: &Edge) -> bool {
     matches!(&g.nodes[id].kind, NodeKind::Join(plan) if plan.build_first)
         && pair_break(g, left.from, id, &left.partitioning).is_none()
-        && fans_out(g, left.from).is_none()
+        && !fans_out(g, left.from)
 }
 
 /// The tasks renumbered so that every exchange goes to a later task (a task that took in a

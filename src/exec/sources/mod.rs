@@ -579,6 +579,11 @@ trait ChunkParser: Send {
 trait SplitReader: Send {
     /// The next part of this split, None when the split is done.
     fn next(&mut self) -> Result<Option<Parsed>>;
+
+    /// The buffers it read into, for the next split's reader (see [`lines::LineChunker::open`]).
+    fn into_buffers(self: Box<Self>) -> Option<[Vec<u8>; 2]> {
+        None
+    }
 }
 
 /// Reads the text splits of CSV and JSON-lines files.
@@ -603,6 +608,10 @@ impl SplitReader for TextSplit {
         let parsed = self.parser.parse(&self.split, offset, &chunk, &mut self.lines);
         self.chunker.recycle(chunk);
         parsed.map(Some)
+    }
+
+    fn into_buffers(self: Box<Self>) -> Option<[Vec<u8>; 2]> {
+        Some(self.chunker.into_buffers())
     }
 }
 
@@ -635,6 +644,8 @@ pub struct FileSource {
     join_keys: Option<Arc<JoinFilterSlot>>,
     /// The job's cancel flag (a reader waiting for join keys looks at it).
     cancel: Arc<std::sync::atomic::AtomicBool>,
+    /// The read buffers of the last text split read, for the next one.
+    buffers: [Vec<u8>; 2],
 }
 
 impl FileSource {
@@ -654,6 +665,7 @@ impl FileSource {
             current_file: 0,
             join_keys: None,
             cancel: Arc::default(),
+            buffers: Default::default(),
         }
     }
 
@@ -684,7 +696,8 @@ impl FileSource {
             SourceFormat::Lines | SourceFormat::Regex => (Box::new(text::TextChunkParser::new(c.clone())?), None),
         };
         let unreadable = |e: std::io::Error| Rejection::of_file(&split.path, ErrorKind::Unreadable, format!("cannot read the file: {e}"));
-        let mut chunker = match lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape) {
+        let buffers = std::mem::take(&mut self.buffers);
+        let mut chunker = match lines::LineChunker::open(&split.path, split.start, split.end, CHUNK_BYTES, shape, buffers) {
             Ok(c) => c,
             Err(e) => {
                 // Every split reports what it could not read (a file can vanish between them).
@@ -807,7 +820,9 @@ impl Source for FileSource {
             m.add_time(start.elapsed());
             let df = match next {
                 None => {
-                    self.current = None;
+                    if let Some(buffers) = self.current.take().and_then(|r| r.into_buffers()) {
+                        self.buffers = buffers;
+                    }
                     NodeMetrics::add(&m.splits, 1);
                     // Nothing of the split is pending: every batch of it went out before.
                     return Ok(Poll::SplitEnd);

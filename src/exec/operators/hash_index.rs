@@ -17,6 +17,14 @@ const END: IdxSize = IdxSize::MAX;
 trait Key: Copy + Eq + std::hash::Hash {
     /// Calls `f` with each row's index and key, in order.
     fn each(df: &DataFrame, on: &[String], f: impl FnMut(usize, Option<Self>)) -> PolarsResult<()>;
+
+    /// Calls `f` with each row's index and key, last row first.
+    fn each_backwards(df: &DataFrame, on: &[String], mut f: impl FnMut(usize, Option<Self>)) -> PolarsResult<()> {
+        let mut keys = Vec::with_capacity(df.height());
+        Self::each(df, on, |_, k| keys.push(k))?;
+        keys.into_iter().enumerate().rev().for_each(|(i, k)| f(i, k));
+        Ok(())
+    }
 }
 
 /// A key column as i64 values (dates and narrower integers widened; an i64 column as it is).
@@ -32,6 +40,16 @@ impl Key for i64 {
             // Without nulls the values are read straight from the buffer (no Option per row).
             Ok(values) => values.iter().enumerate().for_each(|(i, &v)| f(i, Some(v))),
             Err(_) => ca.iter().enumerate().for_each(|(i, v)| f(i, v)),
+        }
+        Ok(())
+    }
+
+    fn each_backwards(df: &DataFrame, on: &[String], mut f: impl FnMut(usize, Option<i64>)) -> PolarsResult<()> {
+        let ca = as_i64(df, &on[0])?;
+        match ca.cont_slice() {
+            // Without nulls, from the buffer itself: no copy of the keys (fresh memory).
+            Ok(values) => values.iter().enumerate().rev().for_each(|(i, &v)| f(i, Some(v))),
+            Err(_) => ca.iter().collect::<Vec<_>>().into_iter().enumerate().rev().for_each(|(i, v)| f(i, v)),
         }
         Ok(())
     }
@@ -62,16 +80,14 @@ struct Table<K> {
 
 impl<K: Key> Table<K> {
     fn build(right: &DataFrame, on: &[String]) -> PolarsResult<Self> {
-        let mut keys = Vec::with_capacity(right.height());
-        K::each(right, on, |_, k| keys.push(k))?;
-        let mut heads = PlHashMap::with_capacity(keys.len());
-        let mut next = vec![END; keys.len()];
+        let mut heads = PlHashMap::with_capacity(right.height());
+        let mut next = vec![END; right.height()];
         // Backwards, so that a chain lists its rows in the right side's order.
-        for (i, key) in keys.iter().enumerate().rev() {
+        K::each_backwards(right, on, |i, key| {
             if let Some(k) = key {
-                next[i] = heads.insert(*k, i as IdxSize).unwrap_or(END);
+                next[i] = heads.insert(k, i as IdxSize).unwrap_or(END);
             }
-        }
+        })?;
         Ok(Table { heads, next })
     }
 

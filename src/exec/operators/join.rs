@@ -7,7 +7,7 @@
 //! Right and full joins also need the left rows that never matched, so they join once at the
 //! end. Inputs arrive either hash-partitioned on the keys (both sides) or with the right side
 //! broadcast to every subtask.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use polars::prelude::*;
@@ -20,6 +20,8 @@ use crate::exec::state::{StateReader, StateWriter, stack};
 use crate::plan::expr::clean;
 
 use super::hash_index::HashIndex;
+pub use super::shared_build::SharedBuild;
+use super::shared_build::{Build, Claim};
 use super::stateless::SEQ_COLUMN;
 
 /// Join types.
@@ -138,10 +140,6 @@ pub const MAX_GATHER_ROWS: usize = 1 << 20;
 /// Longest a gathered left row waits (tail mode: output latency stays low).
 pub const MAX_GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The right side of a broadcast join and its index, built once for all its subtasks: each
-/// gets the same rows, and building the same index in every subtask was 5% of TPC-H Q3's CPU.
-pub type SharedBuild = Mutex<Option<(DataFrame, Option<Arc<HashIndex>>)>>;
-
 /// One subtask of a join.
 pub struct JoinOperator {
     name: String,
@@ -155,6 +153,8 @@ pub struct JoinOperator {
     index: Option<Arc<HashIndex>>,
     /// Where the subtasks of a broadcast join share their build (see [`SharedBuild`]).
     shared: Option<Arc<SharedBuild>>,
+    /// The right side has ended, and another subtask is building it: left rows are held.
+    awaiting: bool,
     /// Left batches not joined yet: before the right side is complete, or being gathered.
     pending_left: Vec<DataFrame>,
     pending_rows: usize,
@@ -196,6 +196,7 @@ impl JoinOperator {
             metrics,
             keys_to: None,
             shared: None,
+            awaiting: false,
         }
     }
 
@@ -207,7 +208,7 @@ impl JoinOperator {
 
     /// The right side read so far, put together, with its keys given to the join filter (before
     /// the index is built: the reader waits for them), and its index.
-    fn build_right(&mut self) -> Result<(DataFrame, Option<Arc<HashIndex>>)> {
+    fn build_right(&mut self) -> Result<Build> {
         let right = Self::concat(std::mem::take(&mut self.right), &self.right_schema).map_err(|e| self.fail(e))?;
         self.give_keys(&right);
         let index = self.build(&right)?;
@@ -276,6 +277,28 @@ impl JoinOperator {
         Error::execution("operator", &self.name, clean(&e))
     }
 
+    /// Joins from now on with the complete right side `build`, and the left rows held so far.
+    fn adopt(&mut self, (right, index): Build, out: &mut dyn Collector) -> Result<()> {
+        self.index = index;
+        self.built = Some(right);
+        if self.plan.how.streams_left() {
+            self.join_pending(out)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the build another subtask was making, once it is done (or now, waiting for it).
+    fn take_shared_build(&mut self, wait: bool, out: &mut dyn Collector) -> Result<()> {
+        let Some(slot) = self.shared.clone().filter(|_| self.awaiting) else { return Ok(()) };
+        let build = if wait { Some(slot.wait()) } else { slot.try_get().transpose() };
+        let Some(build) = build else { return Ok(()) };
+        // The builder's failure is the job's error.
+        let build = build.map_err(|_| Error::Cancelled)?;
+        self.awaiting = false;
+        self.give_keys(&build.0);
+        self.adopt(build, out)
+    }
+
     fn concat(frames: Vec<DataFrame>, schema: &Schema) -> PolarsResult<DataFrame> {
         if frames.is_empty() {
             return Ok(DataFrame::empty_with_schema(schema));
@@ -309,6 +332,7 @@ impl Operator for JoinOperator {
 
     fn process_port(&mut self, port: usize, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
         NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
+        self.take_shared_build(false, out)?;
         match (port, &self.built) {
             // Probing the index costs the same for any batch size: no gathering.
             (0, Some(right)) if self.index.is_some() && self.pending_left.is_empty() => self.emit(batch, right, out),
@@ -337,42 +361,41 @@ impl Operator for JoinOperator {
         if port != 1 {
             return Ok(());
         }
-        let (right, index) = match self.shared.clone() {
-            // The first subtask to have read the right side builds; the others wait for it and
-            // take its build (the same rows, perhaps in another order), dropping their own
-            // batches without putting them together.
-            Some(slot) => {
-                let mut shared = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                match &*shared {
-                    Some((built, index)) => {
-                        self.right.clear();
-                        self.give_keys(built);
-                        (built.clone(), index.clone())
-                    }
-                    None => {
-                        let (right, index) = self.build_right()?;
-                        *shared = Some((right.clone(), index.clone()));
-                        (right, index)
-                    }
+        let build = match self.shared.clone() {
+            Some(slot) => match slot.claim().map_err(|_| Error::Cancelled)? {
+                // A failure drops the builder, which tells the others.
+                Claim::Build(builder) => {
+                    let build = self.build_right()?;
+                    builder.publish(build.clone());
+                    build
                 }
-            }
+                // The others drop their batches without putting them together.
+                Claim::Built(build) => {
+                    self.right.clear();
+                    self.give_keys(&build.0);
+                    build
+                }
+                Claim::Wait => {
+                    self.right.clear();
+                    self.awaiting = true;
+                    return Ok(());
+                }
+            },
             None => self.build_right()?,
         };
-        self.index = index;
-        self.built = Some(right);
-        if self.plan.how.streams_left() {
-            self.join_pending(out)?;
-        }
-        Ok(())
+        self.adopt(build, out)
     }
 
     /// The input is quiet: what was gathered is joined now.
     fn on_tick(&mut self, out: &mut dyn Collector) -> Result<()> {
+        self.take_shared_build(false, out)?;
         if self.plan.how.streams_left() { self.join_pending(out) } else { Ok(()) }
     }
 
     /// Rows gathered before a watermark go out before it.
     fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
+        // Rows held for the build go out before the watermark.
+        self.take_shared_build(true, out)?;
         if self.plan.how.streams_left() {
             self.join_pending(out)?;
         }
@@ -383,7 +406,12 @@ impl Operator for JoinOperator {
         let fail = |e: PolarsError| self.fail(e);
         let mut w = StateWriter::new(JOIN_STATE);
         w.frame("right", stack(&self.right).map_err(fail)?.as_ref())?;
-        w.frame("built", self.built.as_ref())?;
+        // A build another subtask is making is part of this one's state.
+        let shared = match (&self.shared, self.awaiting) {
+            (Some(slot), true) => Some(slot.wait().map_err(|_| Error::Cancelled)?.0),
+            _ => None,
+        };
+        w.frame("built", shared.as_ref().or(self.built.as_ref()))?;
         w.frame("pending_left", stack(&self.pending_left).map_err(fail)?.as_ref())?;
         Ok(w.finish())
     }
@@ -401,6 +429,7 @@ impl Operator for JoinOperator {
     }
 
     fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
+        self.take_shared_build(true, out)?;
         if self.built.is_none() {
             self.end_of_input(1, out)?;
         }
@@ -484,5 +513,33 @@ mod tests {
             .collect();
         joined.sort();
         assert_eq!(joined, [(2, "b".to_string()), (5, "e".to_string())]);
+    }
+
+    /// A subtask whose right input ends while another builds holds its left rows, and joins them
+    /// once the build is there.
+    #[test]
+    fn a_subtask_holds_its_left_rows_while_another_builds() {
+        use crate::exec::operator::Collected;
+        let plan = JoinPlan { build_first: true, ..plan(How::Inner, Strategy::BroadcastRight) };
+        let left = df!("k" => [1i64, 2, 5]).unwrap();
+        let right = df!("id" => [2i64, 5, 7], "w" => ["b", "e", "g"]).unwrap();
+        let layout = plan.layout_for(left.schema(), right.schema()).unwrap();
+        let slot: Arc<SharedBuild> = Arc::default();
+        let metrics = Arc::new(Metrics::new(1));
+        let mut op = JoinOperator::new("j".into(), 0, JoinPlan { layout, ..plan.clone() }, left.schema().clone(), right.schema().clone(), 100, metrics)
+            .with_shared_build(slot.clone());
+        // Another subtask claimed the build first.
+        let Ok(Claim::Build(builder)) = slot.claim() else { panic!("the first claim builds") };
+        let mut out = Collected::default();
+        op.process_port(1, right.clone(), &mut out).unwrap();
+        op.end_of_input(1, &mut out).unwrap();
+        op.process_port(0, left.slice(0, 2), &mut out).unwrap();
+        assert!(out.batches.is_empty(), "held until the build is there");
+        let index = HashIndex::build(How::Inner, &plan.left_on, &plan.right_on, "_right", left.schema(), &right).unwrap().map(Arc::new);
+        builder.publish((right.clone(), index));
+        op.process_port(0, left.slice(2, 1), &mut out).unwrap();
+        op.finish(&mut out).unwrap();
+        let keys: Vec<i64> = out.batches.iter().flat_map(|d| d.column("k").unwrap().i64().unwrap().into_no_null_iter().collect::<Vec<_>>()).collect();
+        assert_eq!(keys, [2, 5], "the held rows first, then the later ones, each with its match");
     }
 }

@@ -10,6 +10,7 @@ pub mod order;
 pub mod reduce;
 pub mod row_eval;
 pub mod running;
+pub mod shared_build;
 pub mod stateless;
 pub mod watermark;
 pub mod window;

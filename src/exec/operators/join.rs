@@ -429,10 +429,11 @@ impl Operator for JoinOperator {
     }
 
     fn finish(&mut self, out: &mut dyn Collector) -> Result<()> {
-        self.take_shared_build(true, out)?;
-        if self.built.is_none() {
+        if self.built.is_none() && !self.awaiting {
             self.end_of_input(1, out)?;
         }
+        // Another subtask may be building the right side: its rows wait for it.
+        self.take_shared_build(true, out)?;
         if self.plan.how.streams_left() {
             return self.join_pending(out);
         }

@@ -45,7 +45,7 @@ fn configure_polars(threads: Option<usize>) {
 ///   every run.
 ///
 /// Called after `configure_polars`: the runtime and the pool read its environment variables.
-fn warm_up_polars() {
+pub(super) fn warm_up_polars() {
     let _ = std::thread::Builder::new().name("rivulet-warm-up".into()).spawn(|| {
         prefault_polars_zeros();
         let _ = polars_arrow::bitmap::Bitmap::new_zeroed(1);

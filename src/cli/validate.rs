@@ -6,6 +6,8 @@ use crate::error::Result;
 use crate::plan::compile;
 
 pub fn run(pipelines: &[PathBuf], plan: &PlanArgs) -> Result<i32> {
+    // Planning waits for polars as `run`'s does.
+    super::run::warm_up_polars();
     let mut code = 0;
     for path in pipelines {
         match compile(path, &plan.overrides, plan.parallelism(), plan.follow) {

@@ -44,7 +44,8 @@ fn configure_polars(threads: Option<usize>) {
 ///   polars' planner and executors (page faults on its code), 4 ms on the critical path of
 ///   every run.
 ///
-/// Called after `configure_polars`: the runtime and the pool read its environment variables.
+/// `run` calls it after `configure_polars`: the runtime and the pool read its environment
+/// variables. `explain` and `validate` call it too (they run nothing, and use polars' defaults).
 pub(super) fn warm_up_polars() {
     let _ = std::thread::Builder::new().name("rivulet-warm-up".into()).spawn(|| {
         prefault_polars_zeros();

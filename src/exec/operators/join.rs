@@ -289,7 +289,10 @@ impl JoinOperator {
 
     /// Takes the build another subtask was making, once it is done (or now, waiting for it).
     fn take_shared_build(&mut self, wait: bool, out: &mut dyn Collector) -> Result<()> {
-        let Some(slot) = self.shared.clone().filter(|_| self.awaiting) else { return Ok(()) };
+        if !self.awaiting {
+            return Ok(());
+        }
+        let slot = self.shared.clone().expect("a subtask awaits only a shared build");
         let build = if wait { Some(slot.wait()) } else { slot.try_get().transpose() };
         let Some(build) = build else { return Ok(()) };
         // The builder's failure is the job's error.

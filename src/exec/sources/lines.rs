@@ -340,33 +340,21 @@ impl LineChunker {
     /// 24 splits of 32 MiB, each with two buffers of 2 MiB or more), and faults taken inside
     /// `read` wait for the process's memory map lock while another thread maps memory.
     pub fn open(path: &Path, start: u64, end: u64, chunk_bytes: usize, shape: Option<CsvShape>, buffers: [Vec<u8>; 2]) -> std::io::Result<Self> {
+        let chunk_bytes = chunk_bytes.max(1024);
         let [mut buf, mut spare] = buffers;
         // A read appends a chunk to what the last cut left over (part of a line, or after the
         // header a whole read): room for two chunks from the start, so that growing a buffer
         // never moves it to memory touched for the first time.
         for b in [&mut buf, &mut spare] {
             b.clear();
-            b.reserve(2 * chunk_bytes.max(1024));
+            b.reserve(2 * chunk_bytes);
         }
         let mut file = File::open(path)?;
         let from = start.saturating_sub(1);
         file.seek(SeekFrom::Start(from))?;
         read_ahead(&file, from, end);
         let quote = shape.map(|s| s.quote);
-        let mut c = LineChunker {
-            file,
-            buf_start: from,
-            buf,
-            spare,
-            end,
-            eof: false,
-            done: false,
-            chunk_bytes: chunk_bytes.max(1024),
-            quote,
-            shape,
-            extending: false,
-            start,
-        };
+        let mut c = LineChunker { file, buf_start: from, buf, spare, end, eof: false, done: false, chunk_bytes, quote, shape, extending: false, start };
         if start > 0 {
             // The line holding byte start-1 belongs to the previous split: skip through its newline.
             c.skip_line()?;

@@ -59,62 +59,20 @@ impl Dictionary {
         }
     }
 
-    /// The code of `value`, a string of up to 12 bytes whose view is `bits`, with the cache of
-    /// [`Dictionary::encode`] when it is in one of the CACHE_WAYS entries from `at` (values
-    /// whose hashes meet, as TPC-H's "R" and "N" do, would otherwise push each other out on
-    /// every row), and put there when not.
-    #[cold]
-    fn code_cached(&mut self, cache: &mut [(u128, i64); VIEW_CACHE], at: usize, bits: u128, value: &[u8]) -> i64 {
-        let found = (0..CACHE_WAYS).map(|w| (at + w) % VIEW_CACHE).find(|&j| cache[j].1 < 0 || cache[j].0 == bits);
-        match found {
-            Some(j) if cache[j].1 >= 0 => cache[j].1,
-            _ => {
-                let c = self.code(value) as i64;
-                cache[found.unwrap_or(at)] = (bits, c);
-                c
-            }
-        }
+    /// The code of `value`, when the dictionary holds it.
+    fn find(&self, value: &[u8]) -> Option<u32> {
+        self.table.find(self.hasher.hash_one(value), |&c| self.get(c as usize) == value).copied()
     }
 
     /// The code of each row of `column` (null rows stay null).
     pub fn encode(&mut self, column: &StringChunked) -> Int64Chunked {
-        let mut codes = Vec::with_capacity(column.len());
-        let mut last: Option<(&[u8], i64)> = None;
-        // Strings of up to 12 bytes are held whole in their 16-byte view: equal views are equal
-        // strings. A small cache by view answers a column of few short values (TPC-H's flags,
-        // interleaved, so runs are short) without hashing the bytes.
-        let mut cache = [(0u128, -1i64); VIEW_CACHE];
-        for arr in column.downcast_iter() {
-            let views = arr.views();
-            for i in 0..arr.len() {
-                let view = views[i];
-                if view.length <= View::MAX_INLINE_SIZE {
-                    let bits = view.as_u128();
-                    let at = ((bits as u64 ^ (bits >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - VIEW_CACHE.trailing_zeros())) as usize;
-                    let code = match cache[at] {
-                        (b, c) if b == bits && c >= 0 => c,
-                        // SAFETY: i < arr.len().
-                        _ => self.code_cached(&mut cache, at, bits, unsafe { arr.value_unchecked(i) }.as_bytes()),
-                    };
-                    codes.push(code);
-                    continue;
-                }
-                // SAFETY: i < arr.len().
-                let value = unsafe { arr.value_unchecked(i) }.as_bytes();
-                // Runs of one value (sorted or clustered input) skip the hash table.
-                let code = match last {
-                    Some((v, c)) if v == value => c,
-                    _ => {
-                        let c = self.code(value) as i64;
-                        last = Some((value, c));
-                        c
-                    }
-                };
-                codes.push(code);
-            }
-        }
-        let validity = (column.null_count() > 0).then(|| Bitmap::from_iter(column.iter().map(|v| v.is_some())));
-        Int64Chunked::from_vec_validity(column.name().clone(), codes, validity)
+        codes_of(column, |value| Some(i64::from(self.code(value))))
+    }
+
+    /// The code of each row of `column`, without adding strings: null where the row is null or
+    /// its string is not in the dictionary (a join's left rows against its right side's keys).
+    pub fn look_up(&self, column: &StringChunked) -> Int64Chunked {
+        codes_of(column, |value| self.find(value).map(i64::from))
     }
 
     /// The code of each row of `column`, an `Enum` column (a Parquet column read as its
@@ -157,6 +115,67 @@ impl Dictionary {
     }
 }
 
+/// A free entry of [`codes_of`]'s cache.
+const EMPTY: i64 = -1;
+/// A value `code` gave no code.
+const NO_CODE: i64 = -2;
+
+/// The code `code` gives each row of `column`: null where the row is null or `code` gives none.
+/// Strings of up to 12 bytes are held whole in their 16-byte view: equal views are equal
+/// strings. A small cache by view answers a column of few short values (TPC-H's flags,
+/// interleaved, so runs are short) without hashing the bytes, and runs of one long value
+/// (sorted or clustered input) ask once.
+fn codes_of(column: &StringChunked, mut code: impl FnMut(&[u8]) -> Option<i64>) -> Int64Chunked {
+    let mut codes = Vec::with_capacity(column.len());
+    let mut last: Option<(&[u8], i64)> = None;
+    let mut cache = [(0u128, EMPTY); VIEW_CACHE];
+    for arr in column.downcast_iter() {
+        let views = arr.views();
+        for i in 0..arr.len() {
+            let view = views[i];
+            // SAFETY (both reads): i < arr.len().
+            let c = if view.length <= View::MAX_INLINE_SIZE {
+                let bits = view.as_u128();
+                let at = ((bits as u64 ^ (bits >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - VIEW_CACHE.trailing_zeros())) as usize;
+                match cache[at] {
+                    (b, c) if b == bits && c != EMPTY => c,
+                    _ => cached(&mut cache, at, bits, || code(unsafe { arr.value_unchecked(i) }.as_bytes()).unwrap_or(NO_CODE)),
+                }
+            } else {
+                let value = unsafe { arr.value_unchecked(i) }.as_bytes();
+                match last {
+                    Some((v, c)) if v == value => c,
+                    _ => {
+                        let c = code(value).unwrap_or(NO_CODE);
+                        last = Some((value, c));
+                        c
+                    }
+                }
+            };
+            codes.push(c);
+        }
+    }
+    let missing = codes.contains(&NO_CODE);
+    let validity = (column.null_count() > 0 || missing).then(|| Bitmap::from_iter(column.iter().zip(&codes).map(|(v, &c)| v.is_some() && c != NO_CODE)));
+    Int64Chunked::from_vec_validity(column.name().clone(), codes, validity)
+}
+
+/// The code of a string of up to 12 bytes whose view is `bits`, from `cache` when it is in one
+/// of the CACHE_WAYS entries from `at` (values whose hashes meet, as TPC-H's "R" and "N" do,
+/// would otherwise push each other out on every row), and from `code` and put there when not.
+#[cold]
+fn cached(cache: &mut [(u128, i64); VIEW_CACHE], at: usize, bits: u128, code: impl FnOnce() -> i64) -> i64 {
+    let found = (0..CACHE_WAYS).map(|w| (at + w) % VIEW_CACHE).find(|&j| cache[j].1 == EMPTY || cache[j].0 == bits);
+    match found {
+        Some(j) if cache[j].1 != EMPTY => cache[j].1,
+        _ => {
+            let c = code();
+            cache[found.unwrap_or(at)] = (bits, c);
+            c
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +196,18 @@ mod tests {
         assert_eq!(back.iter().collect::<Vec<_>>(), [Some("a long string past twelve bytes"), Some("b"), None, Some("")]);
         d.clear();
         assert_eq!(d.encode(&more).iter().collect::<Vec<_>>(), [Some(0), Some(1)]);
+    }
+
+    #[test]
+    fn looking_up_adds_nothing_and_gives_null_for_strings_not_held() {
+        let mut d = Dictionary::default();
+        d.encode(&StringChunked::from_iter_values("k".into(), ["b", "a long string past twelve bytes", ""].into_iter()));
+        let probe = StringChunked::from_iter_options(
+            "k".into(),
+            [Some("a long string past twelve bytes"), Some("c"), None, Some(""), Some("b"), Some("c"), Some("another long string, not held")].into_iter(),
+        );
+        assert_eq!(d.look_up(&probe).iter().collect::<Vec<_>>(), [Some(1), None, None, Some(2), Some(0), None, None]);
+        assert_eq!(d.encode(&StringChunked::from_iter_values("k".into(), ["c"].into_iter())).iter().collect::<Vec<_>>(), [Some(3)], "'c' was not added");
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //!
 //! polars joins two frames at a time: joining each left batch with the right side rebuilt the
 //! hash table of the right side for every batch (half of TPC-H Q5's time), and batches were
-//! gathered to amortize that. For integer-like keys (one or two columns) the table is built
-//! once here and each batch is probed as it arrives; other keys use polars' join.
+//! gathered to amortize that. For keys of one or two columns, each integer-like or a string,
+//! the table is built once here and each batch is probed as it arrives; other keys use polars'
+//! join. String keys are joined as codes: the right side's strings are numbered in a
+//! [`Dictionary`], and a left string gets its code there (none: no match).
 use polars::polars_utils::aliases::PlHashMap;
 use polars::prelude::*;
 
+use super::dictionary::Dictionary;
 use super::join::How;
 use super::stateless::SEQ_COLUMN;
 
@@ -131,6 +134,9 @@ pub struct HashIndex {
     tables: Tables,
     how: How,
     left_on: Vec<String>,
+    /// For each key column, the dictionary of the right side's strings when it is a string
+    /// key (None for an integer-like one).
+    strings: Vec<Option<Dictionary>>,
     /// The right side's columns that the output carries (keys are the left's), renamed with
     /// the suffix where a left column has the same name.
     payload: DataFrame,
@@ -140,12 +146,31 @@ impl HashIndex {
     /// Indexes `right` for joins with left frames of `left_schema`; `None` when the join type
     /// or the key types need polars' join.
     pub fn build(how: How, left_on: &[String], right_on: &[String], suffix: &str, left_schema: &Schema, right: &DataFrame) -> PolarsResult<Option<Self>> {
-        let key_types_fit =
-            left_on.iter().all(|k| left_schema.get(k).is_some_and(fits_i64)) && right_on.iter().all(|k| right.column(k).is_ok_and(|c| fits_i64(c.dtype())));
-        if !matches!(how, How::Inner | How::Left | How::Semi | How::Anti) || !key_types_fit || !(1..=2).contains(&left_on.len()) {
+        // Per key column: Some(true) for strings on both sides, Some(false) for integer-like.
+        let kind = |l: &String, r: &String| match (left_schema.get(l), right.column(r).map(Column::dtype)) {
+            (Some(lt), Ok(rt)) if fits_i64(lt) && fits_i64(rt) => Some(false),
+            (Some(DataType::String), Ok(DataType::String)) => Some(true),
+            _ => None,
+        };
+        let Some(kinds) = left_on.iter().zip(right_on).map(|(l, r)| kind(l, r)).collect::<Option<Vec<bool>>>() else { return Ok(None) };
+        if !matches!(how, How::Inner | How::Left | How::Semi | How::Anti) || !(1..=2).contains(&left_on.len()) {
             return Ok(None);
         }
-        let tables = if right_on.len() == 1 { Tables::One(Table::build(right, right_on)?) } else { Tables::Two(Table::build(right, right_on)?) };
+        let mut strings: Vec<Option<Dictionary>> = kinds.iter().map(|&s| s.then(Dictionary::default)).collect();
+        let keys = if strings.iter().all(Option::is_none) {
+            std::borrow::Cow::Borrowed(right)
+        } else {
+            let mut columns = Vec::with_capacity(right_on.len());
+            for (name, dictionary) in right_on.iter().zip(&mut strings) {
+                let column = right.column(name)?;
+                columns.push(match dictionary {
+                    Some(d) => d.encode(column.as_materialized_series().str()?).into_column(),
+                    None => column.clone(),
+                });
+            }
+            std::borrow::Cow::Owned(DataFrame::new(right.height(), columns)?)
+        };
+        let tables = if right_on.len() == 1 { Tables::One(Table::build(&keys, right_on)?) } else { Tables::Two(Table::build(&keys, right_on)?) };
         let mut payload = right.drop_many(right_on.iter().map(String::as_str).chain([SEQ_COLUMN]));
         if matches!(how, How::Semi | How::Anti) {
             payload = DataFrame::empty();
@@ -154,15 +179,33 @@ impl HashIndex {
         for name in clashes {
             payload.rename(&name, format!("{name}{suffix}").into())?;
         }
-        Ok(Some(HashIndex { tables, how, left_on: left_on.to_vec(), payload }))
+        Ok(Some(HashIndex { tables, how, left_on: left_on.to_vec(), strings, payload }))
+    }
+
+    /// The key columns of a left batch as the tables hold them: string keys as the right side's
+    /// codes (null where the right side does not have the string).
+    fn left_keys<'a>(&self, left: &'a DataFrame) -> PolarsResult<std::borrow::Cow<'a, DataFrame>> {
+        if self.strings.iter().all(Option::is_none) {
+            return Ok(std::borrow::Cow::Borrowed(left));
+        }
+        let mut columns = Vec::with_capacity(self.left_on.len());
+        for (name, dictionary) in self.left_on.iter().zip(&self.strings) {
+            let column = left.column(name)?;
+            columns.push(match dictionary {
+                Some(d) => d.look_up(column.as_materialized_series().str()?).into_column(),
+                None => column.clone(),
+            });
+        }
+        Ok(std::borrow::Cow::Owned(DataFrame::new(left.height(), columns)?))
     }
 
     /// Joins one left batch: output rows in the left batch's order, each left row's matches
     /// in the right side's order.
     pub fn join(&self, left: &DataFrame) -> PolarsResult<DataFrame> {
+        let keys = self.left_keys(left)?;
         let (l, r) = match &self.tables {
-            Tables::One(t) => t.probe(left, &self.left_on, self.how)?,
-            Tables::Two(t) => t.probe(left, &self.left_on, self.how)?,
+            Tables::One(t) => t.probe(&keys, &self.left_on, self.how)?,
+            Tables::Two(t) => t.probe(&keys, &self.left_on, self.how)?,
         };
         // SAFETY: every index comes from enumerating the left batch or the right side's rows.
         // Gathered on this thread: polars would spread the columns over its own pool.
@@ -230,12 +273,44 @@ mod tests {
     }
 
     #[test]
-    fn string_keys_and_full_joins_are_left_to_polars() {
-        let left = df!("k" => ["a"]).unwrap();
-        let right = df!("k" => ["a"]).unwrap();
-        assert!(HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().is_none());
-        let left = df!("k" => [1i64]).unwrap();
-        let right = df!("k" => [1i64]).unwrap();
-        assert!(HashIndex::build(How::Full, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().is_none());
+    fn string_keys_match_polars_for_every_join_type() {
+        // Short and long strings, an empty one, nulls, duplicates on both sides, strings only
+        // one side has; alone and with an integer key.
+        let long = "a string longer than twelve bytes";
+        let left = df!(
+            "k" => [Some("b"), Some(long), None, Some(""), Some("x"), Some("b"), Some("a")],
+            "n" => [1i32, 1, 1, 2, 2, 3, 1],
+            "v" => [1i64, 2, 3, 4, 5, 6, 7]
+        )
+        .unwrap();
+        let right = df!(
+            "id" => [Some("a"), Some("b"), Some("b"), None, Some(long), Some(""), Some("y")],
+            "n" => [1i64, 1, 3, 1, 1, 2, 2],
+            "v" => ["r0", "r1", "r2", "r3", "r4", "r5", "r6"]
+        )
+        .unwrap();
+        for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+            for (lo, ro) in [(vec!["k"], vec!["id"]), (vec!["k", "n"], vec!["id", "n"]), (vec!["n", "k"], vec!["n", "id"])] {
+                let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+                let index = HashIndex::build(how, &owned(&lo), &owned(&ro), "_right", left.schema(), &right).unwrap().expect("string keys are indexed");
+                let got = index.join(&left).unwrap();
+                let want = polars_join(how, &left, &right, &lo, &ro);
+                assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
+                assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {lo:?}\n{got}\n{want}");
+            }
+        }
+    }
+
+    #[test]
+    fn full_joins_and_keys_of_other_or_differing_types_are_left_to_polars() {
+        let build = |how, left: &DataFrame, right: &DataFrame| HashIndex::build(how, &["k".into()], &["k".into()], "_r", left.schema(), right).unwrap();
+        let ints = df!("k" => [1i64]).unwrap();
+        let strings = df!("k" => ["1"]).unwrap();
+        let floats = df!("k" => [1.0f64]).unwrap();
+        assert!(build(How::Full, &ints, &ints).is_none());
+        assert!(build(How::Right, &strings, &strings).is_none());
+        assert!(build(How::Inner, &strings, &ints).is_none());
+        assert!(build(How::Inner, &ints, &strings).is_none());
+        assert!(build(How::Inner, &floats, &floats).is_none());
     }
 }

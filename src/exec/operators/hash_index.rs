@@ -18,6 +18,9 @@ const END: IdxSize = IdxSize::MAX;
 
 /// Key columns as one value per row: `None` for a row with a null key, which matches nothing.
 trait Key: Copy + Eq + std::hash::Hash {
+    /// The key as one integer, for a table addressed by it (None: keys of two columns).
+    fn single(self) -> Option<i64>;
+
     /// Calls `f` with each row's index and key, in order.
     fn each(df: &DataFrame, on: &[String], f: impl FnMut(usize, Option<Self>)) -> PolarsResult<()>;
 
@@ -37,6 +40,10 @@ pub(crate) fn as_i64(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
 }
 
 impl Key for i64 {
+    fn single(self) -> Option<i64> {
+        Some(self)
+    }
+
     fn each(df: &DataFrame, on: &[String], mut f: impl FnMut(usize, Option<i64>)) -> PolarsResult<()> {
         let ca = as_i64(df, &on[0])?;
         match ca.cont_slice() {
@@ -59,6 +66,10 @@ impl Key for i64 {
 }
 
 impl Key for (i64, i64) {
+    fn single(self) -> Option<i64> {
+        None
+    }
+
     fn each(df: &DataFrame, on: &[String], mut f: impl FnMut(usize, Option<(i64, i64)>)) -> PolarsResult<()> {
         let (a, b) = (as_i64(df, &on[0])?, as_i64(df, &on[1])?);
         match (a.cont_slice(), b.cont_slice()) {
@@ -75,20 +86,76 @@ pub(crate) fn fits_i64(dtype: &DataType) -> bool {
     matches!(dtype, Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Date)
 }
 
+/// A table addressed by key holds at most this many slots per right row (4 bytes each; a hash
+/// map takes about as much per key).
+const DENSE_SLOTS_PER_ROW: u64 = 8;
+
+/// The first right row of each key.
+enum Heads<K> {
+    Hashed(PlHashMap<K, IdxSize>),
+    /// Slot `key - min` (one integer key column whose values lie close together, as the codes
+    /// of string keys and the ids of a dimension table do): no hashing, one memory access.
+    Dense {
+        min: i64,
+        slots: Vec<IdxSize>,
+    },
+}
+
+impl<K: Key> Heads<K> {
+    /// Addressed by key when the keys of `right` are single integers at most
+    /// [`DENSE_SLOTS_PER_ROW`] slots per row apart.
+    fn for_keys(right: &DataFrame, on: &[String]) -> PolarsResult<Self> {
+        let (mut min, mut max, mut single) = (i64::MAX, i64::MIN, true);
+        K::each(right, on, |_, key| match key.map(Key::single) {
+            Some(Some(v)) => (min, max) = (min.min(v), max.max(v)),
+            Some(None) => single = false,
+            None => {}
+        })?;
+        let slots = u64::try_from(i128::from(max) - i128::from(min) + 1).ok().filter(|_| single);
+        Ok(match slots {
+            Some(n) if n <= DENSE_SLOTS_PER_ROW * right.height() as u64 => Heads::Dense { min, slots: vec![END; n as usize] },
+            _ => Heads::Hashed(PlHashMap::with_capacity(right.height())),
+        })
+    }
+
+    /// Makes `row` the head of `key`'s chain: the head before it (END for none).
+    fn push(&mut self, key: K, row: IdxSize) -> IdxSize {
+        match self {
+            Heads::Hashed(map) => map.insert(key, row).unwrap_or(END),
+            Heads::Dense { min, slots } => {
+                let slot = key.single().expect("a dense table has single keys").wrapping_sub(*min) as usize;
+                std::mem::replace(&mut slots[slot], row)
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: K) -> Option<IdxSize> {
+        match self {
+            Heads::Hashed(map) => map.get(&key).copied(),
+            // A key below `min` has no slot (its offset does not fit a usize).
+            Heads::Dense { min, slots } => {
+                let slot = key.single()?.checked_sub(*min).and_then(|d| usize::try_from(d).ok())?;
+                slots.get(slot).copied().filter(|&h| h != END)
+            }
+        }
+    }
+}
+
 /// Rows of the right side by key: the first row of each key, and each row's next one.
 struct Table<K> {
-    heads: PlHashMap<K, IdxSize>,
+    heads: Heads<K>,
     next: Vec<IdxSize>,
 }
 
 impl<K: Key> Table<K> {
     fn build(right: &DataFrame, on: &[String]) -> PolarsResult<Self> {
-        let mut heads = PlHashMap::with_capacity(right.height());
+        let mut heads = Heads::for_keys(right, on)?;
         let mut next = vec![END; right.height()];
         // Backwards, so that a chain lists its rows in the right side's order.
         K::each_backwards(right, on, |i, key| {
             if let Some(k) = key {
-                next[i] = heads.insert(k, i as IdxSize).unwrap_or(END);
+                next[i] = heads.push(k, i as IdxSize);
             }
         })?;
         Ok(Table { heads, next })
@@ -99,7 +166,7 @@ impl<K: Key> Table<K> {
     fn probe(&self, left: &DataFrame, on: &[String], how: How) -> PolarsResult<(Vec<IdxSize>, Vec<IdxSize>)> {
         let (mut l, mut r) = (Vec::new(), Vec::new());
         K::each(left, on, |i, key| {
-            let head = key.and_then(|k| self.heads.get(&k).copied());
+            let head = key.and_then(|k| self.heads.get(k));
             match how {
                 How::Semi if head.is_some() => l.push(i as IdxSize),
                 How::Anti if head.is_none() => l.push(i as IdxSize),
@@ -259,6 +326,26 @@ mod tests {
                 let want = polars_join(how, &left, &right, &lo, &ro);
                 assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
                 assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {lo:?}\n{got}\n{want}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_close_together_are_addressed_and_far_apart_hashed_alike() {
+        let top = i64::MAX;
+        let left = df!("k" => [Some(i64::MIN), Some(-5), Some(0), Some(1_000_000_007), Some(top), None, Some(top - 2), Some(-5)]).unwrap();
+        for (keys, dense) in [
+            (vec![Some(i64::MIN), Some(-5), Some(1_000_000_007), None, Some(-5)], false),
+            (vec![Some(top - 3), Some(top), None, Some(top - 2), Some(top)], true),
+            (vec![Some(-5), Some(0), Some(3), Some(-5)], true),
+        ] {
+            let right = df!("k" => keys.clone(), "r" => (0..keys.len() as i32).collect::<Vec<_>>()).unwrap();
+            for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+                let index = HashIndex::build(how, &["k".into()], &["k".into()], "_right", left.schema(), &right).unwrap().unwrap();
+                let Tables::One(table) = &index.tables else { unreachable!("one key column") };
+                assert_eq!(matches!(table.heads, Heads::Dense { .. }), dense, "{keys:?}");
+                let (got, want) = (index.join(&left).unwrap(), polars_join(how, &left, &right, &["k"], &["k"]));
+                assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {keys:?}\n{got}\n{want}");
             }
         }
     }

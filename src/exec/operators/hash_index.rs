@@ -164,7 +164,10 @@ impl<K: Key> Table<K> {
     /// Row pairs of the join: left row, and right row (`END`: a left row without a match,
     /// kept by a left join). Semi and anti joins leave the right rows empty.
     fn probe(&self, left: &DataFrame, on: &[String], how: How) -> PolarsResult<(Vec<IdxSize>, Vec<IdxSize>)> {
-        let (mut l, mut r) = (Vec::new(), Vec::new());
+        // Room for one match per left row (a fact table's rows joined with a dimension each
+        // find one): growing the pairs copied them into fresh memory.
+        let rows = left.height();
+        let (mut l, mut r) = (Vec::with_capacity(rows), Vec::with_capacity(if matches!(how, How::Semi | How::Anti) { 0 } else { rows }));
         K::each(left, on, |i, key| {
             let head = key.and_then(|k| self.heads.get(k));
             match how {
@@ -274,9 +277,12 @@ impl HashIndex {
             Tables::One(t) => t.probe(&keys, &self.left_on, self.how)?,
             Tables::Two(t) => t.probe(&keys, &self.left_on, self.how)?,
         };
+        // Every left row once, in order (each found one match, or a left join kept it): the
+        // batch as it is, not a gathered copy.
+        let whole = l.len() == left.height() && l.iter().enumerate().all(|(i, &j)| j as usize == i);
         // SAFETY: every index comes from enumerating the left batch or the right side's rows.
         // Gathered on this thread: polars would spread the columns over its own pool.
-        let mut out = unsafe { left.take_unchecked_impl(&IdxCa::from_vec("".into(), l), false) };
+        let mut out = if whole { left.clone() } else { unsafe { left.take_unchecked_impl(&IdxCa::from_vec("".into(), l), false) } };
         if self.payload.width() > 0 {
             let right_rows: IdxCa = match self.how {
                 How::Left if r.contains(&END) => r.into_iter().map(|j| (j != END).then_some(j)).collect(),
@@ -346,6 +352,20 @@ mod tests {
                 assert_eq!(matches!(table.heads, Heads::Dense { .. }), dense, "{keys:?}");
                 let (got, want) = (index.join(&left).unwrap(), polars_join(how, &left, &right, &["k"], &["k"]));
                 assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {keys:?}\n{got}\n{want}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_whose_rows_each_match_once_keeps_its_columns() {
+        let left = df!("k" => [2i64, 1, 3, 1], "v" => ["a", "b", "c", "d"]).unwrap();
+        let right = df!("k" => [1i64, 2, 3], "r" => [10, 20, 30]).unwrap();
+        for how in [How::Inner, How::Left, How::Semi] {
+            let index = HashIndex::build(how, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().unwrap();
+            let out = index.join(&left).unwrap();
+            assert!(out.select(["k", "v"]).unwrap().equals(&left), "{how:?}\n{out}");
+            if how != How::Semi {
+                assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [20, 10, 30, 10]);
             }
         }
     }

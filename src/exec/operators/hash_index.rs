@@ -226,6 +226,11 @@ impl HashIndex {
         if !matches!(how, How::Inner | How::Left | How::Semi | How::Anti) || !(1..=2).contains(&left_on.len()) {
             return Ok(None);
         }
+        // String keys are read from frames of the key columns, which cannot name one twice.
+        let repeats = |names: &[String]| names.iter().enumerate().any(|(i, n)| names[..i].contains(n));
+        if kinds.contains(&true) && (repeats(left_on) || repeats(right_on)) {
+            return Ok(None);
+        }
         let mut strings: Vec<Option<Dictionary>> = kinds.iter().map(|&s| s.then(Dictionary::default)).collect();
         let keys = if strings.iter().all(Option::is_none) {
             std::borrow::Cow::Borrowed(right)
@@ -419,5 +424,10 @@ mod tests {
         assert!(build(How::Inner, &strings, &ints).is_none());
         assert!(build(How::Inner, &ints, &strings).is_none());
         assert!(build(How::Inner, &floats, &floats).is_none());
+        let twice = |left: &DataFrame, right: &DataFrame| {
+            HashIndex::build(How::Inner, &["k".into(), "k".into()], &["k".into(), "j".into()], "_r", left.schema(), right).unwrap()
+        };
+        assert!(twice(&strings, &df!("k" => ["1"], "j" => ["1"]).unwrap()).is_none(), "a string key column named twice");
+        assert!(twice(&ints, &df!("k" => [1i64], "j" => [1i64]).unwrap()).is_some());
     }
 }

@@ -32,7 +32,11 @@ impl SortPlan {
         };
         let lf = match (self.limit, by.first(), &descending[..]) {
             (Some(n), Some(Expr::Column(name)), [first_descending, ..]) if self.keys.is_empty() && n <= CANDIDATE_LIMIT => match schema.get(name) {
-                Some(dtype) if dtype.is_primitive_numeric() || matches!(dtype, DataType::Date | DataType::Datetime(..)) || dtype.is_string() => {
+                Some(dtype)
+                    if dtype.is_primitive_numeric()
+                        || matches!(dtype, DataType::Date | DataType::Datetime(..) | DataType::Decimal(..))
+                        || dtype.is_string() =>
+                {
                     lf.filter(candidates(name, dtype.is_float(), n, *first_descending))
                 }
                 _ => lf,
@@ -136,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_top_n_cut_first_by_its_first_key_is_the_sort_cut() {
-        // Ties, nulls and NaN in the first key (floats, integers, strings), both directions and
+        // Ties, nulls and NaN in the first key (floats, integers, strings, decimals), both directions and
         // null placements, limits below and above the rows: the same rows in the same order as sorting all and cutting.
         let mut next = crate::testing::below(0x5eed_1234_abcd_9876u64);
         for case in 0..300 {
@@ -155,9 +159,11 @@ mod tests {
                 pick(&mut next, 7).into_iter().map(|v| (v > 0).then(|| ["b", "ab", "a", "", "B", "ba"][v as usize - 1].to_string())).collect();
             let b: Vec<i64> = pick(&mut next, 4).into_iter().map(|v| v as i64).collect();
             let seq: Vec<u64> = (0..rows).collect();
-            let df = df!("a" => a, "i" => i, "t" => t, "b" => b, SEQ_COLUMN => seq).unwrap();
+            let mut df = df!("a" => a, "i" => i, "t" => t, "b" => b, SEQ_COLUMN => seq).unwrap();
+            let d = df.column("i").unwrap().cast(&DataType::Float64).unwrap().cast(&DataType::Decimal(38, 4)).unwrap().with_name("d".into());
+            df.with_column(d).unwrap();
             let schema = df.schema().clone();
-            let first = ["a", "i", "t"][case % 3];
+            let first = ["a", "i", "t", "d"][case % 4];
             let (descending, nulls_last) = (vec![next(2) == 1, next(2) == 1], vec![next(2) == 1, next(2) == 1]);
             let limit = next(12) as usize;
             let plan =

@@ -140,8 +140,9 @@ mod tests {
 
     #[test]
     fn a_top_n_cut_first_by_its_first_key_is_the_sort_cut() {
-        // Ties, nulls and NaN in the first key (floats, integers, strings, decimals), both directions and
-        // null placements, limits below and above the rows: the same rows in the same order as sorting all and cutting.
+        // Ties, nulls and NaN in the first key (floats, integers, strings, decimals), both
+        // directions and null placements, limits below and above the rows: the same rows in the
+        // same order as sorting all and cutting.
         let mut next = crate::testing::below(0x5eed_1234_abcd_9876u64);
         for case in 0..300 {
             let rows = next(40);

@@ -127,6 +127,7 @@ const NO_CODE: i64 = -2;
 /// (sorted or clustered input) ask once.
 fn codes_of(column: &StringChunked, mut code: impl FnMut(&[u8]) -> Option<i64>) -> Int64Chunked {
     let mut codes = Vec::with_capacity(column.len());
+    let mut missing = false;
     let mut last: Option<(&[u8], i64)> = None;
     let mut cache = [(0u128, EMPTY); VIEW_CACHE];
     for arr in column.downcast_iter() {
@@ -152,10 +153,10 @@ fn codes_of(column: &StringChunked, mut code: impl FnMut(&[u8]) -> Option<i64>) 
                     }
                 }
             };
+            missing |= c == NO_CODE;
             codes.push(c);
         }
     }
-    let missing = codes.contains(&NO_CODE);
     let validity = (column.null_count() > 0 || missing).then(|| Bitmap::from_iter(column.iter().zip(&codes).map(|(v, &c)| v.is_some() && c != NO_CODE)));
     Int64Chunked::from_vec_validity(column.name().clone(), codes, validity)
 }

@@ -6,6 +6,8 @@
 //! the table is built once here and each batch is probed as it arrives; other keys use polars'
 //! join. String keys are joined as codes: the right side's strings are numbered in a
 //! [`Dictionary`], and a left string gets its code there (none: no match).
+use std::borrow::Cow;
+
 use polars::polars_utils::aliases::PlHashMap;
 use polars::prelude::*;
 
@@ -102,18 +104,20 @@ enum Heads<K> {
 }
 
 impl<K: Key> Heads<K> {
-    /// Addressed by key when the keys of `right` are single integers at most
-    /// [`DENSE_SLOTS_PER_ROW`] slots per row apart.
+    /// Addressed by key when `right` has one key column whose values are at most
+    /// [`DENSE_SLOTS_PER_ROW`] slots per row apart. Its range comes from polars' min and max,
+    /// so that the column is read as i64s only once, by the build.
     fn for_keys(right: &DataFrame, on: &[String]) -> PolarsResult<Self> {
-        let (mut min, mut max, mut single) = (i64::MAX, i64::MIN, true);
-        K::each(right, on, |_, key| match key.map(Key::single) {
-            Some(Some(v)) => (min, max) = (min.min(v), max.max(v)),
-            Some(None) => single = false,
-            None => {}
-        })?;
-        let slots = u64::try_from(i128::from(max) - i128::from(min) + 1).ok().filter(|_| single);
+        let range = match on {
+            [key] => {
+                let values = right.column(key)?.as_materialized_series().to_physical_repr();
+                values.min::<i64>()?.zip(values.max::<i64>()?)
+            }
+            _ => None,
+        };
+        let slots = range.and_then(|(min, max)| u64::try_from(i128::from(max) - i128::from(min) + 1).ok().map(|n| (min, n)));
         Ok(match slots {
-            Some(n) if n <= DENSE_SLOTS_PER_ROW * right.height() as u64 => Heads::Dense { min, slots: vec![END; n as usize] },
+            Some((min, n)) if n <= DENSE_SLOTS_PER_ROW * right.height() as u64 => Heads::Dense { min, slots: vec![END; n as usize] },
             _ => Heads::Hashed(PlHashMap::with_capacity(right.height())),
         })
     }
@@ -194,6 +198,26 @@ impl<K: Key> Table<K> {
     }
 }
 
+/// The key columns `on` of `df`, with the string ones (`strings`) replaced by their codes
+/// (`code` of the column's position and its strings); `df` itself when none is a string.
+fn coded_keys<'a>(
+    df: &'a DataFrame,
+    on: &[String],
+    strings: &[bool],
+    mut code: impl FnMut(usize, &StringChunked) -> Option<Int64Chunked>,
+) -> PolarsResult<Cow<'a, DataFrame>> {
+    if !strings.contains(&true) {
+        return Ok(Cow::Borrowed(df));
+    }
+    let mut columns = Vec::with_capacity(on.len());
+    for (i, (name, &string)) in on.iter().zip(strings).enumerate() {
+        let column = df.column(name)?;
+        let coded = if string { code(i, column.as_materialized_series().str()?) } else { None };
+        columns.push(coded.map_or_else(|| column.clone(), IntoColumn::into_column));
+    }
+    Ok(Cow::Owned(DataFrame::new(df.height(), columns)?))
+}
+
 enum Tables {
     One(Table<i64>),
     Two(Table<(i64, i64)>),
@@ -232,19 +256,7 @@ impl HashIndex {
             return Ok(None);
         }
         let mut strings: Vec<Option<Dictionary>> = kinds.iter().map(|&s| s.then(Dictionary::default)).collect();
-        let keys = if strings.iter().all(Option::is_none) {
-            std::borrow::Cow::Borrowed(right)
-        } else {
-            let mut columns = Vec::with_capacity(right_on.len());
-            for (name, dictionary) in right_on.iter().zip(&mut strings) {
-                let column = right.column(name)?;
-                columns.push(match dictionary {
-                    Some(d) => d.encode(column.as_materialized_series().str()?).into_column(),
-                    None => column.clone(),
-                });
-            }
-            std::borrow::Cow::Owned(DataFrame::new(right.height(), columns)?)
-        };
+        let keys = coded_keys(right, right_on, &kinds, |i, column| strings[i].as_mut().map(|d| d.encode(column)))?;
         let tables = if right_on.len() == 1 { Tables::One(Table::build(&keys, right_on)?) } else { Tables::Two(Table::build(&keys, right_on)?) };
         let mut payload = right.drop_many(right_on.iter().map(String::as_str).chain([SEQ_COLUMN]));
         if matches!(how, How::Semi | How::Anti) {
@@ -259,19 +271,9 @@ impl HashIndex {
 
     /// The key columns of a left batch as the tables hold them: string keys as the right side's
     /// codes (null where the right side does not have the string).
-    fn left_keys<'a>(&self, left: &'a DataFrame) -> PolarsResult<std::borrow::Cow<'a, DataFrame>> {
-        if self.strings.iter().all(Option::is_none) {
-            return Ok(std::borrow::Cow::Borrowed(left));
-        }
-        let mut columns = Vec::with_capacity(self.left_on.len());
-        for (name, dictionary) in self.left_on.iter().zip(&self.strings) {
-            let column = left.column(name)?;
-            columns.push(match dictionary {
-                Some(d) => d.look_up(column.as_materialized_series().str()?).into_column(),
-                None => column.clone(),
-            });
-        }
-        Ok(std::borrow::Cow::Owned(DataFrame::new(left.height(), columns)?))
+    fn left_keys<'a>(&self, left: &'a DataFrame) -> PolarsResult<Cow<'a, DataFrame>> {
+        let kinds: Vec<bool> = self.strings.iter().map(Option::is_some).collect();
+        coded_keys(left, &self.left_on, &kinds, |i, column| self.strings[i].as_ref().map(|d| d.look_up(column)))
     }
 
     /// Joins one left batch: output rows in the left batch's order, each left row's matches

@@ -119,7 +119,7 @@ fn case(rng: &mut Rng) -> Case {
             Case { pipeline, sql: format!("select {} from {src} where {pred}{group}", cols.join(", ")), ordered: false }
         }
         2 => {
-            let how = *rng.pick(&["inner", "left", "semi", "anti"]);
+            let how = *rng.pick(&["inner", "left", "right", "full", "semi", "anti"]);
             let strategy = if rng.chance(50) { "strategy = \"hash\"\n" } else { "" };
             let b = "[[source]]\nname = \"b\"\nformat = \"csv\"\npath = \"b.csv\"\n";
             let pipeline = format!(

@@ -295,7 +295,7 @@ pub(super) fn compile(b: &mut Builder<'_>, op: &OpSpec, inputs: &[usize], keep_s
             if !ok {
                 return None;
             }
-            let can_broadcast = how_v.streams_left();
+            let can_broadcast = !how_v.keeps_unmatched_right();
             let size = b.estimated_bytes(inputs[1]);
             let (chosen, why) = match strategy.as_ref().map(|s| (s.value.as_str(), &s.origin)) {
                 Some(("broadcast", origin)) if !can_broadcast => {

@@ -138,7 +138,7 @@ fn bounded_parquet_input(g: &LogicalGraph, node: usize) -> Option<(usize, Vec<us
     }
 }
 
-/// Sends the keys of an inner or semi join's right side to the Parquet reader of its left side
+/// Sends the keys of an inner, semi or right join's right side to the Parquet reader of its left side
 /// at run time (see [`crate::exec::join_filter`]), where the left input is a chain of filters
 /// from a source that feeds nothing else, on a key column the source stores as an integer or
 /// date. Filters that reject rows (`on_error`) must see every row, and stop the chain.
@@ -154,7 +154,7 @@ fn join_filters(g: &mut LogicalGraph) {
         // The reader waits for the keys: only safe where the join reads its right side first
         // (nothing the right side needs waits on the left side's source), which a chain of
         // filters from a source that feeds nothing else gives in a bounded run.
-        if !matches!(plan.how, How::Inner | How::Semi) || !plan.build_first {
+        if !matches!(plan.how, How::Inner | How::Semi | How::Right) || !plan.build_first {
             continue;
         }
         let Some((source, between)) = filters_from_parquet(g, left) else { continue };
@@ -198,9 +198,11 @@ fn build_side_first(g: &mut LogicalGraph) {
         return;
     }
     for id in 0..g.nodes.len() {
-        let NodeKind::Join(plan) = &g.nodes[id].kind else { continue };
+        if !matches!(g.nodes[id].kind, NodeKind::Join(_)) {
+            continue;
+        }
         let Some(left) = g.inputs(id).next().map(|e| e.from) else { continue };
-        if !plan.how.streams_left() || !feeds_only(g, left, id) {
+        if !feeds_only(g, left, id) {
             continue;
         }
         if let NodeKind::Join(plan) = &mut g.nodes[id].kind {
@@ -237,9 +239,11 @@ fn reread_for_joins(g: &mut LogicalGraph) {
 /// The path from a Parquet or IPC source to the left input of `join` (left input first) when
 /// that input is shared with other consumers and can be read a second time.
 fn rereadable_left_input(g: &LogicalGraph, join: usize) -> Option<Vec<usize>> {
-    let NodeKind::Join(plan) = &g.nodes[join].kind else { return None };
+    if !matches!(g.nodes[join].kind, NodeKind::Join(_)) {
+        return None;
+    }
     let left = g.inputs(join).next()?.from;
-    if !plan.how.streams_left() || feeds_only(g, left, join) {
+    if feeds_only(g, left, join) {
         return None;
     }
     let mut path = vec![left];

@@ -223,9 +223,11 @@ enum Tables {
     Two(Table<(i64, i64)>),
 }
 
-/// The complete right side of an inner, left, semi or anti join, indexed by its keys.
+/// The complete right side of a join, indexed by its keys.
 pub struct HashIndex {
     tables: Tables,
+    /// How a left batch is probed: a right join as an inner one and a full join as a left one;
+    /// their right rows that never matched are added at the end (see [`HashIndex::join`]).
     how: How,
     left_on: Vec<String>,
     /// For each key column, the dictionary of the right side's strings when it is a string
@@ -247,7 +249,7 @@ impl HashIndex {
             _ => None,
         };
         let Some(kinds) = left_on.iter().zip(right_on).map(|(l, r)| kind(l, r)).collect::<Option<Vec<bool>>>() else { return Ok(None) };
-        if !matches!(how, How::Inner | How::Left | How::Semi | How::Anti) || !(1..=2).contains(&left_on.len()) {
+        if !(1..=2).contains(&left_on.len()) {
             return Ok(None);
         }
         // String keys are read from frames of the key columns, which cannot name one twice.
@@ -266,6 +268,11 @@ impl HashIndex {
         for name in clashes {
             payload.rename(&name, format!("{name}{suffix}").into())?;
         }
+        let how = match how {
+            How::Right => How::Inner,
+            How::Full => How::Left,
+            how => how,
+        };
         Ok(Some(HashIndex { tables, how, left_on: left_on.to_vec(), strings, payload }))
     }
 
@@ -277,13 +284,17 @@ impl HashIndex {
     }
 
     /// Joins one left batch: output rows in the left batch's order, each left row's matches
-    /// in the right side's order.
-    pub fn join(&self, left: &DataFrame) -> PolarsResult<DataFrame> {
+    /// in the right side's order. `matched` (one flag per right row, for right and full joins)
+    /// gets the right rows this batch matched.
+    pub fn join(&self, left: &DataFrame, matched: Option<&mut [bool]>) -> PolarsResult<DataFrame> {
         let keys = self.left_keys(left)?;
         let (l, r) = match &self.tables {
             Tables::One(t) => t.probe(&keys, &self.left_on, self.how)?,
             Tables::Two(t) => t.probe(&keys, &self.left_on, self.how)?,
         };
+        if let Some(matched) = matched {
+            r.iter().filter(|&&j| j != END).for_each(|&j| matched[j as usize] = true);
+        }
         // Every left row once, in order (each found one match, or a left join kept it): the
         // batch as it is, not a gathered copy.
         let whole = l.len() == left.height() && l.iter().enumerate().all(|(i, &j)| j as usize == i);
@@ -307,8 +318,7 @@ mod tests {
     use super::*;
     use crate::exec::operators::join::{JoinPlan, Strategy};
 
-    /// The same join through polars (JoinPlan::apply), for comparison.
-    fn polars_join(how: How, left: &DataFrame, right: &DataFrame, left_on: &[&str], right_on: &[&str]) -> DataFrame {
+    fn join_plan(how: How, left: &DataFrame, right: &DataFrame, left_on: &[&str], right_on: &[&str]) -> JoinPlan {
         let plan = JoinPlan {
             how,
             left_on: left_on.iter().map(|s| s.to_string()).collect(),
@@ -319,8 +329,29 @@ mod tests {
             build_first: true,
             filter_key: None,
         };
-        plan.apply(left.clone().lazy(), right.clone().lazy()).collect().unwrap()
+        JoinPlan { layout: plan.layout_for(left.schema(), right.schema()).unwrap(), ..plan }
     }
+
+    /// The same join through polars (JoinPlan::apply), for comparison.
+    fn polars_join(how: How, left: &DataFrame, right: &DataFrame, left_on: &[&str], right_on: &[&str]) -> DataFrame {
+        join_plan(how, left, right, left_on, right_on).apply(left.clone().lazy(), right.clone().lazy()).collect().unwrap()
+    }
+
+    /// The join through an index of `right`: the left frame probed as one batch, then for right
+    /// and full joins the right rows it did not match.
+    fn index_join(how: How, left: &DataFrame, right: &DataFrame, left_on: &[&str], right_on: &[&str]) -> DataFrame {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let index = HashIndex::build(how, &owned(left_on), &owned(right_on), "_right", left.schema(), right).unwrap().expect("these keys are indexed");
+        let mut matched = vec![false; right.height()];
+        let mut out = index.join(left, how.keeps_unmatched_right().then_some(matched.as_mut_slice())).unwrap();
+        if how.keeps_unmatched_right() {
+            let unmatched = right.filter(&matched.iter().map(|m| !m).collect()).unwrap();
+            out.vstack_mut_owned(join_plan(how, left, right, left_on, right_on).right_only(left.schema(), unmatched).unwrap()).unwrap();
+        }
+        out
+    }
+
+    const EVERY_HOW: [How; 6] = [How::Inner, How::Left, How::Right, How::Full, How::Semi, How::Anti];
 
     fn sorted(df: DataFrame) -> DataFrame {
         let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
@@ -331,11 +362,9 @@ mod tests {
     fn matches_polars_for_every_join_type_with_nulls_duplicates_and_clashing_names() {
         let left = df!("k" => [Some(1i64), Some(2), None, Some(4), Some(2)], "k2" => [1i32, 1, 1, 2, 2], "v" => ["a", "b", "c", "d", "e"]).unwrap();
         let right = df!("id" => [Some(2i64), Some(2), Some(4), None, Some(5)], "id2" => [1i32, 1, 3, 1, 1], "v" => ["x", "y", "z", "n", "w"]).unwrap();
-        for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+        for how in EVERY_HOW {
             for (lo, ro) in [(vec!["k"], vec!["id"]), (vec!["k", "k2"], vec!["id", "id2"])] {
-                let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-                let index = HashIndex::build(how, &owned(&lo), &owned(&ro), "_right", left.schema(), &right).unwrap().expect("integer keys are indexed");
-                let got = index.join(&left).unwrap();
+                let got = index_join(how, &left, &right, &lo, &ro);
                 let want = polars_join(how, &left, &right, &lo, &ro);
                 assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
                 assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {lo:?}\n{got}\n{want}");
@@ -353,11 +382,11 @@ mod tests {
             (vec![Some(-5), Some(0), Some(3), Some(-5)], true),
         ] {
             let right = df!("k" => keys.clone(), "r" => (0..keys.len() as i32).collect::<Vec<_>>()).unwrap();
-            for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+            for how in EVERY_HOW {
                 let index = HashIndex::build(how, &["k".into()], &["k".into()], "_right", left.schema(), &right).unwrap().unwrap();
                 let Tables::One(table) = &index.tables else { unreachable!("one key column") };
                 assert_eq!(matches!(table.heads, Heads::Dense { .. }), dense, "{keys:?}");
-                let (got, want) = (index.join(&left).unwrap(), polars_join(how, &left, &right, &["k"], &["k"]));
+                let (got, want) = (index_join(how, &left, &right, &["k"], &["k"]), polars_join(how, &left, &right, &["k"], &["k"]));
                 assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {keys:?}\n{got}\n{want}");
             }
         }
@@ -369,7 +398,7 @@ mod tests {
         let right = df!("k" => [1i64, 2, 3], "r" => [10, 20, 30]).unwrap();
         for how in [How::Inner, How::Left, How::Semi] {
             let index = HashIndex::build(how, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().unwrap();
-            let out = index.join(&left).unwrap();
+            let out = index.join(&left, None).unwrap();
             assert!(out.select(["k", "v"]).unwrap().equals(&left), "{how:?}\n{out}");
             if how != How::Semi {
                 assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [20, 10, 30, 10]);
@@ -382,7 +411,7 @@ mod tests {
         let left = df!("k" => [3i32, 1, 3]).unwrap();
         let right = df!("k" => [3i32, 1, 3], "r" => [10, 20, 30]).unwrap();
         let index = HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().unwrap();
-        let out = index.join(&left).unwrap();
+        let out = index.join(&left, None).unwrap();
         assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [10, 30, 20, 10, 30]);
     }
 
@@ -399,15 +428,13 @@ mod tests {
         .unwrap();
         let right = df!(
             "id" => [Some("a"), Some("b"), Some("b"), None, Some(long), Some(""), Some("y")],
-            "n" => [1i64, 1, 3, 1, 1, 2, 2],
+            "n" => [1i32, 1, 3, 1, 1, 2, 2],
             "v" => ["r0", "r1", "r2", "r3", "r4", "r5", "r6"]
         )
         .unwrap();
-        for how in [How::Inner, How::Left, How::Semi, How::Anti] {
+        for how in EVERY_HOW {
             for (lo, ro) in [(vec!["k"], vec!["id"]), (vec!["k", "n"], vec!["id", "n"]), (vec!["n", "k"], vec!["n", "id"])] {
-                let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-                let index = HashIndex::build(how, &owned(&lo), &owned(&ro), "_right", left.schema(), &right).unwrap().expect("string keys are indexed");
-                let got = index.join(&left).unwrap();
+                let got = index_join(how, &left, &right, &lo, &ro);
                 let want = polars_join(how, &left, &right, &lo, &ro);
                 assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
                 assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?} {lo:?}\n{got}\n{want}");
@@ -416,13 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn full_joins_and_keys_of_other_or_differing_types_are_left_to_polars() {
+    fn keys_of_other_or_differing_types_are_left_to_polars() {
         let build = |how, left: &DataFrame, right: &DataFrame| HashIndex::build(how, &["k".into()], &["k".into()], "_r", left.schema(), right).unwrap();
         let ints = df!("k" => [1i64]).unwrap();
         let strings = df!("k" => ["1"]).unwrap();
         let floats = df!("k" => [1.0f64]).unwrap();
-        assert!(build(How::Full, &ints, &ints).is_none());
-        assert!(build(How::Right, &strings, &strings).is_none());
+        assert!(build(How::Full, &ints, &ints).is_some());
+        assert!(build(How::Right, &strings, &strings).is_some());
+        assert!(build(How::Full, &floats, &floats).is_none());
         assert!(build(How::Inner, &strings, &ints).is_none());
         assert!(build(How::Inner, &ints, &strings).is_none());
         assert!(build(How::Inner, &floats, &floats).is_none());

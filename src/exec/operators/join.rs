@@ -4,9 +4,10 @@
 //! until they are about as large as it (up to [`MAX_GATHER_ROWS`]) or have waited
 //! [`MAX_GATHER_WAIT`]: joining 65 K-row batches one by one against 1.5 M right rows would
 //! redo the right side's work for every batch.
-//! Right and full joins also need the left rows that never matched, so they join once at the
-//! end. Inputs arrive either hash-partitioned on the keys (both sides) or with the right side
-//! broadcast to every subtask.
+//! Right and full joins stream their left rows the same way and note which right rows matched;
+//! the right rows that never did go out at the end, with null left columns. Inputs arrive
+//! either hash-partitioned on the keys (both sides) or with the right side broadcast to every
+//! subtask (not for right and full joins: each subtask would add the unmatched rows again).
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,9 +56,9 @@ impl How {
         })
     }
 
-    /// True when left batches can be joined as they come, once the right side is complete.
-    pub fn streams_left(self) -> bool {
-        matches!(self, How::Inner | How::Left | How::Semi | How::Anti)
+    /// True for right and full joins: their right rows that match no left row are output too.
+    pub fn keeps_unmatched_right(self) -> bool {
+        matches!(self, How::Right | How::Full)
     }
 
     fn polars(self) -> JoinType {
@@ -124,6 +125,15 @@ impl JoinPlan {
         joined.select(self.layout.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
     }
 
+    /// The rows of a right or full join for `right` rows that matched no left row (of
+    /// `left_schema`): their keys under the left side's names, the left side's other columns
+    /// null, in the join's layout.
+    pub fn right_only(&self, left_schema: &Schema, right: DataFrame) -> PolarsResult<DataFrame> {
+        let full = JoinPlan { how: How::Full, ..self.clone() };
+        let rows = full.apply(DataFrame::empty_with_schema(left_schema).lazy(), right.lazy());
+        rows.select(self.layout.iter().map(|c| col(c.as_str())).collect::<Vec<_>>()).collect()
+    }
+
     /// The output columns of a join of these inputs: left columns (keys included), then the
     /// right side's other columns, suffixed where a name clashes.
     pub fn layout_for(&self, left: &Schema, right: &Schema) -> PolarsResult<Vec<String>> {
@@ -139,6 +149,8 @@ const JOIN_STATE: &str = "join";
 pub const MAX_GATHER_ROWS: usize = 1 << 20;
 /// Longest a gathered left row waits (tail mode: output latency stays low).
 pub const MAX_GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// Numbers the right rows given to polars' join in a right or full join, to tell which matched.
+const RIGHT_ROW: &str = "__rv_right_row";
 
 /// One subtask of a join.
 pub struct JoinOperator {
@@ -151,6 +163,8 @@ pub struct JoinOperator {
     built: Option<DataFrame>,
     /// The built right side indexed once by its keys, where the keys allow it.
     index: Option<Arc<HashIndex>>,
+    /// Right and full joins: for each row of the built right side, whether a left row matched it.
+    matched: Vec<bool>,
     /// Where the subtasks of a broadcast join share their build (see [`SharedBuild`]).
     shared: Option<Arc<SharedBuild>>,
     /// The right side has ended, and another subtask is building it: left rows are held.
@@ -189,6 +203,7 @@ impl JoinOperator {
             right: Vec::new(),
             built: None,
             index: None,
+            matched: Vec::new(),
             pending_left,
             pending_rows: 0,
             pending_since: None,
@@ -242,21 +257,24 @@ impl JoinOperator {
 
     /// Joins the gathered left batches, in arrival order, with the complete right side.
     fn join_pending(&mut self, out: &mut dyn Collector) -> Result<()> {
-        let Some(right) = self.built.clone() else { return Ok(()) };
-        if self.pending_left.is_empty() {
+        if self.built.is_none() || self.pending_left.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending_left);
         (self.pending_rows, self.pending_since) = (0, None);
-        if let Some(index) = self.index.clone() {
+        if self.index.is_some() {
             // The index is probed batch by batch: putting the batches together first copied
             // their key columns into one (TPC-H Q18 on CSV holds all of lineitem here).
             let start = Instant::now();
-            let mut joined = pending.iter().map(|left| index.join(left));
-            let mut all = joined.next().expect("a pending batch").map_err(|e| self.fail(e))?;
-            for part in joined {
-                all.vstack_mut_owned(part.map_err(|e| self.fail(e))?).map_err(|e| self.fail(e))?;
+            let mut all: Option<DataFrame> = None;
+            for left in &pending {
+                let part = self.join(left).map_err(|e| self.fail(e))?;
+                match &mut all {
+                    Some(all) => all.vstack_mut_owned(part).map(drop).map_err(|e| self.fail(e))?,
+                    None => all = Some(part),
+                }
             }
+            let mut all = all.expect("a pending batch");
             // A few matches from many batches go on as one chunk; more go on in batches.
             if all.height() < self.batch_rows {
                 all.rechunk_mut();
@@ -264,7 +282,40 @@ impl JoinOperator {
             return self.emit_joined(all, start, out);
         }
         let left = Self::concat(pending, &self.left_schema).map_err(|e| self.fail(e))?;
-        self.emit(left, &right, out)
+        self.emit(left, out)
+    }
+
+    /// Joins `left` with the complete right side, noting the right rows it matched in a right
+    /// or full join.
+    fn join(&mut self, left: &DataFrame) -> PolarsResult<DataFrame> {
+        let keeps = self.plan.how.keeps_unmatched_right();
+        if let Some(index) = &self.index {
+            return index.join(left, keeps.then_some(self.matched.as_mut_slice()));
+        }
+        let right = self.built.clone().expect("right side built").lazy();
+        if !keeps {
+            return self.plan.apply(left.clone().lazy(), right).collect();
+        }
+        // polars' join does not tell which right rows matched: they are numbered first, and the
+        // join is made as the left (full) or inner (right) join that gives the matched rows.
+        let how = if self.plan.how == How::Full { How::Left } else { How::Inner };
+        let probe = JoinPlan { how, ..self.plan.clone() };
+        let joined = probe.apply(left.clone().lazy(), right.with_row_index(RIGHT_ROW, None)).collect()?;
+        joined.column(RIGHT_ROW)?.idx()?.iter().flatten().for_each(|j| self.matched[j as usize] = true);
+        joined.select(self.plan.layout.iter().map(String::as_str))
+    }
+
+    /// Sends on the right rows of a right or full join that no left row matched (once every
+    /// left row is joined).
+    fn emit_unmatched_right(&mut self, out: &mut dyn Collector) -> Result<()> {
+        if !self.plan.how.keeps_unmatched_right() {
+            return Ok(());
+        }
+        let Some(right) = self.built.take() else { return Ok(()) };
+        let start = Instant::now();
+        let unmatched: BooleanChunked = std::mem::take(&mut self.matched).into_iter().map(|m| !m).collect();
+        let rows = right.filter(&unmatched).and_then(|right| self.plan.right_only(&self.left_schema, right));
+        self.emit_joined(rows.map_err(|e| self.fail(e))?, start, out)
     }
 
     /// Left rows to gather before a join: about the right side's size.
@@ -280,11 +331,11 @@ impl JoinOperator {
     /// Joins from now on with the complete right side `build`, and the left rows held so far.
     fn adopt(&mut self, (right, index): Build, out: &mut dyn Collector) -> Result<()> {
         self.index = index;
-        self.built = Some(right);
-        if self.plan.how.streams_left() {
-            self.join_pending(out)?;
+        if self.plan.how.keeps_unmatched_right() {
+            self.matched = vec![false; right.height()];
         }
-        Ok(())
+        self.built = Some(right);
+        self.join_pending(out)
     }
 
     /// Takes the build another subtask was making, once it is done (or now, waiting for it).
@@ -309,13 +360,9 @@ impl JoinOperator {
         concat(frames.into_iter().map(DataFrame::lazy).collect::<Vec<_>>(), UnionArgs::default())?.collect()
     }
 
-    fn emit(&self, left: DataFrame, right: &DataFrame, out: &mut dyn Collector) -> Result<()> {
+    fn emit(&mut self, left: DataFrame, out: &mut dyn Collector) -> Result<()> {
         let start = Instant::now();
-        let joined = match &self.index {
-            Some(index) => index.join(&left),
-            None => self.plan.apply(left.lazy(), right.clone().lazy()).collect(),
-        };
-        let joined = joined.map_err(|e| self.fail(e))?;
+        let joined = self.join(&left).map_err(|e| self.fail(e))?;
         self.emit_joined(joined, start, out)
     }
 
@@ -336,10 +383,10 @@ impl Operator for JoinOperator {
     fn process_port(&mut self, port: usize, batch: DataFrame, out: &mut dyn Collector) -> Result<()> {
         NodeMetrics::add(&self.metrics.nodes[self.node].rows_in, batch.height() as u64);
         self.take_shared_build(false, out)?;
-        match (port, &self.built) {
+        match (port, self.built.is_some()) {
             // Probing the index costs the same for any batch size: no gathering.
-            (0, Some(right)) if self.index.is_some() && self.pending_left.is_empty() => self.emit(batch, right, out),
-            (0, Some(_)) if self.plan.how.streams_left() => {
+            (0, true) if self.index.is_some() && self.pending_left.is_empty() => self.emit(batch, out),
+            (0, true) => {
                 self.pending_since.get_or_insert_with(Instant::now);
                 self.pending_rows += batch.height();
                 self.pending_left.push(batch);
@@ -348,7 +395,7 @@ impl Operator for JoinOperator {
                 }
                 Ok(())
             }
-            (0, _) => {
+            (0, false) => {
                 self.pending_rows += batch.height();
                 self.pending_left.push(batch);
                 Ok(())
@@ -392,16 +439,14 @@ impl Operator for JoinOperator {
     /// The input is quiet: what was gathered is joined now.
     fn on_tick(&mut self, out: &mut dyn Collector) -> Result<()> {
         self.take_shared_build(false, out)?;
-        if self.plan.how.streams_left() { self.join_pending(out) } else { Ok(()) }
+        self.join_pending(out)
     }
 
     /// Rows gathered before a watermark go out before it.
     fn on_watermark(&mut self, watermark: i64, out: &mut dyn Collector) -> Result<()> {
         // Rows held for the build go out before the watermark.
         self.take_shared_build(true, out)?;
-        if self.plan.how.streams_left() {
-            self.join_pending(out)?;
-        }
+        self.join_pending(out)?;
         out.watermark(watermark)
     }
 
@@ -416,6 +461,9 @@ impl Operator for JoinOperator {
         };
         w.frame("built", shared.as_ref().or(self.built.as_ref()))?;
         w.frame("pending_left", stack(&self.pending_left).map_err(fail)?.as_ref())?;
+        // One flag per built right row (a boolean column packs them into bits).
+        let matched = (!self.matched.is_empty()).then(|| DataFrame::new(self.matched.len(), vec![Column::new("matched".into(), self.matched.as_slice())]));
+        w.frame("matched", matched.transpose().map_err(fail)?.as_ref())?;
         Ok(w.finish())
     }
 
@@ -426,6 +474,10 @@ impl Operator for JoinOperator {
         if let Some(right) = &self.built {
             self.index = self.build(right)?;
         }
+        self.matched = match r.frame("matched")? {
+            Some(flags) => flags.column("matched").and_then(|c| c.bool().cloned()).map_err(|e| self.fail(e))?.iter().map(|m| m == Some(true)).collect(),
+            None => Vec::new(),
+        };
         self.pending_left = r.frame("pending_left")?.into_iter().collect();
         self.pending_rows = self.pending_left.iter().map(DataFrame::height).sum();
         Ok(())
@@ -437,12 +489,8 @@ impl Operator for JoinOperator {
         }
         // Another subtask may be building the right side: its rows wait for it.
         self.take_shared_build(true, out)?;
-        if self.plan.how.streams_left() {
-            return self.join_pending(out);
-        }
-        let right = self.built.take().expect("right side built");
-        let left = Self::concat(std::mem::take(&mut self.pending_left), &self.left_schema).map_err(|e| self.fail(e))?;
-        self.emit(left, &right, out)
+        self.join_pending(out)?;
+        self.emit_unmatched_right(out)
     }
 }
 
@@ -472,6 +520,48 @@ mod tests {
         let out = plan.apply(left.lazy(), right.lazy()).collect().unwrap().sort(["k"], SortMultipleOptions::default()).unwrap();
         assert_eq!(out.get_column_names(), ["k", "v", "v_right"]);
         assert_eq!(out.column("k").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    }
+
+    /// Right and full joins stream their left batches and add the right rows that nothing
+    /// matched at the end: through the index (integer keys) and through polars (float keys)
+    /// alike, and across a snapshot and restore between two left batches.
+    #[test]
+    fn right_and_full_joins_add_the_unmatched_right_rows_at_the_end() {
+        use crate::exec::operator::Collected;
+        let sorted = |df: DataFrame| df.sort(["k", "v", "w"], SortMultipleOptions::default().with_nulls_last(true)).unwrap();
+        let ints = (
+            df!("k" => [Some(1i64), Some(2), None, Some(2), Some(7)], "v" => ["a", "b", "c", "d", "e"]).unwrap(),
+            df!("id" => [Some(2i64), Some(3), None, Some(2), Some(9)], "w" => [10, 11, 12, 13, 14]).unwrap(),
+        );
+        let floats = (
+            df!("k" => [Some(1.5f64), Some(2.5), None, Some(2.5), Some(7.5)], "v" => ["a", "b", "c", "d", "e"]).unwrap(),
+            df!("id" => [Some(2.5f64), Some(3.5), None, Some(2.5), Some(9.5)], "w" => [10, 11, 12, 13, 14]).unwrap(),
+        );
+        for (left, right) in [ints, floats] {
+            for how in [How::Right, How::Full] {
+                let layout = plan(how, Strategy::Hash).layout_for(left.schema(), right.schema()).unwrap();
+                let plan = JoinPlan { layout, build_first: true, ..plan(how, Strategy::Hash) };
+                let metrics = Arc::new(Metrics::new(1));
+                let new = || JoinOperator::new("j".into(), 0, plan.clone(), left.schema().clone(), right.schema().clone(), 2, metrics.clone());
+                let (mut op, mut out) = (new(), Collected::default());
+                op.process_port(1, right.slice(0, 3), &mut out).unwrap();
+                op.process_port(1, right.slice(3, 2), &mut out).unwrap();
+                op.end_of_input(1, &mut out).unwrap();
+                op.process_port(0, left.slice(0, 2), &mut out).unwrap();
+                let mut op2 = new();
+                op2.restore(&op.snapshot().unwrap()).unwrap();
+                op2.process_port(0, left.slice(2, 3), &mut out).unwrap();
+                op2.finish(&mut out).unwrap();
+                let mut got = out.batches[0].clone();
+                out.batches[1..].iter().for_each(|b| _ = got.vstack_mut(b).unwrap());
+                let want = plan.apply(left.clone().lazy(), right.clone().lazy()).collect().unwrap();
+                assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?}");
+                assert!(sorted(got.clone()).equals_missing(&sorted(want.clone())), "{how:?}\n{got}\n{want}");
+                // The right rows that nothing matched (3, null, 9) come last.
+                let last: Vec<Option<i32>> = got.column("w").unwrap().i32().unwrap().slice(-3, 3).iter().collect();
+                assert_eq!(last, [Some(11), Some(12), Some(14)], "{how:?}");
+            }
+        }
     }
 
     /// The subtasks of a broadcast join share one build: the first to end its right input

@@ -423,3 +423,72 @@ style = "csv"
     let (lines, duplicates) = reading.join().unwrap();
     assert_eq!((lines, duplicates), (500_000, 0), "distinct lines read, lines read twice");
 }
+
+/// In tail mode a join's right side is usually a lookup table: with `follow = false` it is read
+/// once and ends, so the join is built and the followed log's lines are enriched while the run
+/// goes on (before the stop). Without it the join could never be built: `explain` and `tail`
+/// say so.
+#[test]
+fn a_lookup_table_read_once_enriches_a_followed_log_while_it_runs() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("logs")).unwrap();
+    std::fs::write(tmp.path().join("hosts.csv"), "host,team\nweb1,shop\nweb2,search\nweb2,search-oncall\n").unwrap();
+    let pipeline = |follow: &str| {
+        format!(
+            r#"
+name = "lookup-test"
+[[source]]
+name = "log"
+format = "regex"
+path = "logs/*.log"
+regex = '^(?P<host>\S+) (?P<status>\d{{3}})$'
+schema = {{ status = "int" }}
+linger_ms = 5
+
+[[source]]
+name = "hosts"
+format = "csv"
+path = "hosts.csv"
+{follow}
+
+[[op]]
+name = "enriched"
+input = ["log", "hosts"]
+join = "left"
+on = ["host"]
+strategy = "hash"
+
+[[sink]]
+input = "enriched"
+format = "stdout"
+style = "csv"
+"#
+        )
+    };
+    std::fs::write(tmp.path().join("followed.toml"), pipeline("")).unwrap();
+    let explain = crate::common::run_in(tmp.path(), &["explain", "followed.toml", "--follow", "--graph", "job"]);
+    assert!(stdout(&explain).contains("the right input never ends: source 'hosts' is followed"), "{}", stdout(&explain));
+    std::fs::write(tmp.path().join("p.toml"), pipeline("follow = false")).unwrap();
+    let explain = crate::common::run_in(tmp.path(), &["explain", "p.toml", "--follow", "--graph", "job"]);
+    assert!(!stdout(&explain).contains("never ends"), "{}", stdout(&explain));
+
+    let mut child = crate::common::spawn_in(tmp.path(), &["tail", "p.toml", "-p", "2", "-q"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || reader.lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    append(&tmp.path().join("logs/a.log"), b"web1 200\nweb2 500\nweb9 404\n");
+    // Four rows (web2 matches twice), plus the header, arrive while the run goes on.
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    while lines.len() < 5 && start.elapsed() < Duration::from_secs(20) {
+        lines.extend(rx.recv_timeout(Duration::from_millis(100)).ok());
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    crate::common::interrupt(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    lines.extend(rx.try_iter());
+    lines.sort();
+    assert_eq!(lines, ["host,status,team", "web1,200,shop", "web2,500,search", "web2,500,search-oncall", "web9,404,"]);
+}

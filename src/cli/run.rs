@@ -88,6 +88,13 @@ pub fn run(pipeline: &Path, plan: &PlanArgs, args: &RunArgs) -> Result<i32> {
     warm_up_polars();
     let compiled = compile(pipeline, &plan.overrides, plan.parallelism(), plan.follow)?;
     let exec = &compiled.execution;
+    if !quiet {
+        for node in &exec.job.stream.nodes {
+            for note in node.notes.iter().filter(|n| n.starts_with(crate::plan::optimize::NEVER_BUILT)) {
+                eprintln!("warning: operator '{}': {note}", node.name);
+            }
+        }
+    }
     let show_progress = !quiet && std::io::stderr().is_terminal();
     // Bounded runs show progress bars; unbounded ones (tail mode) a live status.
     let progress = (show_progress && !plan.follow).then(|| Progress::new(&exec.job.stream));

@@ -113,6 +113,9 @@ pub struct SourceSpec {
     /// Tail mode: read files that exist at the start from their beginning (false: only what is
     /// appended).
     pub from_beginning: bool,
+    /// Tail mode: follow the files (false: read them once, as a bounded run does, so that a
+    /// join's right side, a lookup table, ends and is built).
+    pub follow: bool,
     /// Tail mode: most milliseconds a line waits for more lines before its batch is emitted.
     pub linger_ms: u64,
 }
@@ -391,8 +394,8 @@ pub struct PipelineSpec {
 
 const COMMON_KEYS: [&str; 4] = ["name", "parallelism", "chain", "slot_sharing_group"];
 const TOP_KEYS: [&str; 9] = ["name", "description", "parallelism", "batch_rows", "channel_capacity", "broadcast_threshold", "source", "op", "sink"];
-const SOURCE_KEYS: [&str; 12] =
-    ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex", "start_at", "linger_ms"];
+const SOURCE_KEYS: [&str; 13] =
+    ["format", "path", "schema", "header", "delimiter", "infer_rows", "split_bytes", "on_error", "max_line_bytes", "regex", "start_at", "linger_ms", "follow"];
 const OP_KEYS: [&str; 29] = [
     "input",
     "filter",
@@ -539,6 +542,7 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
         }
     };
     let linger_ms = r.positive("linger_ms", diags).map_or(20, |v| v.value as u64);
+    let follow = r.bool("follow", true, diags);
     match (format, &regex) {
         (Some(SourceFormat::Regex), None) => r.err(diags, &r.origin.clone(), "format = \"regex\" needs `regex`, with a named group per column"),
         (Some(f), Some(re)) if f != SourceFormat::Regex => r.err(diags, &re.origin, "`regex` goes with format = \"regex\""),
@@ -559,6 +563,7 @@ fn read_source(node: &Node, index: usize, diags: &mut Diagnostics) -> Option<Sou
         max_line_bytes,
         regex,
         from_beginning,
+        follow,
         linger_ms,
     })
 }

@@ -324,7 +324,7 @@ impl Builder<'_> {
         let tcp = FollowInput::tcp_address(&s.path.value);
         let stdin = s.path.value == "-" || tcp.is_some();
         let columnar = matches!(s.format, SourceFormat::Parquet | SourceFormat::Ipc);
-        let follows = stdin || (self.spec.follow && !columnar);
+        let follows = stdin || (self.spec.follow && s.follow && !columnar);
         let files = match discover::discover(&self.spec.base_dir, &s.path.value) {
             Ok(f) => f,
             // Standard input, or files that may appear later (tail mode).

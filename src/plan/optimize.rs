@@ -26,6 +26,7 @@ pub fn optimize(graph: &LogicalGraph) -> PolarsResult<LogicalGraph> {
     build_side_first(&mut g);
     join_filters(&mut g);
     key_codes(&mut g);
+    note_followed_build_sides(&mut g);
     Ok(g)
 }
 
@@ -316,6 +317,13 @@ fn unique_name(g: &LogicalGraph, name: &str) -> String {
 /// True when `node` and everything upstream of it send rows only to each other, and to `sink`
 /// over one edge alone (a join of an input with itself takes it over two).
 fn feeds_only(g: &LogicalGraph, node: usize, sink: usize) -> bool {
+    let upstream = upstream(g, node);
+    let into_sink = upstream.iter().flat_map(|&n| g.outputs(n)).filter(|e| e.to == sink).count();
+    into_sink == 1 && upstream.iter().all(|&n| g.outputs(n).all(|e| e.to == sink || upstream.contains(&e.to)))
+}
+
+/// `node` and every node upstream of it.
+fn upstream(g: &LogicalGraph, node: usize) -> BTreeSet<usize> {
     let mut upstream = BTreeSet::from([node]);
     let mut todo = vec![node];
     while let Some(n) = todo.pop() {
@@ -325,8 +333,32 @@ fn feeds_only(g: &LogicalGraph, node: usize, sink: usize) -> bool {
             }
         }
     }
-    let into_sink = upstream.iter().flat_map(|&n| g.outputs(n)).filter(|e| e.to == sink).count();
-    into_sink == 1 && upstream.iter().all(|&n| g.outputs(n).all(|e| e.to == sink || upstream.contains(&e.to)))
+    upstream
+}
+
+/// How the note on a join that is never built starts (`run` repeats it as a warning).
+pub const NEVER_BUILT: &str = "the right input never ends";
+
+/// Notes a join whose right input comes from a followed file (tail mode): that input never
+/// ends, so the join is never built, and its left rows are held until the run stops.
+fn note_followed_build_sides(g: &mut LogicalGraph) {
+    use crate::exec::sources::FollowInput;
+    for join in 0..g.nodes.len() {
+        if !matches!(g.nodes[join].kind, NodeKind::Join(_)) {
+            continue;
+        }
+        let Some(right) = g.inputs(join).nth(1).map(|e| e.from) else { continue };
+        let followed =
+            |n: &&usize| matches!(&g.nodes[**n].kind, NodeKind::Source(c) if matches!(c.follow.as_ref().map(|f| &f.input), Some(FollowInput::Files { .. })));
+        let names: Vec<String> = upstream(g, right).iter().filter(followed).map(|&n| format!("'{}'", g.nodes[n].name)).collect();
+        if names.is_empty() {
+            continue;
+        }
+        g.nodes[join].notes.push(format!(
+            "{NEVER_BUILT}: {} followed (tail mode), so the join is never built and its left rows are held until the run stops; `follow = false` on a source reads it once, as a lookup table",
+            if names.len() == 1 { format!("source {} is", names[0]) } else { format!("sources {} are", names.join(", ")) }
+        ));
+    }
 }
 
 /// The AND-ed parts of a predicate.

@@ -2,17 +2,15 @@
 //!
 //! polars joins two frames at a time: joining each left batch with the right side rebuilt the
 //! hash table of the right side for every batch (half of TPC-H Q5's time), and batches were
-//! gathered to amortize that. For keys of one or two columns, each integer-like or a string,
-//! the table is built once here and each batch is probed as it arrives; other keys use polars'
-//! join. String keys are joined as codes: the right side's strings are numbered in a
-//! [`Dictionary`], and a left string gets its code there (none: no match).
-use std::borrow::Cow;
-
+//! gathered to amortize that. Here the table is built once and each batch is probed as it
+//! arrives. The keys are read as one or two integer columns (see [`JoinKeys`]: strings as codes
+//! of a dictionary of the right side's, floats as their bits, three or more columns folded into
+//! two); decimals and nested types use polars' join.
 use polars::polars_utils::aliases::PlHashMap;
 use polars::prelude::*;
 
-use super::dictionary::Dictionary;
 use super::join::How;
+use super::join_keys::JoinKeys;
 use super::stateless::SEQ_COLUMN;
 
 /// End of a chain of right rows with equal keys.
@@ -198,26 +196,6 @@ impl<K: Key> Table<K> {
     }
 }
 
-/// The key columns `on` of `df`, with the string ones (`strings`) replaced by their codes
-/// (`code` of the column's position and its strings); `df` itself when none is a string.
-fn coded_keys<'a>(
-    df: &'a DataFrame,
-    on: &[String],
-    strings: &[bool],
-    mut code: impl FnMut(usize, &StringChunked) -> Option<Int64Chunked>,
-) -> PolarsResult<Cow<'a, DataFrame>> {
-    if !strings.contains(&true) {
-        return Ok(Cow::Borrowed(df));
-    }
-    let mut columns = Vec::with_capacity(on.len());
-    for (i, (name, &string)) in on.iter().zip(strings).enumerate() {
-        let column = df.column(name)?;
-        let coded = if string { code(i, column.as_materialized_series().str()?) } else { None };
-        columns.push(coded.map_or_else(|| column.clone(), IntoColumn::into_column));
-    }
-    Ok(Cow::Owned(DataFrame::new(df.height(), columns)?))
-}
-
 enum Tables {
     One(Table<i64>),
     Two(Table<(i64, i64)>),
@@ -230,9 +208,8 @@ pub struct HashIndex {
     /// their right rows that never matched are added at the end (see [`HashIndex::join`]).
     how: How,
     left_on: Vec<String>,
-    /// For each key column, the dictionary of the right side's strings when it is a string
-    /// key (None for an integer-like one).
-    strings: Vec<Option<Dictionary>>,
+    /// Reads the key columns as the tables hold them.
+    keys: JoinKeys,
     /// The right side's columns that the output carries (keys are the left's), renamed with
     /// the suffix where a left column has the same name.
     payload: DataFrame,
@@ -242,24 +219,19 @@ impl HashIndex {
     /// Indexes `right` for joins with left frames of `left_schema`; `None` when the join type
     /// or the key types need polars' join.
     pub fn build(how: How, left_on: &[String], right_on: &[String], suffix: &str, left_schema: &Schema, right: &DataFrame) -> PolarsResult<Option<Self>> {
-        // Per key column: Some(true) for strings on both sides, Some(false) for integer-like.
-        let kind = |l: &String, r: &String| match (left_schema.get(l), right.column(r).map(Column::dtype)) {
-            (Some(lt), Ok(rt)) if fits_i64(lt) && fits_i64(rt) => Some(false),
-            (Some(DataType::String), Ok(DataType::String)) => Some(true),
-            _ => None,
-        };
-        let Some(kinds) = left_on.iter().zip(right_on).map(|(l, r)| kind(l, r)).collect::<Option<Vec<bool>>>() else { return Ok(None) };
-        if !(1..=2).contains(&left_on.len()) {
-            return Ok(None);
+        fn types<'a>(schema: &'a Schema, on: &[String]) -> Option<Vec<&'a DataType>> {
+            on.iter().map(|c| schema.get(c)).collect()
         }
-        // String keys are read from frames of the key columns, which cannot name one twice.
+        let (Some(left_types), Some(right_types)) = (types(left_schema, left_on), types(right.schema(), right_on)) else { return Ok(None) };
+        let Some(mut keys) = JoinKeys::new(&left_types, &right_types) else { return Ok(None) };
+        // Coded keys are frames of the key columns, which cannot name one twice.
         let repeats = |names: &[String]| names.iter().enumerate().any(|(i, n)| names[..i].contains(n));
-        if kinds.contains(&true) && (repeats(left_on) || repeats(right_on)) {
+        if left_on.is_empty() || (!keys.plain() && (repeats(left_on) || repeats(right_on))) {
             return Ok(None);
         }
-        let mut strings: Vec<Option<Dictionary>> = kinds.iter().map(|&s| s.then(Dictionary::default)).collect();
-        let keys = coded_keys(right, right_on, &kinds, |i, column| strings[i].as_mut().map(|d| d.encode(column)))?;
-        let tables = if right_on.len() == 1 { Tables::One(Table::build(&keys, right_on)?) } else { Tables::Two(Table::build(&keys, right_on)?) };
+        let coded = keys.code_right(right, right_on)?;
+        let on = keys.names(right_on);
+        let tables = if on.len() == 1 { Tables::One(Table::build(&coded, on)?) } else { Tables::Two(Table::build(&coded, on)?) };
         let mut payload = right.drop_many(right_on.iter().map(String::as_str).chain([SEQ_COLUMN]));
         if matches!(how, How::Semi | How::Anti) {
             payload = DataFrame::empty();
@@ -273,24 +245,18 @@ impl HashIndex {
             How::Full => How::Left,
             how => how,
         };
-        Ok(Some(HashIndex { tables, how, left_on: left_on.to_vec(), strings, payload }))
-    }
-
-    /// The key columns of a left batch as the tables hold them: string keys as the right side's
-    /// codes (null where the right side does not have the string).
-    fn left_keys<'a>(&self, left: &'a DataFrame) -> PolarsResult<Cow<'a, DataFrame>> {
-        let kinds: Vec<bool> = self.strings.iter().map(Option::is_some).collect();
-        coded_keys(left, &self.left_on, &kinds, |i, column| self.strings[i].as_ref().map(|d| d.look_up(column)))
+        Ok(Some(HashIndex { tables, how, left_on: left_on.to_vec(), keys, payload }))
     }
 
     /// Joins one left batch: output rows in the left batch's order, each left row's matches
     /// in the right side's order. `matched` (one flag per right row, for right and full joins)
     /// gets the right rows this batch matched.
     pub fn join(&self, left: &DataFrame, matched: Option<&mut [bool]>) -> PolarsResult<DataFrame> {
-        let keys = self.left_keys(left)?;
+        let keys = self.keys.code_left(left, &self.left_on)?;
+        let on = self.keys.names(&self.left_on);
         let (l, r) = match &self.tables {
-            Tables::One(t) => t.probe(&keys, &self.left_on, self.how)?,
-            Tables::Two(t) => t.probe(&keys, &self.left_on, self.how)?,
+            Tables::One(t) => t.probe(&keys, on, self.how)?,
+            Tables::Two(t) => t.probe(&keys, on, self.how)?,
         };
         if let Some(matched) = matched {
             r.iter().filter(|&&j| j != END).for_each(|&j| matched[j as usize] = true);
@@ -443,17 +409,52 @@ mod tests {
     }
 
     #[test]
+    fn float_keys_and_three_columns_match_polars_for_every_join_type() {
+        let left = df!(
+            "f" => [Some(0.0f64), Some(-0.0), Some(f64::NAN), Some(1.5), None, Some(2.5), Some(1.5)],
+            "a" => [1i64, 1, 1, 2, 2, 2, 1],
+            "s" => [Some("x"), Some("y"), Some("x"), Some("x"), Some("y"), Some("x"), None],
+            "v" => [1i32, 2, 3, 4, 5, 6, 7]
+        )
+        .unwrap();
+        let right = df!(
+            "g" => [Some(-0.0f64), Some(f64::NAN), Some(1.5), Some(1.5), None, Some(9.0), Some(0.0)],
+            "a" => [1i64, 1, 2, 1, 2, 2, 1],
+            "s" => [Some("x"), Some("x"), Some("x"), Some("x"), Some("y"), Some("y"), Some("x")],
+            "w" => [10i32, 11, 12, 13, 14, 15, 16]
+        )
+        .unwrap();
+        for how in EVERY_HOW {
+            for (lo, ro) in [(vec!["f"], vec!["g"]), (vec!["f", "a", "s"], vec!["g", "a", "s"]), (vec!["s", "a", "f"], vec!["s", "a", "g"])] {
+                // As text, where NaN equals NaN; -0.0 as 0.0, since equal keys may come from
+                // either side (a right join's from the right side in polars).
+                let text_of = |c: &Column| match c.dtype() {
+                    DataType::Float64 => c.f64().unwrap().apply_values(|v| if v == 0.0 { 0.0 } else { v }).into_column().cast(&DataType::String).unwrap(),
+                    _ => c.cast(&DataType::String).unwrap(),
+                };
+                let text = |df: DataFrame| sorted(DataFrame::new(df.height(), df.columns().iter().map(text_of).collect()).unwrap());
+                let got = text(index_join(how, &left, &right, &lo, &ro));
+                let want = text(polars_join(how, &left, &right, &lo, &ro));
+                assert_eq!(got.get_column_names(), want.get_column_names(), "{how:?} {lo:?}");
+                assert!(got.equals_missing(&want), "{how:?} {lo:?}\n{got}\n{want}");
+            }
+        }
+    }
+
+    #[test]
     fn keys_of_other_or_differing_types_are_left_to_polars() {
         let build = |how, left: &DataFrame, right: &DataFrame| HashIndex::build(how, &["k".into()], &["k".into()], "_r", left.schema(), right).unwrap();
         let ints = df!("k" => [1i64]).unwrap();
         let strings = df!("k" => ["1"]).unwrap();
         let floats = df!("k" => [1.0f64]).unwrap();
+        let decimals = df!("k" => [1i64]).unwrap().lazy().select([col("k").cast(DataType::Decimal(10, 2))]).collect().unwrap();
         assert!(build(How::Full, &ints, &ints).is_some());
         assert!(build(How::Right, &strings, &strings).is_some());
-        assert!(build(How::Full, &floats, &floats).is_none());
+        assert!(build(How::Inner, &floats, &floats).is_some());
         assert!(build(How::Inner, &strings, &ints).is_none());
         assert!(build(How::Inner, &ints, &strings).is_none());
-        assert!(build(How::Inner, &floats, &floats).is_none());
+        assert!(build(How::Inner, &floats, &ints).is_none());
+        assert!(build(How::Full, &decimals, &decimals).is_none());
         let twice = |left: &DataFrame, right: &DataFrame| {
             HashIndex::build(How::Inner, &["k".into(), "k".into()], &["k".into(), "j".into()], "_r", left.schema(), right).unwrap()
         };

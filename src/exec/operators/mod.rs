@@ -6,6 +6,7 @@ pub mod fork;
 pub mod hash_aggregate;
 pub mod hash_index;
 pub mod join;
+pub mod join_keys;
 pub mod order;
 pub mod reduce;
 pub mod row_eval;

@@ -1020,10 +1020,12 @@ const LANE_GROUPS: usize = 256;
 /// Adds `value(i)` to the accumulator of row `i`'s group, for every row of `ids`. With few
 /// groups, consecutive rows mostly hit the same accumulator, and each addition waits for the
 /// one before it to be stored (TPC-H Q1: 4 groups, 15 sums of 6 M rows, a third of its time).
-/// Four copies of the accumulators, taken in turn, let four additions run at once; they are
-/// added together at the end. Only for additions that are exact in any order (integers).
+/// Eight copies of the accumulators, taken in turn, let eight additions run at once; they are
+/// added together at the end. Only for additions that are exact in any order (integers). Eight
+/// rather than four: TPC-H Q1 on Parquet 5% faster on an AMD EPYC (a 128-bit addition to memory
+/// is two dependent writes).
 fn sum_in_lanes<N: Num>(acc: &mut [N], ids: &[u32], value: impl Fn(usize) -> N) {
-    const LANES: usize = 4;
+    const LANES: usize = 8;
     let groups = acc.len();
     let mut lanes = vec![N::default(); LANES * groups];
     let whole = ids.len() / LANES * LANES;

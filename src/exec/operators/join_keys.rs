@@ -79,14 +79,8 @@ impl JoinKeys {
         if self.plain() {
             return Ok(Cow::Borrowed(df));
         }
-        let mut columns = Vec::with_capacity(on.len());
-        for (i, name) in on.iter().enumerate() {
-            let column = df.column(name)?.as_materialized_series();
-            columns.push(match &mut self.strings[i] {
-                Some(dictionary) => dictionary.encode(column.str()?),
-                None => values(self.kinds[i], column)?,
-            });
-        }
+        let strings = &mut self.strings;
+        let columns = key_columns(&self.kinds, df, on, |i, column| strings[i].as_mut().expect("a string key's dictionary").encode(column))?;
         let folds = &mut self.folds;
         fold(df.height(), on, columns, |step, pair| {
             let codes = &mut folds[step];
@@ -101,16 +95,28 @@ impl JoinKeys {
         if self.plain() {
             return Ok(Cow::Borrowed(df));
         }
-        let mut columns = Vec::with_capacity(on.len());
-        for (i, name) in on.iter().enumerate() {
-            let column = df.column(name)?.as_materialized_series();
-            columns.push(match &self.strings[i] {
-                Some(dictionary) => dictionary.look_up(column.str()?),
-                None => values(self.kinds[i], column)?,
-            });
-        }
+        let columns = key_columns(&self.kinds, df, on, |i, column| self.strings[i].as_ref().expect("a string key's dictionary").look_up(column))?;
         fold(df.height(), on, columns, |step, pair| self.folds[step].get(&pair).copied())
     }
+}
+
+/// The key columns `on` of `df` as i64s: strings as `string` codes them (given the column's
+/// position), the others by their kind.
+fn key_columns(
+    kinds: &[Kind],
+    df: &DataFrame,
+    on: &[String],
+    mut string: impl FnMut(usize, &StringChunked) -> Int64Chunked,
+) -> PolarsResult<Vec<Int64Chunked>> {
+    let mut columns = Vec::with_capacity(on.len());
+    for (i, name) in on.iter().enumerate() {
+        let column = df.column(name)?.as_materialized_series();
+        columns.push(match kinds[i] {
+            Kind::Str => string(i, column.str()?),
+            kind => values(kind, column)?,
+        });
+    }
+    Ok(columns)
 }
 
 /// A column of a key that is not a string, as i64s.

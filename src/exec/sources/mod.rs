@@ -6,6 +6,7 @@
 //! the input size.
 mod csv;
 mod csv_fields;
+mod csv_infer;
 mod iso_dates;
 pub mod discover;
 pub mod follow;
@@ -332,7 +333,8 @@ pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Resu
     let format = how.format;
     // A header-only or empty file says nothing about types: sample the first file with data.
     let with_data = |f: &&PathBuf| matches!(format, SourceFormat::Parquet | SourceFormat::Ipc) || has_data_line(f, format == SourceFormat::Csv && how.header);
-    let candidates: Vec<&PathBuf> = files.iter().filter(with_data).chain(files.iter()).collect();
+    // Lazily: each look at a file for data reads its head.
+    let mut candidates = files.iter().filter(with_data).chain(files.iter());
     let infer = |first: &Path| match format {
         SourceFormat::Csv => csv::infer(first, how.header, how.delimiter, how.infer_rows, how.declared, how.tolerant),
         SourceFormat::Jsonl => jsonl::infer(first, how.infer_rows, how.tolerant),
@@ -340,10 +342,10 @@ pub fn infer_schema(files: &[PathBuf], how: &Inference<'_>) -> std::result::Resu
         SourceFormat::Ipc => ipc::file_schema(first).map_err(|m| DataProblem { kind: Some(ErrorKind::CorruptIpc), message: m }),
         SourceFormat::Lines | SourceFormat::Regex => unreachable!("text sources have a fixed schema"),
     };
-    let mut raw = infer(candidates[0]);
+    let mut raw = infer(candidates.next().expect("a source has a file"));
     if how.tolerant {
         // A file that cannot be read will be rejected when it is read: take the next one.
-        for f in &candidates[1..] {
+        for f in candidates {
             if raw.is_ok() {
                 break;
             }

@@ -35,8 +35,13 @@ trait Key: Copy + Eq + std::hash::Hash {
 
 /// A key column as i64 values (dates and narrower integers widened; an i64 column as it is).
 pub(crate) fn as_i64(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
+    Ok(as_i64_chunks(df, name)?.rechunk().into_owned())
+}
+
+/// [`as_i64`] in the column's chunks, as they are.
+pub(crate) fn as_i64_chunks(df: &DataFrame, name: &str) -> PolarsResult<Int64Chunked> {
     let s = df.column(name)?.as_materialized_series().to_physical_repr();
-    Ok(s.cast(&DataType::Int64)?.i64()?.rechunk().into_owned())
+    Ok(s.cast(&DataType::Int64)?.i64()?.clone())
 }
 
 impl Key for i64 {

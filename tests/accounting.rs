@@ -2,7 +2,8 @@
 //! pipelines that reject rows, satisfies per operator `rows in = rows out + filtered + rejected`
 //! (row-by-row operators and sources, where rows in = rows read), per edge `rows in = the rows
 //! its inputs emitted` (a dead-letter output: the rows its owner rejected), and end to end
-//! `read = written + filtered + rejected` for a chain without aggregation.
+//! `read = written + filtered + rejected` for a chain without aggregation; a join counts as
+//! filtered its left rows that gave no output row.
 use serde_json::Value;
 
 use crate::common::{example_pipelines, run_in, stderr, stdout};
@@ -298,5 +299,80 @@ fn rows_dropped_by_a_join_filter_are_counted_for_the_join() {
         // 1161 rows pass the filter; 146 of them have a wanted day (and group).
         assert_eq!([get(&op("items"), "rows_in"), get(&op("named"), "rows_out")], [4000, 1161], "-p {p}");
         assert_eq!([get(&op("on_days"), "filtered"), get(&op("out"), "rows_out")], [1161 - 146, 146], "-p {p}");
+    }
+}
+
+/// A join counts as filtered the left rows that give no output row: without a match in an
+/// inner, right or semi join, with one in an anti join; a left or full join keeps them all.
+/// Right keys repeat (a left row that matches two right rows is kept once), some left keys and
+/// one right key are null (null keys never match), some right keys match no left row. Both
+/// strategies, an integer key (the join's index) and a decimal one (polars' join).
+#[test]
+fn a_join_counts_the_left_rows_it_drops_as_filtered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let left: Vec<Option<i64>> = (0..600).map(|i| (i % 11 != 0).then_some(i % 37)).collect();
+    let right: Vec<Option<i64>> = (0..20).chain([3, 7, 100, 101]).map(Some).chain([None]).collect();
+    let csv = |keys: &[Option<i64>]| {
+        let rows: String = keys.iter().enumerate().map(|(i, k)| format!("{},{i}\n", k.map_or(String::new(), |k| k.to_string()))).collect();
+        format!("k,n\n{rows}")
+    };
+    std::fs::write(tmp.path().join("l.csv"), csv(&left)).unwrap();
+    std::fs::write(tmp.path().join("r.csv"), csv(&right)).unwrap();
+    let matches = |k: &Option<i64>| k.map_or(0, |k| right.iter().filter(|r| **r == Some(k)).count() as u64);
+    let (matched, unmatched) = (left.iter().filter(|k| matches(k) > 0).count() as u64, left.iter().filter(|k| matches(k) == 0).count() as u64);
+    let pairs: u64 = left.iter().map(matches).sum();
+    let right_alone = right.iter().filter(|r| r.is_none_or(|r| !left.contains(&Some(r)))).count() as u64;
+    // (join, rows out, filtered)
+    let cases = [
+        ("inner", pairs, unmatched),
+        ("left", pairs + unmatched, 0),
+        ("right", pairs + right_alone, unmatched),
+        ("full", pairs + unmatched + right_alone, 0),
+        ("semi", matched, unmatched),
+        ("anti", unmatched, matched),
+    ];
+    for key in ["k", "CAST(k AS DECIMAL(10,2))"] {
+        for strategy in ["", "strategy = \"hash\""] {
+            for (how, out, filtered) in cases {
+                let pipeline = format!(
+                    r#"
+name = "join-accounting"
+[[source]]
+name = "l"
+format = "csv"
+path = "l.csv"
+[[source]]
+name = "r"
+format = "csv"
+path = "r.csv"
+[[op]]
+name = "lk"
+input = "l"
+with = {{ key = "{key}" }}
+[[op]]
+name = "rk"
+input = "r"
+with = {{ key = "{key}" }}
+[[op]]
+name = "j"
+input = ["lk", "rk"]
+join = "{how}"
+on = ["key"]
+{strategy}
+[[sink]]
+name = "out"
+input = "j"
+format = "csv"
+path = "out"
+"#
+                );
+                std::fs::write(tmp.path().join("p.toml"), pipeline).unwrap();
+                for (p, ops) in checked_runs(tmp.path()) {
+                    let j = operator(&ops, "j");
+                    assert_eq!([get(&j, "rows_out"), get(&j, "filtered")], [out, filtered], "{how} join on {key} {strategy} -p {p}");
+                }
+                let _ = std::fs::remove_dir_all(tmp.path().join("out"));
+            }
+        }
     }
 }

@@ -254,9 +254,10 @@ impl HashIndex {
     }
 
     /// Joins one left batch: output rows in the left batch's order, each left row's matches
-    /// in the right side's order. `matched` (one flag per right row, for right and full joins)
-    /// gets the right rows this batch matched.
-    pub fn join(&self, left: &DataFrame, matched: Option<&mut [bool]>) -> PolarsResult<DataFrame> {
+    /// in the right side's order, and how many left rows gave none (the join filtered them).
+    /// `matched` (one flag per right row, for right and full joins) gets the right rows this
+    /// batch matched.
+    pub fn join(&self, left: &DataFrame, matched: Option<&mut [bool]>) -> PolarsResult<(DataFrame, usize)> {
         let keys = self.keys.code_left(left, &self.left_on)?;
         let on = self.keys.names(&self.left_on);
         let (l, r) = match &self.tables {
@@ -266,6 +267,9 @@ impl HashIndex {
         if let Some(matched) = matched {
             r.iter().filter(|&&j| j != END).for_each(|&j| matched[j as usize] = true);
         }
+        // The pairs list the left rows in order, a row once for each of its matches.
+        debug_assert!(l.is_sorted());
+        let dropped = left.height() - l.chunk_by(|a, b| a == b).count();
         // Every left row once, in order (each found one match, or a left join kept it): the
         // batch as it is, not a gathered copy.
         let whole = l.len() == left.height() && l.iter().enumerate().all(|(i, &j)| j as usize == i);
@@ -280,7 +284,7 @@ impl HashIndex {
             let right = unsafe { self.payload.take_unchecked_impl(&right_rows, false) };
             out.hstack_mut(right.columns())?;
         }
-        Ok(out)
+        Ok((out, dropped))
     }
 }
 
@@ -314,7 +318,7 @@ mod tests {
         let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let index = HashIndex::build(how, &owned(left_on), &owned(right_on), "_right", left.schema(), right).unwrap().expect("these keys are indexed");
         let mut matched = vec![false; right.height()];
-        let mut out = index.join(left, how.keeps_unmatched_right().then_some(matched.as_mut_slice())).unwrap();
+        let mut out = index.join(left, how.keeps_unmatched_right().then_some(matched.as_mut_slice())).unwrap().0;
         if how.keeps_unmatched_right() {
             let unmatched = right.filter(&matched.iter().map(|m| !m).collect()).unwrap();
             out.vstack_mut_owned(join_plan(how, left, right, left_on, right_on).right_only(left.schema(), unmatched).unwrap()).unwrap();
@@ -369,7 +373,7 @@ mod tests {
         let right = df!("k" => [1i64, 2, 3], "r" => [10, 20, 30]).unwrap();
         for how in [How::Inner, How::Left, How::Semi] {
             let index = HashIndex::build(how, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().unwrap();
-            let out = index.join(&left, None).unwrap();
+            let out = index.join(&left, None).unwrap().0;
             assert!(out.select(["k", "v"]).unwrap().equals(&left), "{how:?}\n{out}");
             if how != How::Semi {
                 assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [20, 10, 30, 10]);
@@ -382,7 +386,7 @@ mod tests {
         let left = df!("k" => [3i32, 1, 3]).unwrap();
         let right = df!("k" => [3i32, 1, 3], "r" => [10, 20, 30]).unwrap();
         let index = HashIndex::build(How::Inner, &["k".into()], &["k".into()], "_r", left.schema(), &right).unwrap().unwrap();
-        let out = index.join(&left, None).unwrap();
+        let out = index.join(&left, None).unwrap().0;
         assert_eq!(out.column("r").unwrap().i32().unwrap().into_no_null_iter().collect::<Vec<_>>(), [10, 30, 20, 10, 30]);
     }
 

@@ -151,6 +151,8 @@ pub const MAX_GATHER_ROWS: usize = 1 << 20;
 pub const MAX_GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// Numbers the right rows given to polars' join in a right or full join, to tell which matched.
 const RIGHT_ROW: &str = "__rv_right_row";
+/// Numbers the left rows given to polars' inner or right join, to count those that matched.
+const LEFT_ROW: &str = "__rv_left_row";
 
 /// One subtask of a join.
 pub struct JoinOperator {
@@ -273,7 +275,7 @@ impl JoinOperator {
             let start = Instant::now();
             let mut all: Option<DataFrame> = None;
             for left in &pending {
-                let part = self.join(left).map_err(|e| self.fail(e))?;
+                let part = self.joined(left)?;
                 match &mut all {
                     Some(all) => all.vstack_mut_owned(part).map(drop).map_err(|e| self.fail(e))?,
                     None => all = Some(part),
@@ -292,22 +294,41 @@ impl JoinOperator {
 
     /// Joins `left` with the complete right side, noting the right rows it matched in a right
     /// or full join.
-    fn join(&mut self, left: &DataFrame) -> PolarsResult<DataFrame> {
-        let keeps = self.plan.how.keeps_unmatched_right();
+    /// Joins a left batch with the built right side: the rows, and how many left rows gave none
+    /// (counted as filtered by the join).
+    fn join(&mut self, left: &DataFrame) -> PolarsResult<(DataFrame, usize)> {
+        let how = self.plan.how;
+        let keeps = how.keeps_unmatched_right();
         if let Some(index) = &self.index {
             return index.join(left, keeps.then_some(self.matched.as_mut_slice()));
         }
         let right = self.built.clone().expect("right side built").lazy();
-        if !keeps {
-            return self.plan.apply(left.clone().lazy(), right).collect();
-        }
-        // polars' join does not tell which right rows matched: they are numbered first, and the
-        // join is made as the left (full) or inner (right) join that gives the matched rows.
-        let how = if self.plan.how == How::Full { How::Left } else { How::Inner };
-        let probe = JoinPlan { how, ..self.plan.clone() };
-        let joined = probe.apply(left.clone().lazy(), right.with_row_index(RIGHT_ROW, None)).collect()?;
-        joined.column(RIGHT_ROW)?.idx()?.iter().flatten().for_each(|j| self.matched[j as usize] = true);
-        joined.select(self.plan.layout.iter().map(String::as_str))
+        // An inner or right join's left rows are numbered to count those that matched.
+        let numbered = matches!(how, How::Inner | How::Right);
+        let input = if numbered { left.clone().lazy().with_row_index(LEFT_ROW, None) } else { left.clone().lazy() };
+        let joined = if keeps {
+            // polars' join does not tell which right rows matched: they are numbered first, and
+            // the join is made as the left (full) or inner (right) join that gives the matched rows.
+            let probe = JoinPlan { how: if how == How::Full { How::Left } else { How::Inner }, ..self.plan.clone() };
+            let joined = probe.apply(input, right.with_row_index(RIGHT_ROW, None)).collect()?;
+            joined.column(RIGHT_ROW)?.idx()?.iter().flatten().for_each(|j| self.matched[j as usize] = true);
+            joined
+        } else {
+            self.plan.apply(input, right).collect()?
+        };
+        let kept = match how {
+            How::Left | How::Full => left.height(),
+            How::Semi | How::Anti => joined.height(),
+            How::Inner | How::Right => joined.column(LEFT_ROW)?.n_unique()?,
+        };
+        let joined = if keeps {
+            joined.select(self.plan.layout.iter().map(String::as_str))?
+        } else if numbered {
+            joined.drop(LEFT_ROW)?
+        } else {
+            joined
+        };
+        Ok((joined, left.height() - kept))
     }
 
     /// Sends on the right rows of a right or full join that no left row matched (once every
@@ -367,8 +388,15 @@ impl JoinOperator {
 
     fn emit(&mut self, left: DataFrame, out: &mut dyn Collector) -> Result<()> {
         let start = Instant::now();
-        let joined = self.join(&left).map_err(|e| self.fail(e))?;
+        let joined = self.joined(&left)?;
         self.emit_joined(joined, start, out)
+    }
+
+    /// [`Self::join`], with the left rows that gave no row counted as filtered.
+    fn joined(&mut self, left: &DataFrame) -> Result<DataFrame> {
+        let (joined, dropped) = self.join(left).map_err(|e| self.fail(e))?;
+        NodeMetrics::add(&self.metrics.nodes[self.node].filtered, dropped as u64);
+        Ok(joined)
     }
 
     /// Sends on the rows of a join that started at `start`.

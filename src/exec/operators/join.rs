@@ -293,9 +293,7 @@ impl JoinOperator {
     }
 
     /// Joins `left` with the complete right side, noting the right rows it matched in a right
-    /// or full join.
-    /// Joins a left batch with the built right side: the rows, and how many left rows gave none
-    /// (counted as filtered by the join).
+    /// or full join: the rows, and how many left rows gave none (counted as filtered by the join).
     fn join(&mut self, left: &DataFrame) -> PolarsResult<(DataFrame, usize)> {
         let how = self.plan.how;
         let keeps = how.keeps_unmatched_right();

@@ -371,7 +371,6 @@ path = "out"
                     let j = operator(&ops, "j");
                     assert_eq!([get(&j, "rows_out"), get(&j, "filtered")], [out, filtered], "{how} join on {key} {strategy} -p {p}");
                 }
-                let _ = std::fs::remove_dir_all(tmp.path().join("out"));
             }
         }
     }

@@ -77,11 +77,10 @@ impl KeyFilter {
     fn build(parts: &[Int64Chunked], most_sorted: u64) -> Self {
         // The reader waits while this is built: polars' min and max, and the values read from
         // each chunk's buffer (an Option per value cost as much as the rest).
-        let count: usize = parts.iter().map(|ca| ca.len() - ca.null_count()).sum();
+        let count: u64 = parts.iter().map(|ca| (ca.len() - ca.null_count()) as u64).sum();
         let (Some(min), Some(max)) = (parts.iter().filter_map(|ca| ca.min()).min(), parts.iter().filter_map(|ca| ca.max()).max()) else {
             return KeyFilter(Repr::Empty);
         };
-        let count = count as u64;
         let span = (max as i128 - min as i128) as u64;
         if span < SMALL_BITMAP_BITS.max(count.saturating_mul(BITMAP_BITS_PER_KEY)) {
             let mut words = vec![0u64; (span / 64 + 1) as usize];
